@@ -1,0 +1,1 @@
+"""pipelines: the ``regkit`` CLI, configs, end-to-end pipelines, evaluation and reports."""

@@ -1,0 +1,63 @@
+"""The ``regkit`` command line: one Typer app with a sub-app per package (``pipelines/cli/<pkg>.py``).
+
+``python -m pipelines`` runs the same app. Failures exit with status 2 and a one-line reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+import typer
+
+from pipelines.cli import data, demo, regs
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="regkit",
+    help="Recommendation and retrieval on a shared library of regularization and compression methods.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data.app, name="data")
+app.add_typer(regs.app, name="regs")
+app.command(name="demo")(demo.demo)
+
+
+@app.callback()
+def root(
+    log_level: str = typer.Option("INFO", "--log-level", help="Python logging level: DEBUG, INFO, WARNING, ERROR."),
+) -> None:
+    """regkit: two-tower recommenders and learned sparse retrievers, with reusable regularizers."""
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("faiss.loader").setLevel(max(level, logging.WARNING))  # its CPU-feature probing is noise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit status."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="regkit", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as usage:
+        usage.show()
+        return usage.exit_code
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI's contract: one line, non-zero status
+        logging.getLogger("regkit").debug("failure", exc_info=True)
+        typer.echo(f"regkit: error: {err}", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""``regkit data``: convert, validate and fetch datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Convert, validate and fetch datasets.", no_args_is_help=True)
+console = Console()
+
+
+def _print_counts(title: str, counts: dict) -> None:
+    table = Table(title=title)
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    for key, value in counts.items():
+        table.add_row(str(key), f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
+
+
+@app.command()
+def movielens(
+    raw: Path = typer.Option(..., "--raw", help="Folder with the ML-100K raw files (u.data, u.item, u.user, ...)."),
+    out: Path = typer.Option(..., "--out", help="Output folder for the parquet tables."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+) -> None:
+    """MovieLens-100K raw files → interactions/items/users parquet plus the canonical split files."""
+    from pipelines.datasets.movielens import convert_movielens_100k
+
+    manifest = convert_movielens_100k(raw, out, overwrite=overwrite)
+    counts = {k: manifest[k] for k in ("interactions", "users", "items", "genres")}
+    counts.update({f"split {name}": rows for name, rows in manifest["splits"].items()})
+    _print_counts(f"MovieLens-100K → {out}", counts)
+
+
+@app.command()
+def validate(file: Path = typer.Argument(..., help="A parquet interaction log.")) -> None:
+    """Check an interaction log against the schema and print a summary."""
+    from recsys.data import validate_log
+
+    summary = validate_log(file)
+    counts = {
+        "rows": summary.rows,
+        "users": summary.users,
+        "items": summary.items,
+        "time range": f"{summary.time_min} … {summary.time_max}" if summary.time_min is not None else "no timestamp",
+        "duplicate rows": summary.duplicate_rows,
+        **{f"nulls in {column}": count for column, count in summary.nulls.items()},
+    }
+    _print_counts(f"{file}: valid interaction log", counts)
+
+
+@app.command()
+def beir(
+    name: str = typer.Option(None, "--name", help="BEIR dataset name (e.g. scifact); defaults to the folder name."),
+    source: Path = typer.Option(None, "--from", help="Load from this local BEIR folder instead of downloading."),
+    out: Path = typer.Option(None, "--out", help="Cache folder for downloads (default: ~/.cache/regkit/beir)."),
+    split: str = typer.Option("test", "--split", help="qrels split to validate."),
+) -> None:
+    """Load (or download) a BEIR dataset, validate corpus/queries/qrels and print counts."""
+    from retrieval.beir import download_beir, load_beir
+
+    if source is None and name is None:
+        raise typer.BadParameter("give --name to download, or --from DIR for a local folder.")
+    folder = source if source is not None else download_beir(name, out)
+    dataset = load_beir(folder, split=split)
+    _print_counts(f"BEIR {name or dataset.name} ({folder})", dataset.summary())
+
+
+@app.command("demo")
+def demo_data(
+    out: Path = typer.Option(Path("data/demo"), "--out", help="Output folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+) -> None:
+    """Generate the bundled demo data (deterministic)."""
+    from pipelines.datasets.demo import write_demo_data
+
+    write_demo_data(out, overwrite=overwrite)
+    console.print(f"demo data written to {out}")

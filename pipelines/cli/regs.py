@@ -1,0 +1,23 @@
+"""``regkit regs``: the common_regs method registry."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from common_regs.registry import list_methods
+
+app = typer.Typer(help="Regularization and compression methods of common_regs.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_command(kind: str = typer.Option(None, help="Only methods of this hook kind (e.g. loss, mask_scheduler).")) -> None:
+    """Print every registered method, its hook kind, module and paper."""
+    methods = list_methods(kind)
+    table = Table(title=f"common_regs methods ({len(methods)})")
+    for column in ("name", "kind", "seed #", "module", "paper"):
+        table.add_column(column)
+    for method in methods:
+        table.add_row(method.name, method.kind, str(method.seed or ""), method.module, method.paper)
+    Console().print(table)

@@ -1,0 +1,1 @@
+"""recsys: parquet interaction logs, two-tower / MF-BPR / LightGCN recommenders, FAISS serving."""
