@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import sys
 
-import click
 import typer
 
 from pipelines.cli import data, demo, regs
@@ -44,12 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         command.main(args=argv, prog_name="regkit", standalone_mode=False)
-    except click.exceptions.Exit as done:
+    except typer.Exit as done:
         return done.exit_code
-    except click.ClickException as usage:
-        usage.show()
+    except typer.TyperException as usage:  # usage errors (Typer's vendored click): show usage and the reason
+        show = getattr(usage, "show", None)
+        show() if show else typer.echo(f"regkit: error: {usage.format_message()}", err=True)
         return usage.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
     except Exception as err:  # noqa: BLE001 - the CLI's contract: one line, non-zero status

@@ -1,0 +1,107 @@
+"""RegHooks applies each hook kind at its point of the step, in order; fit trains; the registry builds by name."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+import torch
+from torch import nn
+
+import common_regs.training
+from common_regs.api import TrainContext
+from common_regs.registry import build, get, register
+from common_regs.schedules import Linear
+from common_regs.training import RegHooks, fit
+
+EVENTS: list[str] = []
+
+
+class _Recorder:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __call__(self, arg):
+        EVENTS.append(self.kind)
+        if self.kind == "loss":
+            # A real penalty: squared norm of the weight, gradient 2w.
+            return (arg.model.weight ** 2).sum()
+        return arg
+
+    def apply(self, ctx: TrainContext) -> None:
+        EVENTS.append(self.kind)
+        self.grad_seen = ctx.model.weight.grad.clone()
+
+    def prepare(self, model, optimizer=None) -> None:
+        EVENTS.append(f"prepare:{self.kind}")
+
+    def step(self, ctx: TrainContext) -> None:
+        EVENTS.append(self.kind)
+        with torch.no_grad():
+            ctx.model.weight.zero_()  # the scheduler acts after the optimizer step
+
+
+def test_hook_order_and_penalty_gradient():
+    EVENTS.clear()
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -2.0]]))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    grad_probe, mask = _Recorder("grad_transform"), _Recorder("mask_scheduler")
+    hooks = RegHooks([mask, _Recorder("loss"), grad_probe, _Recorder("batch_transform")], model, optimizer,
+                     weights={1: 0.5})
+    x = torch.zeros(4, 2)  # zero input: the task loss has zero gradient w.r.t. the weight
+    hooks.step(x, model, lambda out, batch: out.sum())
+    assert EVENTS == ["prepare:mask_scheduler", "batch_transform", "loss", "grad_transform", "mask_scheduler"]
+    # d/dw (0.5 · ||w||²) = w, seen by the grad transform before the step
+    torch.testing.assert_close(grad_probe.grad_seen, torch.tensor([[1.0, -2.0]]))
+    assert torch.count_nonzero(model.weight) == 0  # scheduler ran after the (lr 0) optimizer step
+    assert hooks.last_terms == {"_Recorder": pytest.approx(5.0)}  # unweighted ||w||² before the step
+
+
+def test_loss_weight_follows_its_schedule():
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    hooks = RegHooks([_Recorder("loss")], model, weights={0: Linear(0.0, 1.0, 4)})
+    ctx = TrainContext(model=model)
+    values = []
+    for step in range(6):
+        ctx.step = step
+        values.append(hooks.penalty(ctx).item())
+    assert values == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.0, 4.0])  # weight · ||w||² = (step/4) · 4
+
+
+def test_objects_without_a_hook_kind_are_rejected():
+    with pytest.raises(TypeError, match="is not a training-step hook"):
+        RegHooks([object()], nn.Linear(1, 1))
+
+
+def test_fit_docstring_example_runs():
+    result = doctest.testmod(common_regs.training, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
+
+
+@register("_test_penalty", kind="loss", paper="regkit original (test fixture)")
+class _Penalty:
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def __call__(self, ctx: TrainContext) -> torch.Tensor:
+        return self.scale * sum((p ** 2).sum() for p in ctx.model.parameters())
+
+
+def test_registry_builds_by_name_and_reports_mistakes():
+    penalty = build({"name": "_test_penalty", "scale": 3.0})
+    assert isinstance(penalty, _Penalty) and penalty.scale == 3.0 and penalty.kind == "loss"
+    assert get("_test_penalty").paper.startswith("regkit original")
+    with pytest.raises(KeyError, match="unknown method 'no_such_method'"):
+        build({"name": "no_such_method"})
+    with pytest.raises(TypeError, match="cannot build method '_test_penalty'"):
+        build({"name": "_test_penalty", "sclae": 1.0})
+    with pytest.raises(ValueError, match="needs a `name` key"):
+        build({"scale": 1.0})
+    with pytest.raises(ValueError, match="already registered"):
+        register("_test_penalty", kind="loss", paper="x")(type("Other", (), {}))
+    with pytest.raises(ValueError, match="`kind` must be one of"):
+        register("_bad", kind="regularizer", paper="x")
