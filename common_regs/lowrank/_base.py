@@ -215,7 +215,10 @@ class ParametrizedReparam:
             return
         merged_values = []
         for site in self.sites:
+            was_training = site.parametrization.training
+            site.parametrization.eval()  # merge bakes the inference-time weight (no train-time noise)
             value = getattr(site.module, site.tensor_name).detach().clone()
+            site.parametrization.train(was_training)
             if safe and not torch.isfinite(value).all():
                 raise ValueError(
                     f"merging `{site.name}.{site.tensor_name}` would produce non-finite values; nothing was merged. "
