@@ -46,7 +46,9 @@ __all__ = [
 DEFAULT_MODULE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
-def check_fraction(name: str, value: float, *, low: float = 0.0, high: float = 1.0, closed_high: bool = False) -> float:
+def check_fraction(
+    name: str, value: float, *, low: float = 0.0, high: float = 1.0, closed_high: bool = False
+) -> float:
     """Validate ``low <= value < high`` (``<= high`` if ``closed_high``) and return it as a float."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise TypeError(f"`{name}` must be a number, got {type(value).__name__}.")
@@ -356,7 +358,9 @@ class MaskSchedulerBase:
         self._check_prepared()
         missing = set(self._masks) ^ set(state["masks"])
         if missing:
-            raise ValueError(f"state_dict masks do not match the prepared targets; differing names: {sorted(missing)}.")
+            raise ValueError(
+                f"state_dict masks do not match the prepared targets; differing names: {sorted(missing)}."
+            )
         with torch.no_grad():
             for name, mask in state["masks"].items():
                 self._masks[name].copy_(mask)
