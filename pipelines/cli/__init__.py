@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from pipelines.cli import data, demo, regs
+from pipelines.cli import ab, data, demo, regs
 
 __all__ = ["app", "main"]
 
@@ -21,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(ab.app, name="ab")
 app.add_typer(data.app, name="data")
 app.add_typer(regs.app, name="regs")
 app.command(name="demo")(demo.demo)
