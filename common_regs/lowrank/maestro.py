@@ -100,7 +100,8 @@ class Maestro(ParametrizedReparam):
         .. math::
             W = U_{:,K}V_{K,:},\\quad U = U_{svd}\\sqrt{S},\\ V = \\sqrt{S}V_{svd}^\\top \\ \\text{(init)},\\\\
             W_p = U_{:,K_{1..\\lceil p|K|\\rceil}}V_{K_{1..\\lceil p|K|\\rceil},:},\\quad
-            GL = \\sum_i \\Big(\\sqrt{\\textstyle\\sum_{j\\ge i}\\|v_j\\|^2} + \\sqrt{\\textstyle\\sum_{j\\ge i}\\|u_j\\|^2}\\Big),\\\\
+            GL = \\sum_i \\Big(\\sqrt{\\textstyle\\sum_{j\\ge i}\\|v_j\\|^2}
+                 + \\sqrt{\\textstyle\\sum_{j\\ge i}\\|u_j\\|^2}\\Big),\\\\
             L = CE(f(x), y) + CE\\big(f_{p,l}(x), \\mathrm{sg}(\\mathrm{softmax}(f(x)))\\big) + \\lambda\\,GL,\\quad
             K \\leftarrow \\{i : \\|u_i\\|\\|v_i\\| \\ge \\varepsilon\\}\\ \\text{(after each epoch)}
 

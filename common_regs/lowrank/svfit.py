@@ -6,7 +6,6 @@ import logging
 from collections.abc import Sequence
 from typing import ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from common_regs.lowrank._base import ParametrizedReparam, WeightParametrization

@@ -173,7 +173,8 @@ class ElasticQuantization(ParametrizedReparam):
         self._require_prepared()
         per_layer = [bits] * len(self.sites) if isinstance(bits, int) else list(bits)
         if len(per_layer) != len(self.sites) or any(b not in self.bit_list for b in per_layer):
-            raise ValueError(f"`bits` must be in {self.bit_list} (one per layer, {len(self.sites)} layers), got {bits}.")
+            raise ValueError(f"`bits` must be in {self.bit_list} (one per layer, {len(self.sites)} layers), "
+                             f"got {bits}.")
         for site, b in zip(self.sites, per_layer, strict=True):
             site.parametrization.bits = b
 

@@ -62,7 +62,8 @@ class LatentQuantization:
     Math:
         .. math::
             \\hat z_j = \\arg\\min_{v\\in V_j}|z_j - v|,\\quad \\tilde z = z + \\mathrm{sg}(\\hat z - z),\\\\
-            L = \\lambda_q\\,\\overline{(\\mathrm{sg}(z) - \\hat z)^2} + \\lambda_c\\,\\overline{(z - \\mathrm{sg}(\\hat z))^2}
+            L = \\lambda_q\\,\\overline{(\\mathrm{sg}(z) - \\hat z)^2}
+              + \\lambda_c\\,\\overline{(z - \\mathrm{sg}(\\hat z))^2}
 
         V_j initialized to linspace(−0.5, 0.5, K); the bar is the mean over batch and latent dimensions.
 

@@ -83,7 +83,8 @@ class QuantizationNoise(ParametrizedReparam):
     Math:
         .. math::
             \\tilde W = \\frac{W}{n+1} + \\sum_{b} \\hat\\alpha_b\\,\\mathrm{sg}\\big(W + \\Delta_b \\xi\\big),\\quad
-            \\Delta_b = \\frac{\\max W - \\min W}{2^b - 1},\\quad \\hat\\alpha = \\frac{\\alpha}{\\sum\\alpha + 1/(n+1)}
+            \\Delta_b = \\frac{\\max W - \\min W}{2^b - 1},\\quad
+            \\hat\\alpha = \\frac{\\alpha}{\\sum\\alpha + 1/(n+1)}
 
         ξ ~ N(0, 1)/2 (``gaussian``) or U(−½, ½) (``uniform``); α = 1 (no architecture search here); n = len(bits).
         Activations (inputs of the noisy layers) get the same mixture when ``activations`` is True.
