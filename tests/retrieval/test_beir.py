@@ -78,3 +78,28 @@ def test_qrels_duplicate_judgment(tmp_path):
     path.write_text("q1\td1\t1\nq1\td1\t2\n")
     with pytest.raises(BeirFormatError, match="q.tsv:2: duplicate judgment"):
         read_qrels(path)
+
+
+def test_download_unpacks_the_official_zip_layout_once(tmp_path):
+    import zipfile
+
+    from retrieval.beir import download_beir
+
+    source = _write_beir(tmp_path / "src" / "tiny", GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
+    archive = tmp_path / "tiny.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:  # official zips hold one folder named after the dataset
+        for path in source.rglob("*"):
+            zipped.write(path, path.relative_to(source.parent))
+    folder = download_beir("tiny", tmp_path / "cache", url=archive.as_uri())
+    assert folder == tmp_path / "cache" / "tiny"
+    assert load_beir(folder).qrels == {"q1": {"d1": 1, "d2": 2}}
+    archive.unlink()  # a second call uses the cache, no download
+    assert download_beir("tiny", tmp_path / "cache", url=archive.as_uri()) == folder
+
+
+def test_download_failure_is_a_clear_error(tmp_path):
+    from retrieval.beir import download_beir
+
+    with pytest.raises(ConnectionError, match="could not download BEIR dataset 'nope'.*pass a local folder"):
+        download_beir("nope", tmp_path, url=(tmp_path / "missing.zip").as_uri())
+    assert not (tmp_path / "nope").exists() and not (tmp_path / "nope.zip").exists()
