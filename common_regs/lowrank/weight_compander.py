@@ -21,7 +21,11 @@ __all__ = ["WeightCompander", "compand", "compand_inverse"]
 def compand(v: Tensor, mu: Tensor | float) -> Tensor:
     """``f_μ(v) = sgn(v) · ln(1 + μ|v|) / ln(1 + μ)``: odd, monotone, f'(0) = μ/ln(1+μ) > 1, f'(v) → 0."""
     mu = torch.as_tensor(mu, dtype=v.dtype, device=v.device)
-    return torch.sign(v) * torch.log1p(mu * v.abs()) / torch.log1p(mu)
+    # Written as μ·v·g(μ|v|) with g(t) = ln(1 + t)/t (g(0) = 1) so that the gradient at v = 0 is μ/ln(1 + μ);
+    # sgn(v)·ln(1 + μ|v|) would have a zero autograd gradient at exactly 0 and freeze zero weights.
+    t = mu * v.abs()
+    ratio = torch.where(t > 1e-4, torch.log1p(t) / t.clamp_min(1e-4), 1.0 - t / 2 + t * t / 3)
+    return mu * v * ratio / torch.log1p(mu)
 
 
 def compand_inverse(w: Tensor, mu: Tensor | float) -> Tensor:
