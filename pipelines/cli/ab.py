@@ -37,8 +37,8 @@ def compare(
                       "" if c.p_adjusted is None else f"{c.p_adjusted:.3g}", f"{c.wins}/{c.ties}/{c.losses}")
     console.print(table)
     for c in comparisons:
-        console.print(c.verdict("A", "B"))
-    console.print(f"report: {paths.html}")
+        console.print(c.verdict("A", "B"), soft_wrap=True)
+    console.print(f"report: {paths.html}", soft_wrap=True)
 
 
 @app.command()
@@ -69,5 +69,5 @@ def offpolicy(
     console.print(table)
     main_estimator = "dr" if "dr" in estimator else estimator[0]
     ranking = sorted(estimates, key=lambda n: -next(e.value for e in estimates[n] if e.estimator == main_estimator))
-    console.print(f"ranking by {main_estimator}: " + " > ".join(ranking))
-    console.print(f"report: {paths.html}")
+    console.print(f"ranking by {main_estimator}: " + " > ".join(ranking), soft_wrap=True)
+    console.print(f"report: {paths.html}", soft_wrap=True)

@@ -13,7 +13,8 @@ console = Console()
 
 
 def _print_counts(title: str, counts: dict) -> None:
-    table = Table(title=title)
+    console.print(title, soft_wrap=True)  # paths must not be wrapped mid-name
+    table = Table()
     table.add_column("field")
     table.add_column("value", justify="right")
     for key, value in counts.items():
