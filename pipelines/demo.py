@@ -74,5 +74,5 @@ def run_demo(out: Path, data_dir: Path = DEMO_DATA, console: Console | None = No
 
     atomic_write_text(out / "metrics.json", json.dumps({"bm25": evaluation.aggregate}, indent=2) + "\n")
     write_run_metadata(out, config={"data": str(data_dir), "retriever": "bm25", "k1": 0.9, "b": 0.4})
-    console.print(f"outputs written to {out.resolve()}")
+    console.print(f"outputs written to {out.resolve()}", soft_wrap=True)
     return evaluation.aggregate
