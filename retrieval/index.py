@@ -1,8 +1,15 @@
 """Lucene indexes built through Anserini (Pyserini's bundled fat jar).
 
 ``build_bm25_index`` writes a "flat" BEIR index: title and text in one ``contents`` field, as Pyserini's
-``BeirFlatCollection``, with positions, document vectors and raw text stored (Pyserini's regression settings).
-The index folder appears complete or not at all (built in a temporary sibling, then renamed).
+``BeirFlatCollection`` (``f"{title} {text}"``), with positions, document vectors and raw text stored (Pyserini's
+``beir-v1.0.0-*.flat`` regression settings). Lucene's default English analyzer applies (Porter stemming, English
+stopwords); BM25 parameters are chosen at search time (:class:`retrieval.search.Bm25Searcher`).
+
+Indexing is multi-threaded the way Anserini parallelises: one worker per input file, so the collection is written
+as ``threads`` shard files. Every index folder carries ``regkit-index.json`` (kind, document count, settings) and
+appears complete or not at all (built in a temporary sibling, then renamed).
+
+Impact indexes (learned sparse vectors) live in :mod:`retrieval.impact` and share the helpers here.
 """
 
 from __future__ import annotations
@@ -11,36 +18,107 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from common_regs.io import atomic_dir
+from common_regs.io import atomic_dir, atomic_write_text
 from retrieval.beir import Document
-from retrieval.jvm import autoclass
+from retrieval.jvm import autoclass, translate_java_errors
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IndexBuildError", "build_bm25_index"]
+__all__ = [
+    "INDEX_METADATA_FILE",
+    "IndexBuildError",
+    "build_bm25_index",
+    "progress_enabled",
+    "read_index_metadata",
+    "run_index_collection",
+    "write_collection_shards",
+]
+
+INDEX_METADATA_FILE = "regkit-index.json"
+FORMAT_VERSION = 1
 
 
 class IndexBuildError(RuntimeError):
     """Anserini failed to build an index; the message carries the collection and folder."""
 
 
-def _write_jsonl(corpus: Mapping[str, Document], folder: Path, show_progress: bool) -> None:
-    with open(folder / "docs.jsonl", "w", encoding="utf-8") as out:
-        for doc_id, doc in tqdm(corpus.items(), desc="writing collection", unit="doc", disable=not show_progress):
-            out.write(json.dumps({"id": doc_id, "contents": doc.contents}) + "\n")
+def write_collection_shards(
+    records: Iterable[dict[str, Any]],
+    folder: Path,
+    *,
+    shards: int,
+    total: int | None = None,
+    show_progress: bool | None = None,
+) -> int:
+    """Write JSON ``records`` round-robin into ``shards`` files ``part-XXX.jsonl`` under ``folder``; return the count.
+
+    Anserini's ``IndexCollection`` runs one worker thread per input file, so the shard count is the parallelism.
+    """
+    if shards < 1:
+        raise ValueError(f"`shards` must be >= 1, got {shards}.")
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with ExitStack() as stack:
+        files = [
+            stack.enter_context(open(folder / f"part-{i:03d}.jsonl", "w", encoding="utf-8")) for i in range(shards)
+        ]
+        disable = not progress_enabled(show_progress)
+        bar = tqdm(records, desc="writing collection", unit="doc", total=total, disable=disable)
+        for record in bar:
+            files[written % shards].write(json.dumps(record, ensure_ascii=False) + "\n")
+            written += 1
+    return written
 
 
-def _run_index_collection(args: list[str]) -> None:
+def progress_enabled(show_progress: bool | None) -> bool:
+    """regkit's convention: None means "on when this package logs at INFO or below"."""
+    return logging.getLogger("retrieval").isEnabledFor(logging.INFO) if show_progress is None else show_progress
+
+
+def run_index_collection(args: list[str], *, context: str) -> None:
+    """Run Anserini's ``IndexCollection`` with ``args``; Java failures become :class:`IndexBuildError`."""
     index_collection = autoclass("io.anserini.index.IndexCollection")
-    try:
+    logger.debug("IndexCollection %s", " ".join(args))
+    with translate_java_errors(IndexBuildError, f"Anserini IndexCollection failed for {context}"):
         index_collection.main(args)
-    except Exception as err:  # jnius.JavaException carries the Java stack trace; keep its message only
-        raise IndexBuildError(f"Anserini IndexCollection failed ({' '.join(args)}): {err}") from err
+
+
+def count_indexed_documents(index_dir: Path) -> int:
+    """Number of live documents in a Lucene index (through Anserini's ``IndexReaderUtils``)."""
+    reader_utils = autoclass("io.anserini.index.IndexReaderUtils")
+    with translate_java_errors(IndexBuildError, f"cannot read the index just built at {index_dir}"):
+        reader = reader_utils.getReader(str(index_dir))
+        try:
+            return int(reader.numDocs())
+        finally:
+            reader.close()
+
+
+def finish_index(tmp_index: Path, index_dir: Path, *, expected: int, metadata: dict[str, Any]) -> None:
+    """Check the document count of a freshly built index and write its ``regkit-index.json``."""
+    indexed = count_indexed_documents(tmp_index)
+    if indexed != expected:
+        raise IndexBuildError(f"Anserini indexed {indexed} of {expected} documents into {index_dir}.")
+    payload = {"format_version": FORMAT_VERSION, "documents": indexed, **metadata}
+    atomic_write_text(tmp_index / INDEX_METADATA_FILE, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def read_index_metadata(index_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``regkit-index.json`` of an index folder, or None for an index not built by regkit."""
+    path = Path(index_dir) / INDEX_METADATA_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise IndexBuildError(f"{path}: corrupt index metadata ({err.msg}, line {err.lineno}); rebuild it.") from None
 
 
 def build_bm25_index(
@@ -49,38 +127,60 @@ def build_bm25_index(
     *,
     threads: int = 2,
     overwrite: bool = False,
-    show_progress: bool = True,
+    show_progress: bool | None = None,
 ) -> Path:
-    """Index ``corpus`` for BM25 (Lucene default analyzer: Porter stemming, English stopwords)."""
+    """Index ``corpus`` for BM25 (flat: ``title text`` in one field; Lucene English analyzer).
+
+    Args:
+        corpus: ``{docid: Document}``, e.g. ``load_beir(folder).corpus``.
+        index_dir: output folder; written atomically.
+        threads: indexing threads (the collection is split into this many shard files).
+        overwrite: replace an existing ``index_dir``.
+        show_progress: progress bar while writing the collection; None = on when logging is at INFO or below.
+
+    Documents whose contents are blank are skipped by Anserini (they can never match); they are counted and
+    logged as a warning instead of failing the build.
+
+    Raises:
+        ValueError: empty corpus or ``threads`` < 1.
+        FileExistsError: ``index_dir`` exists and ``overwrite`` is false.
+        IndexBuildError: Anserini failed, or indexed a different number of documents than expected.
+    """
     if not corpus:
         raise ValueError("`corpus` is empty: nothing to index.")
     if threads < 1:
         raise ValueError(f"`threads` must be >= 1, got {threads}.")
     index_dir = Path(index_dir)
+    blank = [doc_id for doc_id, doc in corpus.items() if not doc.contents.strip()]
+    if blank:
+        logger.warning(
+            "%d of %d documents are blank and are not indexed (first: %r)", len(blank), len(corpus), blank[0]
+        )
+    records = ({"id": doc_id, "contents": doc.contents} for doc_id, doc in corpus.items())
+    shards = max(1, min(threads, len(corpus)))
     with tempfile.TemporaryDirectory(prefix="regkit-collection-") as collection, atomic_dir(
         index_dir, overwrite=overwrite
     ) as tmp_index:
-        _write_jsonl(corpus, Path(collection), show_progress)
-        _run_index_collection([
-            "-collection", "JsonCollection",
-            "-input", collection,
-            "-index", str(tmp_index),
-            "-generator", "DefaultLuceneDocumentGenerator",
-            "-threads", str(threads),
-            "-storePositions", "-storeDocvectors", "-storeRaw",
-            "-quiet",
-        ])
-        indexed = _count_documents(tmp_index)
-        if indexed != len(corpus):
-            raise IndexBuildError(f"Anserini indexed {indexed} of {len(corpus)} documents into {index_dir}.")
-    logger.info("BM25 index of %d documents at %s", len(corpus), index_dir)
+        write_collection_shards(
+            records, Path(collection), shards=shards, total=len(corpus), show_progress=show_progress
+        )
+        run_index_collection(
+            [
+                "-collection", "JsonCollection",
+                "-input", collection,
+                "-index", str(tmp_index),
+                "-generator", "DefaultLuceneDocumentGenerator",
+                "-threads", str(threads),
+                "-storePositions", "-storeDocvectors", "-storeRaw",
+                "-quiet",
+            ],
+            context=f"BM25 index {index_dir}",
+        )
+        finish_index(
+            tmp_index,
+            index_dir,
+            expected=len(corpus) - len(blank),
+            metadata={"kind": "bm25", "fields": "flat (title + ' ' + text)", "skipped_blank": len(blank)},
+        )
+    logger.info("BM25 index of %d documents at %s", len(corpus) - len(blank), index_dir)
     return index_dir
-
-
-def _count_documents(index_dir: Path) -> int:
-    reader_utils = autoclass("io.anserini.index.IndexReaderUtils")
-    reader = reader_utils.getReader(str(index_dir))
-    try:
-        return int(reader.numDocs())
-    finally:
-        reader.close()

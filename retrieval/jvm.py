@@ -10,16 +10,18 @@ Pyserini imports it lazily inside functions, so importing regkit never starts Ja
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["JvmError", "anserini_jar", "autoclass", "ensure_jvm"]
+__all__ = ["JvmError", "anserini_jar", "autoclass", "ensure_jvm", "java_error_message", "translate_java_errors"]
 
 _LOCK = threading.Lock()
 _STARTED = False
@@ -75,3 +77,33 @@ def autoclass(name: str) -> Any:
     from jnius import autoclass as _autoclass
 
     return _autoclass(name)
+
+
+def java_error_message(err: BaseException) -> str:
+    """One line for a Java exception raised through jnius: ``SimpleClassName: message`` (no Java stack trace).
+
+    ``jnius.JavaException`` carries ``classname`` and ``innermessage``; its ``str()`` would append the whole
+    Java stack trace. Any other exception is returned as its first line.
+    """
+    classname = getattr(err, "classname", None)
+    if classname:
+        inner = getattr(err, "innermessage", None) or ""
+        short = str(classname).rsplit(".", 1)[-1]
+        return f"{short}: {inner}".strip().rstrip(":") if inner else short
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+@contextlib.contextmanager
+def translate_java_errors(error_type: type[Exception], context: str) -> Iterator[None]:
+    """Re-raise a Java exception from the block as ``error_type(f"{context}: {one-line Java message}")``.
+
+    Python exceptions (ValueError, KeyboardInterrupt, ...) pass through unchanged.
+    """
+    try:
+        yield
+    except Exception as err:
+        if not getattr(err, "classname", None):  # not a jnius.JavaException
+            raise
+        logger.debug("Java exception in %s: %s", context, err)  # the full Java stack trace, for debugging
+        raise error_type(f"{context}: {java_error_message(err)}") from None

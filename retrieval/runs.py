@@ -1,33 +1,62 @@
-"""TREC run files: ``qid Q0 docid rank score tag``, ranks from 1 by descending score."""
+"""TREC run files: ``qid Q0 docid rank score tag``, ranks from 1 in trec_eval order.
+
+trec_eval ignores the rank column and re-sorts each query's documents by score descending, ties broken by document
+id descending (``strcmp`` order, which equals Python's code-point order for UTF-8). :func:`rank_documents` is that
+order; the writer uses it so that the rank column agrees with what trec_eval (and :mod:`pipelines.evaluation`)
+computes.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from common_regs.io import atomic_path
 
-__all__ = ["RunFormatError", "read_trec_run", "write_trec_run"]
+__all__ = ["RunFormatError", "rank_documents", "read_trec_run", "write_trec_run"]
 
 
 class RunFormatError(ValueError):
     """A run file line is malformed; the message names file and line."""
 
 
-def write_trec_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike[str], tag: str = "regkit") -> Path:
-    """Write ``run`` atomically; ties are broken by docid (descending), as trec_eval sorts them."""
-    if any(ch.isspace() for ch in tag) or not tag:
-        raise ValueError(f"run `tag` must be a non-empty word without spaces, got {tag!r}.")
+def rank_documents(docs: Mapping[str, float], k: int | None = None) -> list[tuple[str, float]]:
+    """``(docid, score)`` pairs in trec_eval order (score descending, then docid descending), cut to ``k``."""
+    ranked = sorted(docs.items(), key=lambda item: (item[1], item[0]), reverse=True)
+    return ranked if k is None else ranked[:k]
+
+
+def _check_id(value: str, what: str) -> None:
+    if not value or any(ch.isspace() for ch in value):
+        raise ValueError(f"{what} {value!r} cannot be written to a TREC run: it must be non-empty without whitespace.")
+
+
+def write_trec_run(
+    run: Mapping[str, Mapping[str, float]], path: str | os.PathLike[str], tag: str = "regkit", *, k: int | None = None
+) -> Path:
+    """Write ``run`` atomically (top ``k`` per query when given); queries with no documents write no line.
+
+    Scores are written with 6 decimals (Anserini's format); reading a file back can therefore tie documents whose
+    scores differ by less than 5e-7. Evaluate the in-memory run when that matters.
+    """
+    _check_id(tag, "run `tag`")
+    if k is not None and k < 1:
+        raise ValueError(f"`k` must be >= 1 or None, got {k}.")
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
         for qid, docs in run.items():
-            ranked = sorted(docs.items(), key=lambda item: (item[1], item[0]), reverse=True)
-            for rank, (docid, score) in enumerate(ranked, start=1):
+            _check_id(str(qid), "query id")
+            for rank, (docid, score) in enumerate(rank_documents(docs, k), start=1):
+                _check_id(str(docid), f"query {qid!r}: document id")
+                if not math.isfinite(score):
+                    raise ValueError(f"query {qid!r}, document {docid!r}: score must be finite, got {score}.")
                 out.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
     return Path(path)
 
 
 def read_trec_run(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
+    """Read a TREC run into ``{qid: {docid: score}}`` (the rank column is ignored, as trec_eval does)."""
     path = Path(path)
     if not path.is_file():
         raise RunFormatError(f"{path}: run file not found.")
@@ -38,12 +67,16 @@ def read_trec_run(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
                 continue
             parts = line.split()
             if len(parts) != 6:
-                raise RunFormatError(f"{path}:{line_no}: expected 6 fields `qid Q0 docid rank score tag`, got {len(parts)}.")
+                raise RunFormatError(
+                    f"{path}:{line_no}: expected 6 fields `qid Q0 docid rank score tag`, got {len(parts)}."
+                )
             qid, _, docid, _, score, _ = parts
             try:
                 value = float(score)
             except ValueError:
                 raise RunFormatError(f"{path}:{line_no}: score {score!r} is not a number.") from None
+            if not math.isfinite(value):
+                raise RunFormatError(f"{path}:{line_no}: score {score!r} is not finite.")
             if docid in run.setdefault(qid, {}):
                 raise RunFormatError(f"{path}:{line_no}: document {docid!r} appears twice for query {qid!r}.")
             run[qid][docid] = value

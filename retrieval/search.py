@@ -1,59 +1,113 @@
-"""Batch search over Lucene indexes through Pyserini; runs come back as ``{qid: {docid: score}}``."""
+"""Batch search over Lucene indexes through Pyserini; runs come back as ``{qid: {docid: score}}``.
+
+Every query id given comes back as a key: a query that is empty, made only of stopwords, or matches nothing gets
+an empty ``{}`` (evaluation then counts it as 0, as ``trec_eval -c``). Java failures are re-raised as Python
+exceptions with a one-line message; the Java stack trace is only logged at DEBUG.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from retrieval.jvm import ensure_jvm
+from retrieval.index import INDEX_METADATA_FILE, progress_enabled, read_index_metadata
+from retrieval.jvm import ensure_jvm, translate_java_errors
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Bm25Searcher", "IndexNotFoundError", "Run", "check_index_dir"]
+__all__ = ["Bm25Searcher", "IndexNotFoundError", "Run", "SearchError", "check_index_dir", "run_batches"]
 
 Run = dict[str, dict[str, float]]
+Q = TypeVar("Q")
+
+DEFAULT_K1 = 0.9  # Anserini/Pyserini BEIR regressions (bm25-flat), also Anserini's default
+DEFAULT_B = 0.4
 
 
 class IndexNotFoundError(FileNotFoundError):
-    """The index folder is missing or is not a complete Lucene index."""
+    """The index folder is missing, is not a complete Lucene index, or is of the wrong kind."""
 
 
-def check_index_dir(index_dir: str | os.PathLike[str]) -> Path:
-    """Fail early, with the folder named, when ``index_dir`` is not a committed Lucene index."""
+class SearchError(RuntimeError):
+    """Lucene failed while searching; the message names the index."""
+
+
+def check_index_dir(index_dir: str | os.PathLike[str], *, kind: str | None = None) -> Path:
+    """Fail early, with the folder named, when ``index_dir`` is not a committed Lucene index (of ``kind``)."""
     index_dir = Path(index_dir)
     if not index_dir.is_dir():
         raise IndexNotFoundError(f"{index_dir}: index folder not found.")
     if not any(index_dir.glob("segments_*")):
         raise IndexNotFoundError(f"{index_dir}: not a Lucene index (no segments_* commit file); rebuild it.")
+    metadata = read_index_metadata(index_dir)
+    if kind is not None and metadata is not None and metadata.get("kind") != kind:
+        raise IndexNotFoundError(
+            f"{index_dir}: a {metadata.get('kind')!r} index ({INDEX_METADATA_FILE}), but a {kind!r} index is needed."
+        )
     return index_dir
 
 
+def run_batches(
+    items: Sequence[tuple[str, Q]],
+    search_batch: Callable[[list[tuple[str, Q]]], Mapping[str, Any]],
+    *,
+    batch_size: int,
+    desc: str,
+    show_progress: bool | None,
+) -> Run:
+    """Call ``search_batch`` on consecutive chunks of ``(qid, query)`` and convert its Pyserini hits to a run."""
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
+    run: Run = {}
+    with tqdm(total=len(items), desc=desc, unit="query", disable=not progress_enabled(show_progress)) as bar:
+        for start in range(0, len(items), batch_size):
+            chunk = list(items[start : start + batch_size])
+            hits = search_batch(chunk)
+            for qid, results in hits.items():
+                run[qid] = {hit.docid: float(hit.score) for hit in results}
+            bar.update(len(chunk))
+    return run
+
+
+def _check_search_args(k: int, threads: int) -> None:
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"`k` must be an integer >= 1, got {k!r}.")
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"`threads` must be an integer >= 1, got {threads!r}.")
+
+
 class Bm25Searcher:
-    """BM25 over a Lucene index. Defaults k1=0.9, b=0.4: Anserini/Pyserini's BEIR regression settings.
+    """BM25 over a Lucene index (Pyserini ``LuceneSearcher``).
+
+    Lucene's BM25: ``score(q, d) = Σ_{t ∈ q} ln(1 + (N − n_t + 0.5)/(n_t + 0.5)) · tf/(tf + k1 (1 − b + b·dl/avgdl))``
+    (Robertson & Zaragoza, "The Probabilistic Relevance Framework: BM25 and Beyond", FnTIR 2009, with Lucene's
+    non-negative idf). Query text goes through the same analyzer as the documents.
 
     Args:
-        index_dir: a folder written by :func:`retrieval.index.build_bm25_index` (or any Anserini index).
-        k1: BM25 term-frequency saturation.
-        b: BM25 length normalization.
+        index_dir: a folder written by :func:`retrieval.index.build_bm25_index` (or any Anserini text index).
+        k1: term-frequency saturation. Default 0.9 (source: Anserini/Pyserini BEIR ``flat`` regressions).
+        b: length normalisation. Default 0.4 (source: same).
     """
 
-    def __init__(self, index_dir: str | os.PathLike[str], *, k1: float = 0.9, b: float = 0.4) -> None:
-        if k1 < 0 or not 0 <= b <= 1:
-            raise ValueError(f"BM25 needs `k1` >= 0 and `b` in [0, 1], got k1={k1}, b={b}.")
-        self.index_dir = check_index_dir(index_dir)
+    def __init__(self, index_dir: str | os.PathLike[str], *, k1: float = DEFAULT_K1, b: float = DEFAULT_B) -> None:
+        if not k1 >= 0:
+            raise ValueError(f"`k1` must be >= 0, got {k1}.")
+        if not 0 <= b <= 1:
+            raise ValueError(f"`b` must be in [0, 1], got {b}.")
+        self.index_dir = check_index_dir(index_dir, kind="bm25")
         ensure_jvm()
         from pyserini.search.lucene import LuceneSearcher
 
-        try:
+        with translate_java_errors(IndexNotFoundError, f"{self.index_dir}: cannot open Lucene index"):
             self._searcher = LuceneSearcher(str(self.index_dir))
-        except Exception as err:  # a JVM exception: keep its message, not the Java trace
-            raise IndexNotFoundError(f"{self.index_dir}: cannot open Lucene index ({err}).") from err
-        self._searcher.set_bm25(k1, b)
+            self._searcher.set_bm25(float(k1), float(b))
         self.k1, self.b = k1, b
+        logger.info("Bm25Searcher: %s, k1=%s, b=%s (defaults 0.9/0.4: Pyserini BEIR flat)", self.index_dir, k1, b)
 
     @property
     def num_docs(self) -> int:
@@ -66,20 +120,35 @@ class Bm25Searcher:
         k: int = 1000,
         threads: int = 2,
         batch_size: int = 256,
-        show_progress: bool = True,
+        show_progress: bool | None = None,
     ) -> Run:
-        """Top-``k`` documents per query. Empty (or whitespace-only) queries get an empty result."""
-        if k < 1:
-            raise ValueError(f"`k` must be >= 1, got {k}.")
-        run: Run = {qid: {} for qid in queries}
-        items = [(qid, text) for qid, text in queries.items() if text and text.strip()]
-        with tqdm(total=len(items), desc="BM25 search", unit="query", disable=not show_progress) as bar:
-            for start in range(0, len(items), batch_size):
-                chunk = items[start : start + batch_size]
-                hits = self._searcher.batch_search(
+        """Top-``k`` documents per query, searched ``threads``-parallel in Lucene, ``batch_size`` queries per call.
+
+        Empty, whitespace-only and stopword-only queries get an empty result.
+        """
+        _check_search_args(k, threads)
+        for qid, text in queries.items():
+            if not isinstance(text, str):
+                raise TypeError(f"query {qid!r}: text must be a string, got {type(text).__name__}.")
+        items = [(str(qid), text) for qid, text in queries.items() if text.strip()]
+
+        def search_batch(chunk: list[tuple[str, str]]) -> Mapping[str, Any]:
+            with translate_java_errors(SearchError, f"BM25 search in {self.index_dir} failed"):
+                return self._searcher.batch_search(
                     [text for _, text in chunk], [qid for qid, _ in chunk], k=k, threads=threads
                 )
-                for qid, results in hits.items():
-                    run[qid] = {hit.docid: float(hit.score) for hit in results}
-                bar.update(len(chunk))
-        return run
+
+        found = run_batches(
+            items, search_batch, batch_size=batch_size, desc="BM25 search", show_progress=show_progress
+        )
+        return {str(qid): found.get(str(qid), {}) for qid in queries}
+
+    def close(self) -> None:
+        """Release the Lucene reader."""
+        self._searcher.close()
+
+    def __enter__(self) -> Bm25Searcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,237 @@
+"""Impact indexes for learned sparse vectors, and impact search with caller-supplied query weights.
+
+Lucene impact scoring (Anserini ``ImpactSimilarity``) ranks by an integer dot product over shared tokens:
+
+.. math::  s_{int}(q, d) = \\sum_{t \\in q \\cap d} \\tilde w_{q,t} \\, \\tilde w_{d,t}, \\qquad
+           \\tilde w_{d,t} = \\lfloor s_d \\, w_{d,t} + 1/2 \\rfloor, \\qquad
+           \\tilde w_{q,t} = \\lfloor s_q \\, w_{q,t} + 1/2 \\rfloor
+
+with ``s_d`` = ``ImpactQuantization.doc_scale`` and ``s_q`` = ``ImpactQuantization.query_scale`` (round half up;
+weights that round to 0 are dropped). regkit quantizes itself, so Anserini never truncates a float weight (it
+would cast 2.7 to 2), and reports the de-quantized score :math:`s_{int}/(s_q s_d)`, which approximates the float
+dot product :math:`\\sum_t w_{q,t} w_{d,t}` to within the rounding error.
+
+Default scales 100/100: the SPLADE reference export to Anserini (naver/splade ``create_anserini``,
+``quantization_factor_document=100``, ``quantization_factor_query=100``). Tokens are indexed verbatim
+(``JsonVectorCollection -impact -pretokenized``: whitespace tokenizer, no lowercasing, no stemming), so they must be
+non-empty and contain no whitespace. Search goes through Pyserini's ``LuceneImpactSearcher`` with ``min_idf=-1``:
+its default ``min_idf=0`` silently drops query tokens that occur in every document (idf = ln(N/df) = 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from common_regs.io import atomic_dir
+from retrieval.index import finish_index, read_index_metadata, run_index_collection, write_collection_shards
+from retrieval.jvm import ensure_jvm, translate_java_errors
+from retrieval.search import IndexNotFoundError, Run, SearchError, _check_search_args, check_index_dir, run_batches
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MAX_DOC_IMPACT", "ImpactQuantization", "ImpactSearcher", "build_impact_index", "quantize_weights"]
+
+MAX_DOC_IMPACT = 10_000
+"""Largest quantized document weight accepted. Anserini materialises an impact of n as n repeated tokens, so
+larger values make indexing slow and memory-hungry (regkit limit, not a Lucene one); lower ``doc_scale`` instead."""
+_MAX_QUERY_IMPACT = 2**31 - 1  # query weights travel as java.lang.Integer
+
+
+@dataclass(frozen=True)
+class ImpactQuantization:
+    """Fixed-scale integer quantization of sparse weights (stored in the index's ``regkit-index.json``).
+
+    Args:
+        doc_scale: document weights are stored as ``round(doc_scale * w)``. Default 100 (source: naver/splade
+            ``create_anserini``, ``quantization_factor_document=100``).
+        query_scale: query weights are sent as ``round(query_scale * w)``. Default 100 (source: same,
+            ``quantization_factor_query=100``).
+    """
+
+    doc_scale: float = 100.0
+    query_scale: float = 100.0
+
+    def __post_init__(self) -> None:
+        for name in ("doc_scale", "query_scale"):
+            value = getattr(self, name)
+            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not is_number or not (math.isfinite(value) and value > 0):
+                raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}.")
+
+
+def quantize_weights(weights: Mapping[str, float], scale: float, *, where: str, limit: int) -> dict[str, int]:
+    """``{token: round_half_up(scale * w)}`` without the zeros; validates tokens and weights, naming ``where``."""
+    if not isinstance(weights, Mapping):
+        raise TypeError(f"{where}: weights must be a mapping {{token: weight}}, got {type(weights).__name__}.")
+    quantized: dict[str, int] = {}
+    for token, weight in weights.items():
+        if not isinstance(token, str) or not token or any(ch.isspace() for ch in token):
+            raise ValueError(f"{where}: token {token!r} must be a non-empty string without whitespace.")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) and not hasattr(weight, "__float__"):
+            raise TypeError(f"{where}: weight of token {token!r} must be a number, got {type(weight).__name__}.")
+        value = float(weight)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{where}: weight of token {token!r} must be finite and >= 0, got {value}.")
+        level = math.floor(scale * value + 0.5)
+        if level > limit:
+            raise ValueError(
+                f"{where}: token {token!r} weight {value} quantizes to {level} > {limit}; use a smaller scale."
+            )
+        if level > 0:
+            quantized[token] = level
+    return quantized
+
+
+def build_impact_index(
+    doc_vectors: Mapping[str, Mapping[str, float]],
+    index_dir: str | os.PathLike[str],
+    *,
+    quantization: ImpactQuantization | None = None,
+    threads: int = 2,
+    overwrite: bool = False,
+    show_progress: bool | None = None,
+) -> Path:
+    """Quantize ``{docid: {token: weight}}`` and index it as a Lucene impact index.
+
+    Documents whose every weight rounds to 0 cannot be retrieved; they are not indexed and are counted in the
+    metadata (``skipped_empty``) with a warning.
+
+    Raises:
+        ValueError / TypeError: empty input, bad tokens (empty, whitespace), negative / non-finite weights, or a
+            quantized weight above :data:`MAX_DOC_IMPACT`; the message names the document and token.
+        FileExistsError: ``index_dir`` exists and ``overwrite`` is false.
+        retrieval.index.IndexBuildError: Anserini failed.
+    """
+    if not doc_vectors:
+        raise ValueError("`doc_vectors` is empty: nothing to index.")
+    if threads < 1:
+        raise ValueError(f"`threads` must be >= 1, got {threads}.")
+    quantization = quantization or ImpactQuantization()
+    index_dir = Path(index_dir)
+    quantized = {
+        str(doc_id): quantize_weights(
+            vector, quantization.doc_scale, where=f"document {doc_id!r}", limit=MAX_DOC_IMPACT
+        )
+        for doc_id, vector in doc_vectors.items()
+    }
+    empty = [doc_id for doc_id, vector in quantized.items() if not vector]
+    if empty:
+        logger.warning("%d of %d documents have no weight left after quantization and are not indexed (first: %r)",
+                       len(empty), len(quantized), empty[0])
+
+    def records() -> Iterator[dict[str, Any]]:
+        for doc_id, vector in quantized.items():
+            if vector:
+                yield {"id": doc_id, "contents": "", "vector": vector}
+
+    kept = len(quantized) - len(empty)
+    if kept == 0:
+        raise ValueError("`doc_vectors`: every document quantizes to an empty vector; raise `doc_scale`.")
+    with tempfile.TemporaryDirectory(prefix="regkit-vectors-") as collection, atomic_dir(
+        index_dir, overwrite=overwrite
+    ) as tmp_index:
+        shards = max(1, min(threads, kept))
+        write_collection_shards(records(), Path(collection), shards=shards, total=kept, show_progress=show_progress)
+        run_index_collection(
+            [
+                "-collection", "JsonVectorCollection",
+                "-input", collection,
+                "-index", str(tmp_index),
+                "-generator", "DefaultLuceneDocumentGenerator",
+                "-threads", str(threads),
+                "-impact", "-pretokenized",
+                "-quiet",
+            ],
+            context=f"impact index {index_dir}",
+        )
+        finish_index(
+            tmp_index, index_dir, expected=kept,
+            metadata={"kind": "impact", "quantization": asdict(quantization), "skipped_empty": len(empty)},
+        )
+    logger.info("impact index of %d documents at %s (doc_scale=%s)", kept, index_dir, quantization.doc_scale)
+    return index_dir
+
+
+class ImpactSearcher:
+    """Search an impact index with query weights the caller computed (e.g. IDF weights, a SPLADE query encoder).
+
+    Args:
+        index_dir: a folder written by :func:`build_impact_index` (or any Anserini impact index).
+        query_scale: query weights are sent as ``round(query_scale * w)``. Default: the ``query_scale`` recorded in
+            the index's ``regkit-index.json`` (100 for an index without regkit metadata; source: naver/splade).
+
+    The document scale always comes from the index metadata (1 for a foreign index, whose weights are taken as
+    already integer), so returned scores are de-quantized consistently with how the index was built.
+    """
+
+    def __init__(self, index_dir: str | os.PathLike[str], *, query_scale: float | None = None) -> None:
+        self.index_dir = check_index_dir(index_dir, kind="impact")
+        recorded = (read_index_metadata(self.index_dir) or {}).get("quantization")
+        defaults = ImpactQuantization(**recorded) if recorded else ImpactQuantization(doc_scale=1.0)
+        self.quantization = ImpactQuantization(
+            doc_scale=defaults.doc_scale, query_scale=defaults.query_scale if query_scale is None else query_scale
+        )
+        logger.info("ImpactSearcher: %s, %s (%s)", self.index_dir, self.quantization,
+                    "index metadata" if recorded else "no regkit metadata: doc_scale=1")
+        ensure_jvm()
+        from pyserini.encode import QueryEncoder
+        from pyserini.search.lucene import LuceneImpactSearcher
+
+        # Pyserini's pre-encoded query path: encode(key) returns self.embedding[key]; we key by query id.
+        self._encoder = QueryEncoder()
+        self._encoder.embedding = {}
+        with translate_java_errors(IndexNotFoundError, f"{self.index_dir}: cannot open impact index"):
+            self._searcher = LuceneImpactSearcher(str(self.index_dir), self._encoder, min_idf=-1)
+
+    @property
+    def num_docs(self) -> int:
+        return int(self._searcher.num_docs)
+
+    def search(
+        self,
+        query_weights: Mapping[str, Mapping[str, float]],
+        *,
+        k: int = 1000,
+        threads: int = 2,
+        batch_size: int = 256,
+        show_progress: bool | None = None,
+    ) -> Run:
+        """Top-``k`` documents per query for ``{qid: {token: weight}}``; scores are de-quantized (see module doc).
+
+        A query with no weight left after quantization, or with only tokens absent from the index, gets ``{}``.
+        """
+        _check_search_args(k, threads)
+        scale = self.quantization.query_scale
+        quantized = {
+            str(qid): quantize_weights(weights, scale, where=f"query {qid!r}", limit=_MAX_QUERY_IMPACT)
+            for qid, weights in query_weights.items()
+        }
+        items = [(qid, weights) for qid, weights in quantized.items() if weights]
+
+        def search_batch(chunk: list[tuple[str, dict[str, int]]]) -> Mapping[str, Any]:
+            self._encoder.embedding = dict(chunk)
+            with translate_java_errors(SearchError, f"impact search in {self.index_dir} failed"):
+                return self._searcher.batch_search([q for q, _ in chunk], [q for q, _ in chunk], k=k, threads=threads)
+
+        found = run_batches(
+            items, search_batch, batch_size=batch_size, desc="impact search", show_progress=show_progress
+        )
+        denominator = self.quantization.query_scale * self.quantization.doc_scale
+        return {qid: {d: s / denominator for d, s in found.get(qid, {}).items()} for qid in quantized}
+
+    def close(self) -> None:
+        """Release the Lucene reader."""
+        self._searcher.close()
+
+    def __enter__(self) -> ImpactSearcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
