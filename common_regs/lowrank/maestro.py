@@ -72,6 +72,8 @@ class _MaestroWeight(WeightParametrization):
         return int(self.keep.sum())
 
     def forward(self, u: Tensor, v: Tensor) -> Tensor:
+        if self.width is None and bool(self.keep.all()):
+            return (u @ v).reshape(self.shape)  # fast path: full kept rank, no gather
         kept = int(self.keep.sum())
         inner = kept if self.width is None else math.ceil(kept * self.width)
         if inner == 0:
