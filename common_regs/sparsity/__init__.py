@@ -9,6 +9,7 @@ from __future__ import annotations
 from common_regs.sparsity._masks import MaskSchedulerBase
 from common_regs.sparsity.beta_rank import BetaRank
 from common_regs.sparsity.dare import DARE, DeltaL2
+from common_regs.sparsity.dsl import DSL
 from common_regs.sparsity.dsnot import DSnoT
 from common_regs.sparsity.fire_together_wire_together import FireTogetherWireTogether, FTWTLayer
 from common_regs.sparsity.group_envelope_prox import GroupEnvelopeProx
@@ -22,6 +23,7 @@ from common_regs.sparsity.sparse_ift import SparseIFT
 
 __all__ = [
     "DARE",
+    "DSL",
     "BetaRank",
     "ConsensusGate",
     "DSnoT",
