@@ -140,7 +140,10 @@ class PolarizationRegularizer:
             sparsity_term, polar_term = polarization_terms(g, 1.0 - self.sparsity)
             total_sparsity = total_sparsity + sparsity_term
             total_polar = total_polar + polar_term
-        self.last_components = {"sparsity": float(total_sparsity), "polarization": float(total_polar)}
+        self.last_components = {
+            "sparsity": float(total_sparsity.detach()),
+            "polarization": float(total_polar.detach()),
+        }
         return self.sparsity_weight * total_sparsity + self.polarization_weight * total_polar
 
     def state_dict(self) -> dict[str, Any]:

@@ -176,6 +176,8 @@ class SaRA(MaskSchedulerBase):
             zero_optimizer_state(self.optimizer, weight, mask)
         if self.progressive_step is not None and self.steps_done == self.progressive_step:
             self._select()
+            for _, mask, weight in self._items():
+                zero_optimizer_state(self.optimizer, weight, mask)
             logger.info("SaRA: re-selected trainable entries at step %d", self.steps_done)
 
     def _extra_state(self) -> dict[str, Any]:

@@ -121,7 +121,7 @@ def linear_flops(model: nn.Module) -> int:
 class SparseIFT(MaskSchedulerBase):
     """Sparse iso-FLOP transformations: replace dense layers by larger sparse ones with the same FLOPs.
 
-    :meth:`transform` (call it *before* building the optimizer) swaps each target ``nn.Linear`` for a Sparse
+    :meth:`apply_transform` (call it *before* building the optimizer) swaps each target ``nn.Linear`` for a Sparse
     Factorized / Doped / Parallel module sized by :func:`iso_flop_size`; (Sparse Wide changes an MLP's widths:
     build the model with :func:`sparse_wide_widths`). The scheduler then owns unstructured masks at density
     ``1 - sparsity`` on the sparse weights: random static masks, or SET-style dynamic updates (drop the
@@ -152,7 +152,7 @@ class SparseIFT(MaskSchedulerBase):
     """
 
     config_keys: ClassVar[tuple[str, ...]] = (
-        "transform_kind",
+        "transform",
         "sparsity",
         "update_every",
         "update_fraction",
@@ -176,14 +176,14 @@ class SparseIFT(MaskSchedulerBase):
         if transform == "wide":
             raise ValueError("`transform`='wide' changes model widths: build the MLP with `sparse_wide_widths`.")
         iso_flop_size(transform, 1, 1, sparsity)  # validates both
-        self.transform_kind, self.sparsity = transform, float(sparsity)
+        self.transform, self.sparsity = transform, float(sparsity)
         if update_every is not None and update_every < 1:
             raise ValueError(f"`update_every` must be >= 1 or None, got {update_every}.")
         self.update_every, self.update_until, self.seed = update_every, update_until, seed
         self.update_fraction = check_fraction("update_fraction", update_fraction, closed_high=True)
         self._generator = torch.Generator().manual_seed(seed)
 
-    def transform(self, model: nn.Module) -> nn.Module:
+    def apply_transform(self, model: nn.Module) -> nn.Module:
         """Replace every non-excluded ``nn.Linear`` by its iso-FLOP sparse module; returns the model (in place)."""
         sparse_targets: list[str] = []
         replacements = [
@@ -197,16 +197,16 @@ class SparseIFT(MaskSchedulerBase):
             setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
             sparse_targets += [f"{name}.{w}" for w in weights]
         if not sparse_targets:
-            raise ValueError("`transform` found no nn.Linear outside `exclude` to transform.")
+            raise ValueError("`apply_transform` found no nn.Linear outside `exclude` to transform.")
         self.targets = sparse_targets
         return model
 
     def _build(self, layer: nn.Linear) -> tuple[nn.Module, list[str]]:
         d_in, d_out, bias = layer.in_features, layer.out_features, layer.bias is not None
-        size = iso_flop_size(self.transform_kind, d_in, d_out, self.sparsity)
-        if self.transform_kind == "factorized":
+        size = iso_flop_size(self.transform, d_in, d_out, self.sparsity)
+        if self.transform == "factorized":
             return SparseFactorizedLinear(d_in, d_out, max(1, round(size)), bias), ["u.weight", "v.weight"]
-        if self.transform_kind == "doped":
+        if self.transform == "doped":
             return SparseDopedLinear(d_in, d_out, round(size), bias), ["sparse.weight"]
         branches = max(1, round(size))
         return SparseParallelLinear(d_in, d_out, branches, bias), [f"branches.{b}.weight" for b in range(branches)]
