@@ -1,0 +1,156 @@
+"""Recommendation evaluation through the shared metric code: held-out items are qrels, top-k lists are runs.
+
+Protocol (issue 4; Krichene & Rendle's "full ranking" setting): every user with at least one test item is ranked
+against the whole catalogue, the user's training items excluded; ``R@K = hits@K / |test items|`` and ``nDCG@K``
+with binary gains, log2 discount and ideal DCG over ``min(|test items|, K)`` — exactly trec_eval's ``recall_K`` and
+``ndcg_cut_K``, computed by :func:`pipelines.evaluation.metrics.evaluate` (ir-measures). Means are over users with
+test items; a user with no recommendations scores 0.
+
+Beyond accuracy:
+
+* ``coverage@K``: distinct recommended items / catalogue size;
+* head / tail slices: items ranked by training popularity, the top ``head_fraction`` (20 %) are head, the rest
+  tail; a slice's metrics restrict each user's test items to the slice (users with none are left out), the
+  ranking is unchanged (the tail-slice protocol of Yao et al. 2021, see docs/recsys.md);
+* ``head_share@K``: fraction of recommended slots filled by head items; ``avg_popularity@K``: mean training count
+  of recommended items.
+
+Ids are prefixed (``u:<user>``, ``i:<item>``) in qrels and runs because the shared evaluator drops documents
+whose id equals the query id (a BEIR convention that would otherwise delete item 7 from user 7's list).
+Scores in runs are ``K - rank`` so trec_eval's tie-breaking cannot reorder the list.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipelines.evaluation.metrics import evaluate
+from recsys.models.base import Recommender as RecModel
+from recsys.serving import Recommender
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["evaluate_recommendations", "head_items", "make_evaluator", "qrels_from_log", "run_from_lists"]
+
+
+def qrels_from_log(test: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """``{"u:<user>": {"i:<item>": 1}}`` from a test log with raw ``user_id`` / ``item_id`` (duplicates merge)."""
+    if test.height == 0:
+        raise ValueError("the test split is empty: no held-out items to evaluate against.")
+    qrels: dict[str, dict[str, int]] = {}
+    for user, item in zip(test["user_id"].to_list(), test["item_id"].to_list(), strict=True):
+        qrels.setdefault(f"u:{user}", {})[f"i:{item}"] = 1
+    return qrels
+
+
+def run_from_lists(users: Sequence[Any], lists: Sequence[Sequence[Any]]) -> dict[str, dict[str, float]]:
+    """``{"u:<user>": {"i:<item>": K - rank}}`` from ranked raw item-id lists."""
+    run: dict[str, dict[str, float]] = {}
+    for user, ranked in zip(users, lists, strict=True):
+        size = len(ranked)
+        run[f"u:{user}"] = {f"i:{item}": float(size - rank) for rank, item in enumerate(ranked)}
+    return run
+
+
+def head_items(popularity: np.ndarray, head_fraction: float = 0.2) -> np.ndarray:
+    """Boolean mask of head items: the ``ceil(head_fraction · n)`` most popular (ties broken by lower index)."""
+    if not 0.0 < head_fraction < 1.0:
+        raise ValueError(f"`head_fraction` must be in (0, 1), got {head_fraction}.")
+    order = np.lexsort((np.arange(popularity.size), -popularity))
+    mask = np.zeros(popularity.size, dtype=bool)
+    mask[order[: math.ceil(head_fraction * popularity.size)]] = True
+    return mask
+
+
+def _measures(ks: Sequence[int]) -> list[str]:
+    return [f"{name}@{k}" for name in ("R", "nDCG") for k in ks]
+
+
+def evaluate_recommendations(
+    service: Recommender,
+    test: pl.DataFrame | pl.LazyFrame,
+    *,
+    ks: Sequence[int] = (10, 20),
+    head_fraction: float = 0.2,
+    exclude_seen: bool = True,
+    per_user: bool = False,
+) -> dict[str, Any]:
+    """Full-catalogue evaluation of ``service`` on a raw-id test log (module docstring).
+
+    Returns flat metrics (``R@10``, ``nDCG@20``, ``coverage@20``, ``tail/R@20``, ...) plus ``users``,
+    ``cold_users``, ``unknown_test_items`` and ``seconds`` (ranking + scoring time); ``per_user`` adds the
+    per-user values under ``"per_user"``.
+    """
+    if not ks or min(ks) < 1:
+        raise ValueError(f"`ks` must be positive cut-offs, got {list(ks)}.")
+    frame = test.collect() if isinstance(test, pl.LazyFrame) else test
+    for column in ("user_id", "item_id"):
+        if column not in frame.columns:
+            raise ValueError(f"test log has no `{column}` column (columns: {frame.columns}).")
+    started = time.perf_counter()
+    qrels = qrels_from_log(frame)
+    raw_users = frame["user_id"].unique(maintain_order=True).to_numpy()
+    user_index = service.users.encode(raw_users)
+    cold = service.is_cold(user_index)
+    unknown_items = ~service.items.contains(frame["item_id"])
+    if unknown_items.any():
+        logger.warning(
+            "%d test interactions (%d distinct items) have item ids outside the catalogue; they stay in the qrels "
+            "and count as misses", int(unknown_items.sum()), frame.filter(pl.Series(unknown_items))["item_id"].n_unique()
+        )
+    if cold.any():
+        logger.info("%d test users have no training data (cold start; served by %s)", int(cold.sum()),
+                    "user features" if service.model.has_user_features else "popularity")
+    k_max = max(ks)
+    items, _ = service.recommend_indices(user_index, k_max, exclude_seen=exclude_seen)
+    lists = [service.items.decode(row[row >= 0]).tolist() for row in items]
+    run = run_from_lists(raw_users.tolist(), lists)
+    measures = _measures(ks)
+    overall = evaluate(qrels, run, measures)
+    metrics: dict[str, Any] = dict(overall.aggregate)
+    popularity = service.popularity
+    head = head_items(popularity, head_fraction)
+    for k in ks:
+        top = items[:, :k]
+        valid = top[top >= 0]
+        metrics[f"coverage@{k}"] = float(np.unique(valid).size / service.items.size)
+        metrics[f"head_share@{k}"] = float(head[valid].mean()) if valid.size else 0.0
+        metrics[f"avg_popularity@{k}"] = float(popularity[valid].mean()) if valid.size else 0.0
+    for name, mask in (("head", head), ("tail", ~head)):
+        slice_ids = {f"i:{raw}" for raw in service.items.decode(np.flatnonzero(mask)).tolist()}
+        sliced = {user: {item: rel for item, rel in rels.items() if item in slice_ids} for user, rels in qrels.items()}
+        sliced = {user: rels for user, rels in sliced.items() if rels}
+        metrics[f"{name}/users"] = len(sliced)
+        if sliced:
+            metrics.update({f"{name}/{key}": value for key, value in evaluate(sliced, run, measures).aggregate.items()})
+    metrics.update({
+        "users": len(qrels),
+        "cold_users": int(cold.sum()),
+        "unknown_test_items": int(unknown_items.sum()),
+        "seconds": time.perf_counter() - started,
+    })
+    if per_user:
+        metrics["per_user"] = overall.per_query
+    return metrics
+
+
+def make_evaluator(
+    service: Recommender, test: pl.DataFrame, *, ks: Sequence[int] = (10, 20), head_fraction: float = 0.2
+) -> Callable[[RecModel], dict[str, float]]:
+    """The trainer's ``evaluate`` callback: re-index the catalogue with the current weights, then evaluate."""
+
+    def evaluate_model(model: RecModel) -> dict[str, float]:
+        if model is not service.model:
+            raise ValueError("the evaluator was built for a different model object.")
+        service.refresh()
+        metrics = evaluate_recommendations(service, test, ks=ks, head_fraction=head_fraction)
+        return {key: float(value) for key, value in metrics.items() if isinstance(value, int | float)}
+
+    return evaluate_model

@@ -1,0 +1,261 @@
+"""Serve a trained recommender: item embeddings in a FAISS index, top-k per user with seen items excluded.
+
+Index types (all inner product, so ranking equals the training score ⟨u, i⟩ up to the model's positive scale):
+
+* ``"flat"`` (default): ``faiss.IndexFlatIP``, exact;
+* ``"ivf"``: ``faiss.IndexIVFFlat`` with ``nlist`` k-means cells, ``nprobe`` searched;
+* ``"hnsw"``: ``faiss.IndexHNSWFlat`` with ``hnsw_m`` links per node and ``ef_search``.
+
+Cold start: a user with no training interactions (unknown id, or known with an empty history) is served from
+its features when the model has a user-feature tower (two-tower with user features: the id bag is emptied), and
+otherwise by popularity (training interaction counts). :meth:`Recommender.save` writes the model, vocabularies,
+feature tables, seen items, popularity and index into one folder atomically; :meth:`Recommender.load` restores it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from common_regs.io import atomic_dir
+from recsys.data import Interactions, Vocabulary
+from recsys.features import FeatureTable
+from recsys.models import build_model
+from recsys.models.base import Recommender as RecModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["IndexConfig", "Recommender", "build_faiss_index"]
+
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """FAISS index options. Defaults: exact flat inner product; IVF ``nlist=100, nprobe=8`` and HNSW
+    ``M=32, efSearch=128`` are common FAISS starting points (FAISS wiki "Guidelines to choose an index")."""
+
+    kind: Literal["flat", "ivf", "hnsw"] = "flat"
+    nlist: int = 100
+    nprobe: int = 8
+    hnsw_m: int = 32
+    ef_search: int = 128
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("flat", "ivf", "hnsw"):
+            raise ValueError(f"`index.kind` must be 'flat', 'ivf' or 'hnsw', got {self.kind!r}.")
+        for name in ("nlist", "nprobe", "hnsw_m", "ef_search"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`index.{name}` must be >= 1, got {getattr(self, name)}.")
+
+
+def build_faiss_index(vectors: np.ndarray, config: IndexConfig = IndexConfig()) -> Any:
+    """An inner-product FAISS index over ``vectors`` ``(N, D)`` float32 (IVF is trained on them first)."""
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] == 0:
+        raise ValueError(f"`vectors` must be a non-empty (N, D) array, got shape {vectors.shape}.")
+    dim = vectors.shape[1]
+    if config.kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif config.kind == "ivf":
+        nlist = min(config.nlist, vectors.shape[0])
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        index.nprobe = min(config.nprobe, nlist)
+    else:
+        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = config.ef_search
+    index.add(vectors)
+    return index
+
+
+def _csr(interactions: Interactions) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique known items of each known user as CSR ``(indptr, indices)``."""
+    keys = interactions.pair_keys()
+    users, items = np.divmod(keys, interactions.num_items)
+    indptr = np.zeros(interactions.num_users + 1, dtype=np.int64)
+    np.add.at(indptr, users + 1, 1)
+    return np.cumsum(indptr), items.astype(np.int64)
+
+
+class Recommender:
+    """Top-k recommendation from a trained model through FAISS.
+
+    Args:
+        model: the trained recommender. users / items: vocabularies (raw id ↔ index).
+        user_features / item_features: the model's feature tables (saved with it).
+        seen: training interactions (excluded from recommendations; also the popularity fallback).
+        index: FAISS options.
+    """
+
+    def __init__(
+        self,
+        model: RecModel,
+        users: Vocabulary,
+        items: Vocabulary,
+        user_features: FeatureTable,
+        item_features: FeatureTable,
+        seen: Interactions,
+        index: IndexConfig = IndexConfig(),
+    ) -> None:
+        if (seen.num_users, seen.num_items) != (users.size, items.size):
+            raise ValueError(
+                f"`seen` indexes {seen.num_users} users / {seen.num_items} items, vocabularies have "
+                f"{users.size} / {items.size}."
+            )
+        self.model, self.users, self.items = model, users, items
+        self.user_features, self.item_features = user_features, item_features
+        self.index_config = index
+        self.seen_indptr, self.seen_items = _csr(seen)
+        self.popularity = seen.item_counts()
+        self._popular_order = np.lexsort((np.arange(items.size), -self.popularity))
+        self.index = self._build_index()
+
+    @classmethod
+    def _from_parts(cls, **parts: Any) -> Recommender:
+        service = cls.__new__(cls)
+        for key, value in parts.items():
+            setattr(service, key, value)
+        service._popular_order = np.lexsort((np.arange(service.items.size), -service.popularity))
+        return service
+
+    def _build_index(self) -> Any:
+        self.model.eval()
+        with torch.no_grad():
+            vectors = self.model.item_embeddings().detach().cpu().numpy()
+        return build_faiss_index(vectors, self.index_config)
+
+    def refresh(self) -> None:
+        """Re-embed the catalogue after the model changed (e.g. between training epochs)."""
+        self.index = self._build_index()
+
+    def seen_of(self, user: int) -> np.ndarray:
+        if user >= self.users.size:
+            return np.empty(0, dtype=np.int64)
+        return self.seen_items[self.seen_indptr[user] : self.seen_indptr[user + 1]]
+
+    def is_cold(self, users: np.ndarray) -> np.ndarray:
+        """Users with no training interactions (OOV, or known with an empty history)."""
+        users = np.asarray(users, dtype=np.int64)
+        known = users < self.users.size
+        counts = np.zeros(users.shape, dtype=np.int64)
+        counts[known] = self.seen_indptr[users[known] + 1] - self.seen_indptr[users[known]]
+        return counts == 0
+
+    def recommend_indices(
+        self, users: Sequence[int] | np.ndarray, k: int, *, exclude_seen: bool = True, batch_size: int = 1024
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` item indices and scores ``(U, k)`` for user indices (``-1`` / ``-inf`` pad short lists)."""
+        if k < 1:
+            raise ValueError(f"`k` must be >= 1, got {k}.")
+        users = np.asarray(users, dtype=np.int64)
+        if users.size and (users.min() < 0 or users.max() > self.users.oov_index):
+            raise ValueError(f"user indices must lie in [0, {self.users.oov_index}], got [{users.min()}, {users.max()}].")
+        out_items = np.full((users.size, k), -1, dtype=np.int64)
+        out_scores = np.full((users.size, k), -np.inf, dtype=np.float32)
+        cold = self.is_cold(users)
+        by_model = ~cold | (cold & (users < self.users.size) & bool(self.model.has_user_features))
+        for start in range(0, users.size, batch_size):
+            rows = np.arange(start, min(start + batch_size, users.size))
+            model_rows = rows[by_model[rows]]
+            if model_rows.size:
+                self._search(users[model_rows], cold[model_rows], k, exclude_seen, out_items, out_scores, model_rows)
+        for row in np.flatnonzero(~by_model):
+            self._popular(users[row], k, exclude_seen, out_items, out_scores, row)
+        return out_items, out_scores
+
+    def _search(self, users: np.ndarray, cold: np.ndarray, k: int, exclude_seen: bool, out_items: np.ndarray,
+                out_scores: np.ndarray, rows: np.ndarray) -> None:
+        self.model.eval()
+        with torch.no_grad():
+            queries = self.model.user_embeddings(torch.from_numpy(users), cold=torch.from_numpy(cold))
+        queries_np = np.ascontiguousarray(queries.cpu().numpy(), dtype=np.float32)
+        extra = max((self.seen_of(int(u)).size for u in users), default=0) if exclude_seen else 0
+        fetch = min(k + extra, self.index.ntotal)
+        scores, items = self.index.search(queries_np, fetch)
+        for position, (user, row) in enumerate(zip(users.tolist(), rows.tolist(), strict=True)):
+            candidates, candidate_scores = items[position], scores[position]
+            keep = candidates >= 0
+            if exclude_seen:
+                keep &= ~np.isin(candidates, self.seen_of(user))
+            chosen = candidates[keep][:k]
+            out_items[row, : chosen.size] = chosen
+            out_scores[row, : chosen.size] = candidate_scores[keep][:k]
+
+    def _popular(self, user: int, k: int, exclude_seen: bool, out_items: np.ndarray, out_scores: np.ndarray,
+                 row: int) -> None:
+        order = self._popular_order
+        if exclude_seen:
+            order = order[~np.isin(order, self.seen_of(user))]
+        chosen = order[:k]
+        out_items[row, : chosen.size] = chosen
+        out_scores[row, : chosen.size] = self.popularity[chosen]
+
+    def recommend(self, user_ids: Sequence[Any], k: int = 10, *, exclude_seen: bool = True) -> list[list[tuple[Any, float]]]:
+        """Top-``k`` ``(raw item id, score)`` per raw user id; unknown users are cold-start users."""
+        indices = self.users.encode(np.asarray(list(user_ids)))
+        items, scores = self.recommend_indices(indices, k, exclude_seen=exclude_seen)
+        result = []
+        for row_items, row_scores in zip(items, scores, strict=True):
+            valid = row_items >= 0
+            raw = self.items.decode(row_items[valid]).tolist()
+            result.append(list(zip(raw, row_scores[valid].astype(float).tolist(), strict=True)))
+        return result
+
+    # -- persistence -------------------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
+        """Write everything needed to serve into the folder ``path`` (atomically)."""
+        import faiss
+
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            torch.save({"name": self.model.name, "config": self.model.get_config(), "state_dict": self.model.state_dict()},
+                       tmp / "model.pt")
+            self.users.save(tmp / "users.parquet")
+            self.items.save(tmp / "items.parquet")
+            self.user_features.save(tmp / "user_features.npz")
+            self.item_features.save(tmp / "item_features.npz")
+            with open(tmp / "seen.npz", "wb") as handle:
+                np.savez(handle, indptr=self.seen_indptr, items=self.seen_items, popularity=self.popularity)
+            faiss.write_index(self.index, str(tmp / "index.faiss"))
+            meta = {"format_version": _FORMAT_VERSION, "model": self.model.name, "index": asdict(self.index_config),
+                    **(extra or {})}
+            (tmp / "serving.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Recommender:
+        import faiss
+
+        path = Path(path)
+        meta_path = path / "serving.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{path}: not a saved regkit recommender (no serving.json).")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(f"{path}: format_version {meta.get('format_version')}, expected {_FORMAT_VERSION}.")
+        users = Vocabulary.load(path / "users.parquet", name="user_id")
+        items = Vocabulary.load(path / "items.parquet", name="item_id")
+        user_features = FeatureTable.load(path / "user_features.npz")
+        item_features = FeatureTable.load(path / "item_features.npz")
+        saved = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+        model = build_model(saved["name"], saved["config"], users=user_features, items=item_features)
+        model.load_state_dict(saved["state_dict"])
+        model.eval()
+        with np.load(path / "seen.npz") as seen:
+            indptr, seen_items, popularity = seen["indptr"], seen["items"], seen["popularity"]
+        return cls._from_parts(
+            model=model, users=users, items=items, user_features=user_features, item_features=item_features,
+            index_config=IndexConfig(**meta["index"]), seen_indptr=indptr, seen_items=seen_items,
+            popularity=popularity, index=faiss.read_index(str(path / "index.faiss")),
+        )
