@@ -1,0 +1,110 @@
+"""Self-distillation for further pre-training: hidden states kept close to a further-pretrained teacher."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from common_regs._batch import batch_inputs
+from common_regs.api import TrainContext
+from common_regs.distill._utils import check_positive
+from common_regs.registry import register
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FurtherPretrainSelfDistillation", "hidden_distance"]
+
+
+def hidden_distance(student_hidden: Tensor, teacher_hidden: Tensor) -> Tensor:
+    """``(1/B) Σ_i ‖h_s(x_i) - sg(h_t(x_i))‖²`` (squared L2 over all non-batch dims, mean over the batch)."""
+    if student_hidden.shape != teacher_hidden.shape:
+        raise ValueError(
+            f"student hidden {tuple(student_hidden.shape)} and teacher hidden {tuple(teacher_hidden.shape)} differ."
+        )
+    diff = student_hidden - teacher_hidden.detach()
+    return diff.pow(2).reshape(diff.shape[0], -1).sum(1).mean()
+
+
+@register(
+    "further_pretrain_self_distill",
+    kind="loss",
+    paper="Lee, Kang, Lee, Hwang, Kawaguchi, Self-Distillation for Further Pre-training of Transformers, "
+    "ICLR 2023, arXiv:2210.02871",
+    seed=61,
+)
+class FurtherPretrainSelfDistillation:
+    """Representation distillation from a further-pretrained teacher into the *initial* pretrained model.
+
+    Step 1: further pretrain the pretrained model on the target domain (MAE/MLM) → teacher. Step 2: restart from
+    the initial pretrained weights (student) and train it with the same self-supervised loss plus this term,
+    which keeps its hidden representations close to the teacher's. It regularizes domain-adaptive continued
+    pretraining (e.g. of the sparse retriever's MLM backbone), which otherwise overfits small target corpora.
+
+    Reference:
+        Lee, Kang, Lee, Hwang, Kawaguchi, "Self-Distillation for Further Pre-training of Transformers", ICLR 2023,
+        arXiv:2210.02871 (procedure confirmed from the abstract). **Equation unconfirmed**: the distance
+        (squared L2, summed over features, averaged over the batch) and which hidden layer is matched are regkit's
+        choices, not checked against the paper's equations.
+
+    Math:
+        .. math::
+            L = L_{SSL}(\\theta_s) + \\lambda\\,\\tfrac1B\\sum_i \\lVert h_{\\theta_s}(x_i) -
+            \\mathrm{sg}(h_{\\theta_t}(x_i))\\rVert_2^2
+
+        This term returns the second summand without λ (``weight``, applied by ``RegHooks``).
+
+    Args:
+        teacher: the further-pretrained model (frozen here) mapping inputs to hidden states, or a callable.
+        hidden_key: ``ctx.extras`` key of the student's hidden states; None = use ``ctx.outputs``. Default "hidden".
+        weight: λ. Default 1.0 (regkit default; the paper tunes it).
+
+    Shape:
+        student and teacher hidden states (B, *) of one shape.
+
+    Returns:
+        scalar distance.
+
+    Note:
+        The teacher runs under ``torch.no_grad`` and never receives gradients.
+
+    Example:
+        >>> import torch
+        >>> from common_regs.api import TrainContext
+        >>> teacher = torch.nn.Linear(3, 2)
+        >>> term = FurtherPretrainSelfDistillation(teacher, hidden_key=None)
+        >>> x = torch.randn(4, 3)
+        >>> float(term(TrainContext(model=teacher, batch=x, outputs=teacher(x))))
+        0.0
+    """
+
+    config_keys: ClassVar[tuple[str, ...]] = ("hidden_key", "weight")
+    citation: ClassVar[str] = (
+        "@inproceedings{lee2023selfdistillation, title={Self-Distillation for Further Pre-training of "
+        "Transformers}, author={Lee, Seanie and Kang, Minki and Lee, Juho and Hwang, Sung Ju and Kawaguchi, Kenji}, "
+        "booktitle={ICLR}, year={2023}}"
+    )
+
+    def __init__(
+        self, teacher: nn.Module | Callable[[Tensor], Tensor], hidden_key: str | None = "hidden", weight: float = 1.0
+    ) -> None:
+        if isinstance(teacher, nn.Module):
+            teacher.eval().requires_grad_(False)
+        self.teacher, self.hidden_key = teacher, hidden_key
+        self.weight = check_positive("weight", weight, allow_zero=True)
+
+    def __call__(self, ctx: TrainContext) -> Tensor:
+        if self.hidden_key is None:
+            student = ctx.outputs
+        else:
+            student = ctx.extras.get(self.hidden_key)
+        if isinstance(student, Mapping):
+            student = student.get("hidden")
+        if not isinstance(student, Tensor):
+            raise ValueError(f"no student hidden states: set `ctx.extras[{self.hidden_key!r}]` (or `hidden_key`).")
+        with torch.no_grad():
+            teacher = self.teacher(batch_inputs(ctx))
+        return hidden_distance(student, teacher)
