@@ -10,8 +10,9 @@ Protocol (``run(out_dir)``):
   every method; methods: head only, full fine-tuning, LoRA (PEFT ``inject_adapter_in_model``, r = 4), SVFit (99 %
   energy), SORSA (r = 4, + orthonormality penalty γ = 4e-4); reported: target test accuracy (mean ± std over 3 seeds)
   and trainable parameters (adapter + head);
-* overhead: median wall time of one training step (forward, backward, Adam step; batch 64) with each
-  reparametrization applied to both hidden layers, divided by the plain model's median, 1 CPU thread.
+* overhead: wall time of one training step (forward, backward, Adam step; batch 64) with each
+  reparametrization applied to both hidden layers vs. the plain model, timed in 10 alternating blocks of 20 steps
+  (robust to load drift on a shared machine); ratio = median of the per-block ratios; 1 CPU thread.
 """
 
 from __future__ import annotations
@@ -134,18 +135,36 @@ def _finetune(method: str, pretrained: dict[str, torch.Tensor], data: dict[str, 
     return _accuracy(model, data["tgt_test_x"], data["tgt_test_y"]), sum(p.numel() for p in params)
 
 
-def _step_time(model: nn.Module, params: list[nn.Parameter], x: torch.Tensor, y: torch.Tensor) -> float:
-    optimizer = torch.optim.Adam(params, lr=1e-3)
-    model.train()
-    times = []
-    for step in range(CONFIG["timing_warmup"] + CONFIG["timing_steps"]):
-        start = time.perf_counter()
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        if step >= CONFIG["timing_warmup"]:
+class _Stepper:
+    """One model + optimizer whose training step can be timed in blocks."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.model, self.x, self.y = model.train(), x, y
+        self.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+    def block(self, steps: int) -> float:
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            self.optimizer.zero_grad()
+            nn.functional.cross_entropy(self.model(self.x), self.y).backward()
+            self.optimizer.step()
             times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return statistics.median(times)
+
+
+def _interleaved_ratio(plain: _Stepper, method: _Stepper) -> tuple[float, float, float]:
+    """Alternate blocks of plain and method steps (robust to machine-load drift); median of per-block ratios."""
+    plain.block(CONFIG["timing_warmup"])
+    method.block(CONFIG["timing_warmup"])
+    blocks = 10
+    per_block = CONFIG["timing_steps"] // blocks
+    plain_t, method_t = [], []
+    for _ in range(blocks):
+        plain_t.append(plain.block(per_block))
+        method_t.append(method.block(per_block))
+    ratios = [m / p for m, p in zip(method_t, plain_t, strict=True)]
+    return statistics.median(method_t), statistics.median(plain_t), statistics.median(ratios)
 
 
 REPARAMS: dict[str, Callable[[], Any]] = {
@@ -169,22 +188,17 @@ def _overheads(pretrained: dict[str, torch.Tensor], data: dict[str, torch.Tensor
         model.load_state_dict(pretrained)
         return model
 
-    plain = fresh()
-    base = _step_time(plain, list(plain.parameters()), x, y)
-    results["plain_ms"] = base * 1e3
-    for name, build in tqdm(REPARAMS.items(), desc="overhead", disable=not logger.isEnabledFor(logging.INFO)):
-        model = fresh()
-        reparam = build()
-        reparam.prepare(model)
-        elapsed = _step_time(model, [p for p in model.parameters() if p.requires_grad], x, y)
-        results[name] = {"ms": elapsed * 1e3, "ratio": elapsed / base}
     from peft import LoraConfig, inject_adapter_in_model
 
-    model = inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, target_modules=["0", "2"]), fresh())
-    elapsed = _step_time(model, [p for p in model.parameters() if p.requires_grad], x, y)
-    results["lora_peft"] = {"ms": elapsed * 1e3, "ratio": elapsed / base}
-    base_again = _step_time(plain, list(plain.parameters()), x, y)  # drift check: plain measured again at the end
-    results["plain_ms_end"] = base_again * 1e3
+    builders: dict[str, Callable[[], nn.Module]] = {}
+    for name, build in REPARAMS.items():
+        builders[name] = lambda build=build: build().prepare(fresh())
+    builders["lora_peft"] = lambda: inject_adapter_in_model(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["0", "2"]), fresh())
+    plain = _Stepper(fresh(), x, y)
+    for name, build in tqdm(builders.items(), desc="overhead", disable=not logger.isEnabledFor(logging.INFO)):
+        method_s, plain_s, ratio = _interleaved_ratio(plain, _Stepper(build(), x, y))
+        results[name] = {"ms": method_s * 1e3, "plain_ms": plain_s * 1e3, "ratio": ratio}
     return results
 
 
@@ -194,12 +208,10 @@ def _markdown(results: dict[str, Any]) -> str:
     for name, row in results["finetune"].items():
         accuracy = f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f}"
         lines.append(f"| {name} | {row['trainable_params']} | {accuracy} |")
-    lines += ["", f"plain step: {results['overhead']['plain_ms']:.3f} ms (end of run: "
-              f"{results['overhead']['plain_ms_end']:.3f} ms)", "",
-              "| reparametrization | ms / step | ratio vs plain |", "|---|---:|---:|"]
+    lines += ["", "| reparametrization | ms / step | plain ms / step (interleaved) | ratio vs plain |",
+              "|---|---:|---:|---:|"]
     for name, row in results["overhead"].items():
-        if isinstance(row, dict):
-            lines.append(f"| {name} | {row['ms']:.3f} | {row['ratio']:.2f} |")
+        lines.append(f"| {name} | {row['ms']:.3f} | {row['plain_ms']:.3f} | {row['ratio']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
