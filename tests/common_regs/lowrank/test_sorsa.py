@@ -18,11 +18,11 @@ def test_penalty_zero_at_svd_init_and_matches_formula_after_perturbation() -> No
     model = _model()
     SORSA(rank=3).prepare(model)
     penalty = SorsaOrthonormalPenalty()
-    assert float(penalty(TrainContext(model=model))) < 1e-5
+    assert float(penalty(TrainContext(model=model)).detach()) < 1e-5
     with torch.no_grad():
         plist = model[0].parametrizations.weight
         plist.original0.mul_(2.0)  # A -> 2A: A Aᵀ - I = 3 I -> ‖·‖_F = 3·sqrt(3)
-    value = float(penalty(TrainContext(model=model)))
+    value = float(penalty(TrainContext(model=model)).detach())
     expected = (3 * 3**0.5 + 0.0 + 0.0 + 0.0) / 4  # 2 layers × (A, B), only layer 0's A is off
     assert abs(value - expected) < 1e-4
 
@@ -58,4 +58,4 @@ def test_reg_hooks_keep_factors_near_orthonormal() -> None:
                  lambda b: model(b[0]), lambda out, b: nn.functional.cross_entropy(out, b[1]), hooks=hooks,
                  epochs=30)
     assert losses[-1] < losses[0]
-    assert float(SorsaOrthonormalPenalty()(TrainContext(model=model))) < 0.05
+    assert float(SorsaOrthonormalPenalty()(TrainContext(model=model)).detach()) < 0.05
