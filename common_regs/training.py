@@ -122,6 +122,7 @@ class RegHooks:
             epoch=epoch,
             sample_indices=sample_indices,
             optimizer=self.optimizer,
+            extras={"forward": forward},  # loss terms that need another pass (Maestro's truncated model) use it
         )
         for provider in self.by_kind["target_provider"]:
             ctx.extras.setdefault("targets", provider.targets(ctx))
