@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DistillLoss"]
 
-_KINDS = ("soft_ce", "kl", "mse")
+_MODES = ("soft_ce", "kl", "mse")
 
 
 @register(
@@ -44,7 +44,7 @@ class DistillLoss:
             L_{mse} = \\tfrac1B\\sum_i \\lVert z_i - t_i\\rVert^2
 
     Args:
-        kind: one of ``"soft_ce"``, ``"kl"``, ``"mse"``. Default "soft_ce" (convention).
+        mode: one of ``"soft_ce"``, ``"kl"``, ``"mse"``. Default "soft_ce" (convention).
         temperature: T. Default 1.0 (source: Geng et al. 2024 ensemble KD uses T = 1).
         weight: multiplier used by ``RegHooks``. Default 1.0 (convention).
 
@@ -66,26 +66,26 @@ class DistillLoss:
         0.0
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = ("kind", "temperature", "weight")
+    config_keys: ClassVar[tuple[str, ...]] = ("mode", "temperature", "weight")
     citation: ClassVar[str] = (
         "@article{hinton2015distilling, title={Distilling the Knowledge in a Neural Network}, author={Hinton, "
         "Geoffrey and Vinyals, Oriol and Dean, Jeff}, journal={arXiv:1503.02531}, year={2015}}"
     )
 
     def __init__(
-        self, kind: Literal["soft_ce", "kl", "mse"] = "soft_ce", temperature: float = 1.0, weight: float = 1.0
+        self, mode: Literal["soft_ce", "kl", "mse"] = "soft_ce", temperature: float = 1.0, weight: float = 1.0
     ) -> None:
-        if kind not in _KINDS:
-            raise ValueError(f"`kind` must be one of {_KINDS}, got {kind!r}.")
-        self.kind = kind
+        if mode not in _MODES:
+            raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}.")
+        self.mode = mode
         self.temperature = check_positive("temperature", temperature)
         self.weight = check_positive("weight", weight, allow_zero=True)
 
     def compute(self, outputs: Tensor, targets: Tensor) -> Tensor:
         targets = targets.detach().to(outputs.dtype)
-        if self.kind == "soft_ce":
+        if self.mode == "soft_ce":
             return soft_cross_entropy(outputs, targets, self.temperature)
-        if self.kind == "kl":
+        if self.mode == "kl":
             return tempered_kl(outputs, targets, self.temperature)
         return F.mse_loss(outputs, targets, reduction="sum") / outputs.shape[0]
 
