@@ -134,7 +134,7 @@ class OrderedTruncation(nn.Module):
     def keep_probability(self, size: int) -> Tensor:
         """P(coordinate i kept) for i = 0..size-1 (non-increasing, first entry 1)."""
         probs = self.probabilities(size)
-        return probs.flip(0).cumsum(0).flip(0)
+        return torch.cat([probs.new_ones(1), (1.0 - probs.cumsum(0)[:-1]).clamp_min(0.0)])
 
     def sample(self, size: int, batch: int = 1, generator: torch.Generator | None = None) -> Tensor:
         draws = batch if self.per_sample else 1
