@@ -1,0 +1,42 @@
+"""ScheduledDropPath (#17): E[out] = x, per-sample masks, p = 0 at step 0, linear-in-time and depth schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from common_regs.api import TrainContext
+from common_regs.stochastic import DropPath, ScheduledDropPath, drop_path, scheduled_drop_prob
+from common_regs.training import RegHooks
+
+
+def test_unbiased_and_mask_constant_over_non_batch_dims() -> None:
+    x = torch.randn(1, 3, 4).expand(20000, 3, 4)
+    out = drop_path(x, 0.3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out.mean(0), x[0], atol=0.03, rtol=0)
+    kept = out.reshape(len(out), -1) != 0
+    assert bool((kept.all(1) | (~kept).all(1)).all())
+    assert torch.equal(drop_path(x, 0.3, training=False), x)
+
+
+def test_schedule_values() -> None:
+    assert scheduled_drop_prob(0.4, 0, 100) == 0.0
+    assert scheduled_drop_prob(0.4, 50, 100, cell=1, num_cells=4) == pytest.approx(0.4 * 0.5 * 0.5)
+    assert scheduled_drop_prob(0.4, 500, 100) == pytest.approx(0.4)
+
+
+def test_scheduler_drives_droppath_layers_through_reghooks() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), DropPath(), torch.nn.Linear(3, 3), DropPath())
+    scheduler = ScheduledDropPath(final_drop_prob=0.4, total_steps=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    hooks = RegHooks([scheduler], model, optimizer)
+    assert scheduler.current == [0.0, 0.0]
+    x = torch.randn(8, 3)
+    for step in range(6):
+        hooks.step(x, model, lambda out, b: out.pow(2).mean(), step=step)
+    assert scheduler.current == pytest.approx([0.2, 0.4])
+    with pytest.raises(ValueError, match="DropPath"):
+        ScheduledDropPath().prepare(torch.nn.Linear(2, 2))
+    scheduler.step(TrainContext(model=model, step=1))
+    assert scheduler.current == pytest.approx([0.4 * 0.5 * 0.5, 0.4 * 0.5])
