@@ -30,11 +30,33 @@ PAPER_ID = re.compile(r"arXiv:\d{4}\.\d{4,5}")
 
 def test_registry_holds_every_issue10_method() -> None:
     expected = {
-        "ps_kd", "random_teacher", "further_pretrain_self_distill", "dr_tune", "minmax_ensemble_teacher",
-        "distill_loss", "elr", "nested_dropout", "co_teaching", "policy_gradient_noise_mask", "eata", "conr",
-        "multi_sample_dropout", "scheduled_drop_path", "tail_token_drop", "drop_pos", "ordered_truncation", "cutmix",
-        "sparsity_denoising_mask", "aaer", "virtual_outlier_regularization", "t_jepa", "msb_reg",
-        "neural_collapse_metrics", "vicinity_ufm", "intrinsic_normal_prototypes", "filter_init",
+        "ps_kd",
+        "random_teacher",
+        "further_pretrain_self_distill",
+        "dr_tune",
+        "minmax_ensemble_teacher",
+        "distill_loss",
+        "elr",
+        "nested_dropout",
+        "co_teaching",
+        "policy_gradient_noise_mask",
+        "eata",
+        "conr",
+        "multi_sample_dropout",
+        "scheduled_drop_path",
+        "tail_token_drop",
+        "drop_pos",
+        "ordered_truncation",
+        "cutmix",
+        "sparsity_denoising_mask",
+        "aaer",
+        "virtual_outlier_regularization",
+        "t_jepa",
+        "msb_reg",
+        "neural_collapse_metrics",
+        "vicinity_ufm",
+        "intrinsic_normal_prototypes",
+        "filter_init",
     }
     assert expected == {m.name for m in METHODS}
 
@@ -65,6 +87,7 @@ def test_function_docstring_lint(info) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_family_all_is_sorted_and_complete(family: str) -> None:
     package = importlib.import_module(f"common_regs.{family}")
+
     def isort_style(name: str) -> tuple[int, str]:  # ruff RUF022: CONSTANTS, then Classes, then functions
         return (0 if name.isupper() else 1 if name[0].isupper() else 2, name)
 

@@ -27,8 +27,9 @@ def test_outliers_are_farther_from_the_class_than_its_own_points() -> None:
     torch.manual_seed(0)
     features = torch.cat([torch.randn(60, 2) * 0.3, torch.randn(60, 2) * 0.3 + 5.0])
     labels = torch.tensor([0] * 60 + [1] * 60)
-    outliers = synthesize_virtual_outliers(features, labels, k=5, per_class=10, cov=0.5,
-                                           generator=torch.Generator().manual_seed(0))
+    outliers = synthesize_virtual_outliers(
+        features, labels, k=5, per_class=10, cov=0.5, generator=torch.Generator().manual_seed(0)
+    )
     assert outliers.shape == (20, 2)
     own = knn_distance(features[:60], features[:60], 5, exclude_self=True).median()
     assert float(knn_distance(outliers[:10], features[:60], 5).min()) > float(own)

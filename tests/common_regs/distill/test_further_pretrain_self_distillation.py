@@ -1,4 +1,4 @@
-"""Self-distillation for further pre-training (#61): zero at student = teacher, closed-form gradient, frozen teacher."""
+"""Self-distillation for further pre-training (#61): zero at student = teacher, closed-form grad, frozen teacher."""
 
 from __future__ import annotations
 
@@ -31,4 +31,6 @@ def test_shape_mismatch_and_missing_hidden() -> None:
     with pytest.raises(ValueError, match="differ"):
         hidden_distance(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="hidden"):
-        FurtherPretrainSelfDistillation(torch.nn.Identity())(TrainContext(model=torch.nn.Identity(), batch=torch.ones(1)))
+        FurtherPretrainSelfDistillation(torch.nn.Identity())(
+            TrainContext(model=torch.nn.Identity(), batch=torch.ones(1))
+        )

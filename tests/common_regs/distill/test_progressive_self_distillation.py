@@ -12,8 +12,9 @@ from common_regs.training import RegHooks
 
 
 def _ctx(logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, epoch: int) -> TrainContext:
-    return TrainContext(model=torch.nn.Identity(), batch=(None, labels), outputs=logits, epoch=epoch,
-                        sample_indices=indices)
+    return TrainContext(
+        model=torch.nn.Identity(), batch=(None, labels), outputs=logits, epoch=epoch, sample_indices=indices
+    )
 
 
 def test_alpha_schedule_matches_official_formula() -> None:
@@ -75,6 +76,7 @@ def test_reghooks_pskd_with_distill_loss_equals_cross_entropy_at_epoch_zero() ->
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     hooks = RegHooks([ProgressiveSelfDistillation(8, 3, total_epochs=2), DistillLoss("soft_ce")], model, optimizer)
     x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
-    loss = hooks.step((x, y), lambda b: model(b[0]), lambda out, b: out.sum() * 0.0, epoch=0,
-                      sample_indices=torch.arange(5))
+    loss = hooks.step(
+        (x, y), lambda b: model(b[0]), lambda out, b: out.sum() * 0.0, epoch=0, sample_indices=torch.arange(5)
+    )
     torch.testing.assert_close(loss, F.cross_entropy(model(x), y).detach())

@@ -30,6 +30,8 @@ def test_each_network_trains_on_the_peer_selection() -> None:
 
 def test_zero_forget_rate_is_plain_cross_entropy() -> None:
     a, b, y = torch.randn(6, 4), torch.randn(6, 4), torch.randint(0, 4, (6,))
-    loss = CoTeaching(noise_rate=0.3)(TrainContext(model=torch.nn.Identity(), batch=(None, y), outputs=(a, b), epoch=0))
+    loss = CoTeaching(noise_rate=0.3)(
+        TrainContext(model=torch.nn.Identity(), batch=(None, y), outputs=(a, b), epoch=0)
+    )
     torch.testing.assert_close(loss, F.cross_entropy(a, y) + F.cross_entropy(b, y))
     assert small_loss_indices(torch.tensor([3.0, 1.0, 2.0]), 0.9).tolist() == [1]

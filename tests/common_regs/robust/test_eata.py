@@ -1,4 +1,4 @@
-"""EATA (#51): only samples with entropy below E₀ are selected, weights exp(E₀ - E), redundancy filter, Fisher anchor."""
+"""EATA (#51): only samples with entropy below E₀ are selected, weights exp(E₀ - E), redundancy, Fisher anchor."""
 
 from __future__ import annotations
 

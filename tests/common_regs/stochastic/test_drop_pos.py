@@ -35,6 +35,7 @@ def test_loss_is_masked_cross_entropy_at_zero_sigma_and_sigma_decays() -> None:
     ce = F.cross_entropy(logits.reshape(-1, 6), ids_keep.reshape(-1), reduction="none")
     torch.testing.assert_close(value, (ce * mask_pos.reshape(-1)).sum() / mask_pos.sum())
     assert pretext.sigma_at(0) == 1.0 and pretext.sigma_at(5) == pytest.approx(0.5) and pretext.sigma_at(10) == 0.0
-    ctx = TrainContext(model=torch.nn.Identity(), outputs=logits, epoch=10,
-                       extras={"ids_keep": ids_keep, "mask_pos": mask_pos})
+    ctx = TrainContext(
+        model=torch.nn.Identity(), outputs=logits, epoch=10, extras={"ids_keep": ids_keep, "mask_pos": mask_pos}
+    )
     torch.testing.assert_close(pretext(ctx), value)

@@ -1,4 +1,4 @@
-"""Multi-sample dropout (#4): M = 1 is dropout, p = 0 is the plain loss, losses (not logits) averaged, gradient mean."""
+"""Multi-sample dropout (#4): M = 1 is dropout, p = 0 is the plain loss, losses (not logits) averaged, mean grads."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def test_single_sample_equals_standard_dropout_loss() -> None:
 def test_zero_dropout_is_the_plain_loss_for_any_m() -> None:
     head, h, y = _setup()
     for m in (1, 3, 8):
-        torch.testing.assert_close(MultiSampleDropout(head, num_samples=m, p=0.0).loss(h, y), F.cross_entropy(head(h), y))
+        torch.testing.assert_close(
+            MultiSampleDropout(head, num_samples=m, p=0.0).loss(h, y), F.cross_entropy(head(h), y)
+        )
 
 
 def test_averages_losses_not_logits_and_gradient_is_mean_of_sample_gradients() -> None:
@@ -40,7 +42,7 @@ def test_averages_losses_not_logits_and_gradient_is_mean_of_sample_gradients() -
     logit_average = F.cross_entropy(torch.stack([head(samples[m]) for m in range(4)]).mean(0), y)
     assert float(loss.detach()) > float(logit_average.detach())  # Jensen: CE(mean logits) < mean CE here
     (grad,) = torch.autograd.grad(loss, head.weight)
-    mean_grad = torch.stack([torch.autograd.grad(l, head.weight)[0] for l in per_sample]).mean(0)
+    mean_grad = torch.stack([torch.autograd.grad(term, head.weight)[0] for term in per_sample]).mean(0)
     torch.testing.assert_close(grad, mean_grad)
 
 

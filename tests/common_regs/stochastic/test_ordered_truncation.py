@@ -9,7 +9,9 @@ from common_regs.stochastic import OrderedTruncation, prefix_mask, truncation_pr
 
 
 def test_probabilities_of_each_sampler() -> None:
-    torch.testing.assert_close(truncation_probabilities(4, "uniform", k_min=3), torch.tensor([0, 0, 0.5, 0.5]).double())
+    torch.testing.assert_close(
+        truncation_probabilities(4, "uniform", k_min=3), torch.tensor([0, 0, 0.5, 0.5]).double()
+    )
     geometric = truncation_probabilities(3, "geometric", p=0.5)
     torch.testing.assert_close(geometric, torch.tensor([4.0, 2.0, 1.0]).double() / 7)
     with pytest.raises(ValueError, match="sampler"):
