@@ -47,7 +47,8 @@ def check_index_dir(index_dir: str | os.PathLike[str], *, kind: str | None = Non
     metadata = read_index_metadata(index_dir)
     if kind is not None and metadata is not None and metadata.get("kind") != kind:
         raise IndexNotFoundError(
-            f"{index_dir}: a {metadata.get('kind')!r} index ({INDEX_METADATA_FILE}), but a {kind!r} index is needed."
+            f"{index_dir}: index kind {metadata.get('kind')!r} (in {INDEX_METADATA_FILE}), "
+            f"but a {kind!r} index is needed."
         )
     return index_dir
 

@@ -1,0 +1,130 @@
+"""End-to-end BEIR evaluation of a first-stage retriever: load → index → search → run file → metrics.json.
+
+``run_beir_eval`` is what ``regkit beir eval`` calls. Outputs in ``out_dir``:
+
+* ``run.trec``: the top-k run (TREC format, trec_eval order);
+* ``metrics.json``: aggregate and per-query metrics, dataset counts, timings, the resolved config;
+* ``resolved_config.yaml`` and ``run.json`` (versions, git commit, config);
+* the index it built (``index/`` for BM25, ``dense-index/`` for the dense baseline), reusable with
+  ``regkit retrieval search``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from common_regs.io import atomic_write_text
+from pipelines.evaluation.metrics import DEFAULT_MEASURES, Evaluation, evaluate, parse_measures
+from pipelines.provenance import write_run_metadata
+from retrieval.beir import load_beir
+from retrieval.runs import write_trec_run
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RETRIEVERS", "BeirEvalConfig", "BeirEvalResult", "run_beir_eval"]
+
+Retriever = Literal["bm25", "dense"]
+RETRIEVERS: tuple[str, ...] = ("bm25", "dense")
+
+
+@dataclass
+class BeirEvalConfig:
+    """Everything ``regkit beir eval`` needs; defaults are Pyserini's BEIR regression settings.
+
+    Args:
+        data: BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``).
+        out_dir: output folder.
+        retriever: ``bm25`` (Lucene flat index) or ``dense`` (all-MiniLM-L6-v2 + FAISS flat IP).
+        split: qrels split. Default ``test`` (BEIR convention).
+        k: hits per query. Default 1000 (source: Pyserini/BEIR runs).
+        k1, b: BM25 parameters. Defaults 0.9 / 0.4 (source: Pyserini BEIR ``flat`` regressions).
+        threads: indexing / search threads.
+        measures: ir-measures names.
+        model: sentence-transformers model for ``dense`` (None: the bundled all-MiniLM-L6-v2).
+        batch_size: dense encoding batch size.
+    """
+
+    data: str
+    out_dir: str
+    retriever: Retriever = "bm25"
+    split: str = "test"
+    k: int = 1000
+    k1: float = 0.9
+    b: float = 0.4
+    threads: int = 2
+    measures: list[str] = field(default_factory=lambda: list(DEFAULT_MEASURES))
+    model: str | None = None
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.retriever not in RETRIEVERS:
+            raise ValueError(f"`retriever` must be one of {list(RETRIEVERS)}, got {self.retriever!r}.")
+        if self.k < 1:
+            raise ValueError(f"`k` must be >= 1, got {self.k}.")
+        if self.threads < 1:
+            raise ValueError(f"`threads` must be >= 1, got {self.threads}.")
+        parse_measures(self.measures)  # fail before hours of indexing
+
+
+@dataclass(frozen=True)
+class BeirEvalResult:
+    evaluation: Evaluation
+    run_path: Path
+    metrics_path: Path
+    timings: dict[str, float]
+
+
+def _bm25_run(config: BeirEvalConfig, dataset, out_dir: Path) -> tuple[dict, dict[str, float]]:
+    from retrieval.index import build_bm25_index
+    from retrieval.search import Bm25Searcher
+
+    started = time.perf_counter()
+    index_dir = build_bm25_index(dataset.corpus, out_dir / "index", threads=config.threads, overwrite=True)
+    indexed = time.perf_counter()
+    with Bm25Searcher(index_dir, k1=config.k1, b=config.b) as searcher:
+        run = searcher.search(dataset.split_queries, k=config.k, threads=config.threads)
+    return run, {"index_s": indexed - started, "search_s": time.perf_counter() - indexed}
+
+
+def _dense_run(config: BeirEvalConfig, dataset, out_dir: Path) -> tuple[dict, dict[str, float]]:
+    from retrieval.dense import DenseRetriever
+
+    retriever = DenseRetriever(config.model, batch_size=config.batch_size)
+    started = time.perf_counter()
+    index = retriever.build_index(dataset.corpus)
+    encoded = time.perf_counter()
+    index.save(out_dir / "dense-index", metadata={"model": retriever.model_name}, overwrite=True)
+    run = retriever.search(dataset.split_queries, index, k=config.k)
+    return run, {"encode_s": encoded - started, "search_s": time.perf_counter() - encoded}
+
+
+def run_beir_eval(config: BeirEvalConfig) -> BeirEvalResult:
+    """Index, search and evaluate one retriever on one BEIR split; write the outputs listed in the module doc."""
+    dataset = load_beir(config.data, split=config.split)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("BEIR %s (%s split): %s", dataset.name, config.split, dataset.summary())
+    run, timings = (_bm25_run if config.retriever == "bm25" else _dense_run)(config, dataset, out_dir)
+    evaluation = evaluate(dataset.qrels, run, config.measures)
+    run_path = write_trec_run(run, out_dir / "run.trec", tag=f"regkit-{config.retriever}")
+    resolved = asdict(config)
+    payload = {
+        "dataset": {"name": dataset.name, "path": str(Path(config.data).resolve()), **dataset.summary()},
+        "retriever": config.retriever,
+        "config": resolved,
+        "timings": timings,
+        "queries_without_results": sorted(qid for qid in dataset.qrels if not run.get(qid)),
+        **evaluation.as_dict(),
+    }
+    metrics_path = atomic_write_text(out_dir / "metrics.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out_dir / "resolved_config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    write_run_metadata(out_dir, config=resolved)
+    return BeirEvalResult(evaluation=evaluation, run_path=run_path, metrics_path=metrics_path, timings=timings)
+
