@@ -291,7 +291,7 @@ def _multi_sample_dropout(seeds: tuple[int, ...]) -> dict[str, Any]:
                 stats["test_acc_final"].append(_accuracy(model(x_te), y_te))
         results[f"M={m}"] = {k: _summary(v) for k, v in stats.items()}
     return {
-        "setting": f"digits, dropout p=0.5 before the head, {epochs} epochs; train CE in eval mode on the full train set",
+        "setting": f"digits, dropout p=0.5 before the head, {epochs} epochs; train CE: eval mode, full train set",
         **results,
     }
 
