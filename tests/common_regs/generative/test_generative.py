@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from common_regs.api import TrainContext
+from common_regs.generative import (
+    AdaptiveGuidance,
+    AdaptThenUnlearnRepulsion,
+    CrossInitialization,
+    GeneralizedGaussianPrior,
+    KernelPredictionFilter,
+    StepVariationRegularizer,
+)
+from common_regs.generative.generalized_gaussian_prior import generalized_gaussian_, gg_scale_for_std
+from common_regs.generative.kernel_prediction_filter import per_pixel_filter
+from common_regs.generative.step_variation_regularizer import jacobian_vector_norms
+
+
+@pytest.mark.parametrize("beta", [1.0, 1.5, 2.0])
+def test_gg_sampler_matches_scipy_gennorm(beta: float) -> None:
+    w = generalized_gaussian_(torch.empty(50_000, dtype=torch.float64), beta, 0.5, torch.Generator().manual_seed(0))
+    alpha = gg_scale_for_std(beta, 0.5)
+    assert stats.kstest(w.numpy(), stats.gennorm(beta, scale=alpha).cdf).pvalue > 0.01
+    assert float(w.std()) == pytest.approx(0.5, rel=0.02)
+
+
+def test_gg_penalty_value_and_gradient() -> None:
+    prior = GeneralizedGaussianPrior(beta=1.5, std=0.3)
+    layer = nn.Linear(4, 3)
+    value = prior(TrainContext(model=layer))
+    (grad,) = torch.autograd.grad(value, layer.weight)
+    w = layer.weight.detach().clone()
+    torch.testing.assert_close(value.detach(), ((w.abs() / prior.alpha) ** 1.5).sum())
+    torch.testing.assert_close(grad, torch.sign(w) * 1.5 * w.abs() ** 0.5 / prior.alpha**1.5)
+    prior.initialize(layer, torch.Generator().manual_seed(1))
+    assert torch.isfinite(layer.weight).all() and not torch.equal(layer.weight.detach(), w)
+
+
+def test_cross_initialization_anchor() -> None:
+    encoder = nn.Linear(4, 4)
+    refs = torch.randn(5, 4)
+    ci = CrossInitialization(weight=1.0)
+    v = ci.initialize(encoder, refs)
+    torch.testing.assert_close(v.detach(), encoder(refs.mean(0)).detach())
+    assert float(ci(TrainContext(model=encoder)).detach()) == 0.0
+    with torch.no_grad():
+        v.add_(torch.tensor([1.0, 0.0, -2.0, 0.0]))
+    value = ci.penalty()
+    (grad,) = torch.autograd.grad(value, v)
+    torch.testing.assert_close(grad, 2 * torch.tensor([1.0, 0.0, -2.0, 0.0]))
+    with pytest.raises(ValueError, match="initialize"):
+        CrossInitialization().penalty()
+
+
+@pytest.mark.parametrize("kernel", ["l2", "exp", "inverse"])
+def test_repulsion_gradient_points_away_from_adapted_params(kernel: str) -> None:
+    torch.manual_seed(0)
+    model, adapted = nn.Linear(3, 2), nn.Linear(3, 2)
+    term = AdaptThenUnlearnRepulsion(kernel=kernel)  # type: ignore[arg-type]
+    term.set_anchor(adapted)
+    value = term(TrainContext(model=model))
+    grads = torch.autograd.grad(value, list(model.parameters()))
+    away = sum(float(((p - a) * -g).sum()) for p, a, g in zip(model.parameters(), adapted.parameters(), grads))
+    assert away > 0  # a descent step on R increases the distance to θ_N
+    if kernel == "exp":
+        term.set_anchor(model)
+        assert float(term(TrainContext(model=model))) == pytest.approx(1.0)  # finite at θ = θ_N
+
+
+def test_step_variation_matches_analytic_jvp_and_vanishes_for_isometries() -> None:
+    q, _ = torch.linalg.qr(torch.randn(64, 64, dtype=torch.float64))
+    x = torch.randn(8, 64, dtype=torch.float64, requires_grad=True)
+    gen = torch.Generator().manual_seed(0)
+    alpha_bar = torch.full((8,), 0.3, dtype=torch.float64)
+    r = jacobian_vector_norms(x, 2.0 * x @ q.T, alpha_bar, gen)
+    noise = torch.randn(8, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64) / 8 * 0.7**0.5
+    torch.testing.assert_close(r, (2.0 * noise @ q).norm(dim=1))  # ‖J n‖ = 2‖Qᵀn‖ = 2‖n‖
+    reg = StepVariationRegularizer(decay=1.0)
+    value = reg.forward(x, 2.0 * x @ q.T, alpha_bar)
+    assert float(value) < 0.03 * reg.mean**2  # isometry ⇒ r = 2‖n‖ ≈ constant: only the noise-norm spread remains
+    nonlinear = torch.tanh(3 * x) * x
+    assert float(StepVariationRegularizer(decay=1.0).forward(x, nonlinear, alpha_bar)) > float(value)
+
+
+def test_adaptive_guidance_policy() -> None:
+    class Toy(nn.Module):
+        def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+            return x if cond is None else x + cond * float(t)  # predictions converge as t → 0
+
+    x, cond = torch.ones(2, 4), torch.ones(2, 4)
+    cfg = AdaptiveGuidance(scale=3.0, threshold=1.5).apply(Toy())
+    ag = AdaptiveGuidance(scale=3.0, threshold=0.999).apply(Toy())
+    outs_cfg, outs_ag = [], []
+    for t in [1.0, 0.5, 0.01, 0.001, 0.0]:
+        outs_cfg.append(cfg(x, torch.tensor(t), cond))
+        outs_ag.append(ag(x, torch.tensor(t), cond))
+    torch.testing.assert_close(outs_cfg[0], x + 3.0 * cond)  # γ̄ > 1: exact CFG throughout
+    assert cfg.nfe == 10 and not cfg.switched
+    assert ag.switched and ag.switch_step == 2 and ag.nfe == 2 * 3 + 2  # one-way switch, then 1 NFE per step
+    torch.testing.assert_close(outs_ag[-1], Toy()(x, torch.tensor(0.0), cond))
+
+
+def test_kernel_prediction_filter_invariants() -> None:
+    image = torch.randn(2, 3, 6, 6)
+    identity = torch.zeros(2, 9, 6, 6)
+    identity[:, 4] = 1.0
+    torch.testing.assert_close(per_pixel_filter(image, identity, 3), image)
+    layer = KernelPredictionFilter(feature_channels=5)
+    out = layer(torch.full((1, 2, 6, 6), 2.5), torch.randn(1, 5, 6, 6))
+    torch.testing.assert_close(out[..., 1:-1, 1:-1], torch.full((1, 2, 4, 4), 2.5))  # normalized ⇒ constants kept
+    shared = torch.rand(9)
+    same = shared.view(1, 9, 1, 1).expand(2, 9, 6, 6)
+    conv = nn.functional.conv2d(image.reshape(6, 1, 6, 6), shared.view(1, 1, 3, 3), padding=1).reshape(2, 3, 6, 6)
+    torch.testing.assert_close(per_pixel_filter(image, same, 3), conv)
+    with pytest.raises(ValueError, match="`kernel_size`"):
+        KernelPredictionFilter(kernel_size=2)
