@@ -32,7 +32,7 @@ from typing import Any
 from common_regs.io import atomic_dir
 from retrieval.index import finish_index, read_index_metadata, run_index_collection, write_collection_shards
 from retrieval.jvm import ensure_jvm, translate_java_errors
-from retrieval.search import IndexNotFoundError, Run, SearchError, _check_search_args, check_index_dir, run_batches
+from retrieval.search import IndexNotFoundError, Run, SearchError, check_index_dir, check_search_args, run_batches
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class ImpactSearcher:
 
         A query with no weight left after quantization, or with only tokens absent from the index, gets ``{}``.
         """
-        _check_search_args(k, threads)
+        check_search_args(k, threads)
         scale = self.quantization.query_scale
         quantized = {
             str(qid): quantize_weights(weights, scale, where=f"query {qid!r}", limit=_MAX_QUERY_IMPACT)

@@ -20,7 +20,15 @@ from retrieval.jvm import ensure_jvm, translate_java_errors
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Bm25Searcher", "IndexNotFoundError", "Run", "SearchError", "check_index_dir", "run_batches"]
+__all__ = [
+    "Bm25Searcher",
+    "IndexNotFoundError",
+    "Run",
+    "SearchError",
+    "check_index_dir",
+    "check_search_args",
+    "run_batches",
+]
 
 Run = dict[str, dict[str, float]]
 Q = TypeVar("Q")
@@ -75,7 +83,8 @@ def run_batches(
     return run
 
 
-def _check_search_args(k: int, threads: int) -> None:
+def check_search_args(k: int, threads: int) -> None:
+    """Validate the ``k`` and ``threads`` of a search call."""
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"`k` must be an integer >= 1, got {k!r}.")
     if not isinstance(threads, int) or threads < 1:
@@ -127,7 +136,7 @@ class Bm25Searcher:
 
         Empty, whitespace-only and stopword-only queries get an empty result.
         """
-        _check_search_args(k, threads)
+        check_search_args(k, threads)
         for qid, text in queries.items():
             if not isinstance(text, str):
                 raise TypeError(f"query {qid!r}: text must be a string, got {type(text).__name__}.")

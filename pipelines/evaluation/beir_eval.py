@@ -23,7 +23,7 @@ import yaml
 from common_regs.io import atomic_write_text
 from pipelines.evaluation.metrics import DEFAULT_MEASURES, Evaluation, evaluate, parse_measures
 from pipelines.provenance import write_run_metadata
-from retrieval.beir import load_beir
+from retrieval.beir import BeirDataset, load_beir
 from retrieval.runs import write_trec_run
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class BeirEvalResult:
     timings: dict[str, float]
 
 
-def _bm25_run(config: BeirEvalConfig, dataset, out_dir: Path) -> tuple[dict, dict[str, float]]:
+def _bm25_run(config: BeirEvalConfig, dataset: BeirDataset, out_dir: Path) -> tuple[dict, dict[str, float]]:
     from retrieval.index import build_bm25_index
     from retrieval.search import Bm25Searcher
 
@@ -93,7 +93,7 @@ def _bm25_run(config: BeirEvalConfig, dataset, out_dir: Path) -> tuple[dict, dic
     return run, {"index_s": indexed - started, "search_s": time.perf_counter() - indexed}
 
 
-def _dense_run(config: BeirEvalConfig, dataset, out_dir: Path) -> tuple[dict, dict[str, float]]:
+def _dense_run(config: BeirEvalConfig, dataset: BeirDataset, out_dir: Path) -> tuple[dict, dict[str, float]]:
     from retrieval.dense import DenseRetriever
 
     retriever = DenseRetriever(config.model, batch_size=config.batch_size)
