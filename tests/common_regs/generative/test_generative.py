@@ -91,7 +91,7 @@ def test_adaptive_guidance_policy() -> None:
         def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
             return x if cond is None else x + cond * float(t)  # predictions converge as t → 0
 
-    x, cond = torch.ones(2, 4), torch.ones(2, 4)
+    x, cond = torch.ones(2, 4), torch.tensor([[1.0, -1.0, 1.0, -1.0]]).expand(2, 4)  # cond ⊥ x
     cfg = AdaptiveGuidance(scale=3.0, threshold=1.5).apply(Toy())
     ag = AdaptiveGuidance(scale=3.0, threshold=0.999).apply(Toy())
     outs_cfg, outs_ag = [], []
