@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from pipelines.cli import ab, beir, data, demo, regs, retrieval
+from pipelines.cli import ab, beir, data, demo, recsys, regs, retrieval
 
 __all__ = ["app", "main"]
 
@@ -24,6 +24,7 @@ app = typer.Typer(
 app.add_typer(ab.app, name="ab")
 app.add_typer(data.app, name="data")
 app.add_typer(regs.app, name="regs")
+app.add_typer(recsys.app, name="recsys")
 app.add_typer(retrieval.app, name="retrieval")
 app.add_typer(beir.app, name="beir")
 app.command(name="demo")(demo.demo)

@@ -1,0 +1,309 @@
+"""End-to-end recommendation runs: config → data/splits → model → trainer (+ validation) → FAISS → test metrics.
+
+One YAML file configures a run (see ``pipelines/configs/ml100k_*.yaml``); ``regkit recsys train`` calls
+:func:`train_run`. Sections:
+
+``data``
+    ``dir`` (base folder for relative paths), ``train`` / ``test`` (given split files) or ``log`` + ``split``
+    (``random_holdout`` / ``leave_last_out`` / ``temporal`` with ``test_fraction`` / ``leave_last`` /
+    ``split_seed``), ``users`` / ``items`` (side tables; ``items`` also defines the catalogue),
+    ``user_features`` / ``item_features`` (lists of :class:`recsys.features.FeatureSpec` dicts),
+    ``rating_threshold``, ``duplicates``, ``validation`` (``method``, ``fraction``, ``seed``; ``method: none``
+    to skip) and ``streaming`` (read the training log in record batches).
+``model``
+    ``name`` (``mf`` / ``lightgcn`` / ``two_tower``) and constructor options.
+``train``
+    :class:`recsys.trainer.TrainConfig` options.
+``hooks``
+    ``common_regs`` methods by registry name (``{"name": "dsl", ...}``) and ``embedding_l2`` (``weight``).
+``eval``
+    ``ks``, ``head_fraction``, ``refit`` (after early stopping on validation, retrain on the whole training
+    split for the best number of epochs before testing).
+``index``
+    :class:`recsys.serving.IndexConfig` options.
+
+Every run writes ``resolved_config.yaml``, ``metrics.json``, ``run.json`` (git SHA, versions, seed) and the
+served model (``model/``) under ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+import yaml
+
+from common_regs.io import atomic_write_text
+from pipelines.evaluation.recsys import evaluate_recommendations, make_evaluator
+from pipelines.provenance import run_metadata
+from recsys.data import (
+    InMemoryBatches,
+    Interactions,
+    NegativeSampler,
+    StreamingBatches,
+    Vocabulary,
+    clean_log,
+    encode_interactions,
+    scan_log,
+)
+from recsys.features import FeatureSpec, FeatureTable
+from recsys.losses import EmbeddingL2
+from recsys.models import build_model
+from recsys.models.base import Recommender as RecModel
+from recsys.serving import IndexConfig, Recommender
+from recsys.splits import Split, given_split, leave_last_out_split, random_holdout_split, temporal_split
+from recsys.trainer import TrainConfig, Trainer, TrainResult
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULTS", "apply_overrides", "load_config", "train_run"]
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "num_threads": None,
+    "output_dir": "runs/recsys",
+    "data": {
+        "dir": None, "train": None, "test": None, "log": None, "split": "given", "test_fraction": 0.2,
+        "leave_last": 1, "split_seed": 0, "users": None, "items": None,
+        "user_features": [{"name": "user_id", "kind": "id"}], "item_features": [{"name": "item_id", "kind": "id"}],
+        "rating_threshold": None, "duplicates": "drop",
+        "validation": {"method": "random_holdout", "fraction": 0.1, "seed": 0}, "streaming": False,
+    },
+    "model": {"name": "mf"},
+    "train": {},
+    "hooks": [],
+    "eval": {"ks": [10, 20], "head_fraction": 0.2, "refit": True},
+    "index": {},
+}
+
+
+def _merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) and key != "model":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML: ``0.1``, ``true``, ``[64, 64]``, ``null``)."""
+    config = copy.deepcopy(config)
+    for override in overrides:
+        if "=" not in override:
+            raise ValueError(f"override {override!r} must look like `section.key=value` (e.g. train.lr=0.01).")
+        dotted, raw = override.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = config
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[keys[-1]] = yaml.safe_load(raw)
+    return config
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Defaults ← YAML file ← ``overrides``; unknown top-level sections are rejected."""
+    loaded: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} not found.")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a recsys config must be a mapping, got {type(loaded).__name__}.")
+    config = apply_overrides(_merge(DEFAULTS, loaded), overrides)
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown config sections {sorted(unknown)}; allowed: {sorted(DEFAULTS)}.")
+    return config
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+
+
+def _path(data: Mapping[str, Any], key: str) -> Path | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    path = Path(value)
+    return Path(data["dir"]) / path if data.get("dir") and not path.is_absolute() else path
+
+
+def _split(data: Mapping[str, Any]) -> Split:
+    method = data["split"]
+    if method == "given":
+        train, test = _path(data, "train"), _path(data, "test")
+        if train is None or test is None:
+            raise ValueError("`data.split`='given' needs `data.train` and `data.test` files.")
+        return given_split(train, test)
+    log_path = _path(data, "log")
+    if log_path is None:
+        raise ValueError(f"`data.split`={method!r} needs `data.log` (the full interaction log).")
+    log = scan_log(log_path)
+    if method == "random_holdout":
+        return random_holdout_split(log, test_fraction=data["test_fraction"], seed=data["split_seed"])
+    if method == "leave_last_out":
+        return leave_last_out_split(log, n=data["leave_last"])
+    if method == "temporal":
+        return temporal_split(log, test_fraction=data["test_fraction"])
+    raise ValueError(f"`data.split` must be given / random_holdout / leave_last_out / temporal, got {method!r}.")
+
+
+def _carve_validation(train: pl.LazyFrame, validation: Mapping[str, Any]) -> Split | None:
+    method = validation.get("method", "none")
+    if method in (None, "none"):
+        return None
+    if method == "random_holdout":
+        return random_holdout_split(train, test_fraction=validation["fraction"], seed=validation.get("seed", 0))
+    if method == "leave_last_out":
+        return leave_last_out_split(train, n=validation.get("n", 1))
+    if method == "temporal":
+        return temporal_split(train, test_fraction=validation["fraction"])
+    raise ValueError(f"`data.validation.method` must be none / random_holdout / leave_last_out / temporal, got {method!r}.")
+
+
+class _Data:
+    """Everything a run needs from the data section, prepared once."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.config = data
+        split = _split(data)
+        self.split_name = split.name
+        self.train_log = clean_log(split.train, where="train", rating_threshold=data["rating_threshold"],
+                                   duplicates=data["duplicates"]).collect()
+        self.test_log = clean_log(split.test, where="test", rating_threshold=data["rating_threshold"],
+                                  duplicates=data["duplicates"]).collect()
+        users_path, items_path = _path(data, "users"), _path(data, "items")
+        self.users = (Vocabulary.from_values("user_id", pl.read_parquet(users_path, columns=["user_id"])["user_id"])
+                      if users_path else Vocabulary.from_values("user_id", self.train_log["user_id"]))
+        self.items = (Vocabulary.from_values("item_id", pl.read_parquet(items_path, columns=["item_id"])["item_id"])
+                      if items_path else Vocabulary.from_values("item_id", self.train_log["item_id"]))
+        user_specs = [FeatureSpec.from_dict(spec) for spec in data["user_features"]]
+        item_specs = [FeatureSpec.from_dict(spec) for spec in data["item_features"]]
+        self.user_features = FeatureTable.build(self.users, user_specs, users_path)
+        self.item_features = FeatureTable.build(self.items, item_specs, items_path)
+        self.train = encode_interactions(self.train_log, self.users, self.items, where="train", unknown="error")
+        validation = _carve_validation(self.train_log.lazy(), data["validation"])
+        self.fit_log, self.valid_log = (None, None)
+        if validation is not None:
+            validation.check()
+            self.fit_log, self.valid_log = validation.train.collect(), validation.test.collect()
+            self.validation_name = validation.name
+        logger.info("data: %s; train %d rows, test %d rows, %d users, %d items%s", split.name, self.train_log.height,
+                    self.test_log.height, self.users.size, self.items.size,
+                    f", validation {self.valid_log.height} rows" if self.valid_log is not None else "")
+
+    def encode(self, log: pl.DataFrame) -> Interactions:
+        return encode_interactions(log, self.users, self.items, where="train", unknown="error")
+
+
+# -- training --------------------------------------------------------------------------------------------------
+
+
+def _hooks(specs: Sequence[Mapping[str, Any]]) -> list[Any]:
+    from common_regs.registry import build
+
+    hooks = []
+    for spec in specs:
+        if spec.get("name") == "embedding_l2":
+            hooks.append(EmbeddingL2(**{k: v for k, v in spec.items() if k != "name"}))
+        else:
+            hooks.append(build(spec))
+    return hooks
+
+
+def _fit(
+    config: Mapping[str, Any], data: _Data, interactions: Interactions, train_config: TrainConfig, *,
+    evaluate_on: pl.DataFrame | None, checkpoint_dir: Path | None, stream_path: Path | None = None,
+) -> tuple[RecModel, Recommender, TrainResult]:
+    torch.manual_seed(config["seed"])
+    np.random.seed(config["seed"])
+    model_options = {k: v for k, v in config["model"].items() if k != "name"}
+    model = build_model(config["model"]["name"], model_options, users=data.user_features, items=data.item_features,
+                        interactions=interactions)
+    service = Recommender(model, data.users, data.items, data.user_features, data.item_features, interactions,
+                          IndexConfig(**config["index"]))
+    if stream_path is not None:
+        batches: InMemoryBatches | StreamingBatches = StreamingBatches(
+            stream_path, data.users, data.items, train_config.batch_size, seed=train_config.seed)
+    else:
+        batches = InMemoryBatches(interactions, train_config.batch_size, seed=train_config.seed)
+    evaluator = None
+    if evaluate_on is not None:
+        evaluator = make_evaluator(service, evaluate_on, ks=config["eval"]["ks"],
+                                   head_fraction=config["eval"]["head_fraction"])
+    trainer = Trainer(
+        model, batches, train_config, hooks=_hooks(config["hooks"]), evaluate=evaluator,
+        item_counts=interactions.item_counts(),
+        negative_sampler=NegativeSampler.from_interactions(interactions, seed=train_config.seed),
+        checkpoint_dir=checkpoint_dir,
+    )
+    result = trainer.fit()
+    service.refresh()
+    return model, service, result
+
+
+def train_run(config: Mapping[str, Any], *, output_dir: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Run one configured experiment end to end; returns (and writes) the metrics."""
+    config = _merge(DEFAULTS, config)
+    out = Path(output_dir or config["output_dir"])
+    if (out / "model").exists() and not overwrite:
+        raise FileExistsError(f"{out / 'model'} exists; pass overwrite=True (--overwrite) or another --output-dir.")
+    if overwrite:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # otherwise an unfinished run resumes from them
+    if config.get("num_threads"):
+        torch.set_num_threads(int(config["num_threads"]))
+    started = time.perf_counter()
+    data = _Data(config["data"])
+    train_config = TrainConfig.from_dict(config["train"])
+    stream_path = _path(config["data"], "train") if config["data"]["streaming"] else None
+    if stream_path is not None and config["data"]["split"] != "given":
+        raise ValueError("`data.streaming` reads the training file directly; it needs `data.split`='given'.")
+    report: dict[str, Any] = {"split": data.split_name, "model": config["model"]["name"]}
+    tuning: TrainResult | None = None
+    if data.valid_log is not None:
+        fit_interactions = data.encode(data.fit_log)
+        _, _, tuning = _fit(config, data, fit_interactions, train_config, evaluate_on=data.valid_log,
+                            checkpoint_dir=out / "checkpoints" / "validation", stream_path=None)
+        report["validation"] = {"split": data.validation_name, "best_epoch": tuning.best_epoch,
+                                "metrics": tuning.best_metrics, "history": tuning.history,
+                                "train_seconds": tuning.train_seconds}
+    refit = data.valid_log is None or config["eval"]["refit"]
+    if refit:
+        final_config = train_config
+        if tuning is not None and tuning.best_epoch is not None:
+            final_config = TrainConfig.from_dict({**train_config.to_dict(), "epochs": tuning.best_epoch + 1,
+                                                  "patience": None, "max_steps": None})
+        model, service, result = _fit(config, data, data.train, final_config, evaluate_on=None,
+                                      checkpoint_dir=out / "checkpoints" / "final", stream_path=stream_path)
+    else:
+        model, service, result = _fit(config, data, data.encode(data.fit_log), train_config,
+                                      evaluate_on=data.valid_log, checkpoint_dir=out / "checkpoints" / "validation")
+    test_metrics = evaluate_recommendations(service, data.test_log, ks=config["eval"]["ks"],
+                                            head_fraction=config["eval"]["head_fraction"])
+    report.update({
+        "test": test_metrics,
+        "train": {"epochs": result.epochs, "steps": result.steps, "train_seconds": result.train_seconds,
+                  "examples_per_second": result.examples_per_second},
+        "total_seconds": time.perf_counter() - started,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    })
+    service.save(out / "model", overwrite=True, extra={"test_metrics": {k: v for k, v in test_metrics.items()
+                                                                        if isinstance(v, int | float)}})
+    atomic_write_text(out / "resolved_config.yaml", yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(out / "metrics.json", json.dumps(report, indent=2, default=float) + "\n")
+    atomic_write_text(out / "run.json", json.dumps(run_metadata(config, config["seed"]), indent=2) + "\n")
+    logger.info("test: %s", ", ".join(f"{k}={test_metrics[k]:.4f}" for k in test_metrics if k.startswith(("R@", "nDCG@"))))
+    return report
