@@ -444,10 +444,11 @@ def _run(out_dir: Path) -> dict[str, Any]:
     if log_path.is_file():
         rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     done = {(r["model"], r["method"], r["density"], r["seed"]) for r in rows}
-    jobs = [
+    jobs = [  # seed-major: a complete one-seed table for every model comes first
         (m, s, method, d)
+        for s in sorted({s for m in models for s in seeds[m]})
         for m in models
-        for s in seeds[m]
+        if s in seeds[m]
         for method, ds in (("dense", [None]), ("dsl", densities), ("prune_ft", densities))
         for d in ds
         if (m, method, d if d else 1.0, s) not in done
