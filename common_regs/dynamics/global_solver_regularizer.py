@@ -14,7 +14,7 @@ from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GlobalSolverRegularizer", "solver_heuristic_penalty", "solve_with_heuristics"]
+__all__ = ["GlobalSolverRegularizer", "solve_with_heuristics", "solver_heuristic_penalty"]
 
 
 def solve_with_heuristics(func: ODEFunc, y0: Tensor, t0: float = 0.0, t1: float = 1.0, *, rtol: float = 1e-5,

@@ -79,8 +79,9 @@ class OrthogonalGradient:
     config_keys: ClassVar[tuple[str, ...]] = ("renormalize", "include_bias")
     runtime_keys: ClassVar[tuple[str, ...]] = ()
     citation: ClassVar[str] = (
-        "@inproceedings{prieto2025grokking, title={Grokking at the Edge of Numerical Stability}, author={Prieto, Lucas "
-        "and Barsbey, Melih and Mediano, Pedro A. M. and Birdal, Tolga}, booktitle={ICLR}, year={2025}}"
+        "@inproceedings{prieto2025grokking, title={Grokking at the Edge of Numerical Stability}, "
+        "author={Prieto, Lucas and Barsbey, Melih and Mediano, Pedro A. M. and Birdal, Tolga}, "
+        "booktitle={ICLR}, year={2025}}"
     )
 
     def __init__(self, renormalize: bool = True, include_bias: bool = True) -> None:

@@ -108,7 +108,8 @@ class SelfTuningNetwork:
             raise ValueError(f"`train_steps` and `val_steps` must be >= 1, got {self.config}.")
         self.model, self.init_hparams, self.lr, self.hyper_lr = model, list(init_hparams), float(lr), float(hyper_lr)
         self.hparams = nn.Parameter(torch.tensor(self.init_hparams, dtype=torch.get_default_dtype()))
-        self.log_scale = nn.Parameter(torch.full_like(self.hparams, float(torch.tensor(self.config["init_scale"]).log())))
+        log_scale0 = float(torch.tensor(self.config["init_scale"]).log())
+        self.log_scale = nn.Parameter(torch.full_like(self.hparams, log_scale0))
         self.weight_opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         self.hyper_opt = torch.optim.Adam([self.hparams, self.log_scale], lr=self.hyper_lr)
 

@@ -29,7 +29,7 @@ def stablemax(logits: Tensor, dim: int = -1) -> Tensor:
 
 def stablemax_cross_entropy(logits: Tensor, targets: Tensor, *, dtype: torch.dtype | None = torch.float64,
                             reduction: str = "mean") -> Tensor:
-    """``−log StableMax_y(z)``, computed in ``dtype`` (float64 as in the reference code; None keeps the input dtype)."""
+    """``−log StableMax_y(z)`` computed in ``dtype`` (float64 as in the reference code; None keeps the input dtype)."""
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:
         raise ValueError(f"`logits` must be (B, K) and `targets` (B,), got {tuple(logits.shape)} and "
                          f"{tuple(targets.shape)}.")
@@ -88,8 +88,9 @@ class StableMaxCrossEntropy:
     config_keys: ClassVar[tuple[str, ...]] = ("dtype", "reduction", "weight")
     runtime_keys: ClassVar[tuple[str, ...]] = ()
     citation: ClassVar[str] = (
-        "@inproceedings{prieto2025grokking, title={Grokking at the Edge of Numerical Stability}, author={Prieto, Lucas "
-        "and Barsbey, Melih and Mediano, Pedro A. M. and Birdal, Tolga}, booktitle={ICLR}, year={2025}}"
+        "@inproceedings{prieto2025grokking, title={Grokking at the Edge of Numerical Stability}, "
+        "author={Prieto, Lucas and Barsbey, Melih and Mediano, Pedro A. M. and Birdal, Tolga}, "
+        "booktitle={ICLR}, year={2025}}"
     )
 
     def __init__(self, dtype: str = "float64", reduction: str = "mean", weight: float = 1.0) -> None:

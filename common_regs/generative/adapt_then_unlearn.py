@@ -75,7 +75,8 @@ class AdaptThenUnlearnRepulsion:
     runtime_keys: ClassVar[tuple[str, ...]] = ()
     citation: ClassVar[str] = (
         "@article{tiwary2023adapt, title={Adapt then Unlearn: Exploiting Parameter Space Semantics for Unlearning in "
-        "Generative Adversarial Networks}, author={Tiwary, Piyush and others}, journal={arXiv:2309.14054}, year={2023}}"
+        "Generative Adversarial Networks}, author={Tiwary, Piyush and others}, journal={arXiv:2309.14054}, "
+        "year={2023}}"
     )
 
     def __init__(self, kernel: Kernel = "exp", sigma: float = 1.0, weight: float = 1.0) -> None:

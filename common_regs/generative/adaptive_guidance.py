@@ -83,7 +83,8 @@ class AdaptiveGuidance:
         >>> class M(torch.nn.Module):
         ...     def forward(self, x, t, c): return x if c is None else 1.01 * x
         >>> g = AdaptiveGuidance(scale=2.0).apply(M())
-        >>> _ = g(torch.ones(1, 3), torch.tensor(0), torch.ones(1)); _ = g(torch.ones(1, 3), torch.tensor(0), torch.ones(1))
+        >>> x, t, c = torch.ones(1, 3), torch.tensor(0), torch.ones(1)
+        >>> _ = g(x, t, c); _ = g(x, t, c)
         >>> g.nfe
         3
     """

@@ -56,7 +56,8 @@ class GeneralizedGaussianPrior:
     Math:
         .. math::
             p(w) = \\frac{\\beta}{2\\alpha\\Gamma(1/\\beta)}e^{-(|w|/\\alpha)^\\beta},\\qquad
-            R = \\sum_{w\\in\\Theta} (|w|/\\alpha)^\\beta,\\quad \\alpha^2\\frac{\\Gamma(3/\\beta)}{\\Gamma(1/\\beta)} =
+            R = \\sum_{w\\in\\Theta} (|w|/\\alpha)^\\beta,\\quad
+            \\alpha^2\\frac{\\Gamma(3/\\beta)}{\\Gamma(1/\\beta)} =
             \\mathrm{std}^2
 
     Args:
@@ -76,7 +77,8 @@ class GeneralizedGaussianPrior:
 
     Example:
         >>> import torch
-        >>> w = generalized_gaussian_(torch.empty(20000), beta=2.0, std=1.0, generator=torch.Generator().manual_seed(0))
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> w = generalized_gaussian_(torch.empty(20000), beta=2.0, std=1.0, generator=gen)
         >>> round(float(w.std()), 1)
         1.0
     """

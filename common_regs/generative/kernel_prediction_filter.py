@@ -1,4 +1,4 @@
-"""MISF-style per-pixel kernel-prediction filtering layer (image branch of Multi-level Interactive Siamese Filtering)."""
+"""MISF-style per-pixel kernel-prediction filtering (image branch of Multi-level Interactive Siamese Filtering)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ def per_pixel_filter(image: Tensor, kernels: Tensor, kernel_size: int) -> Tensor
     """``ŷ_p = Σ_{q ∈ N_k(p)} K_p(q) x_q`` per channel: image (B, C, H, W), kernels (B, k², H, W)."""
     b, c, h, w = image.shape
     if kernels.shape != (b, kernel_size * kernel_size, h, w):
-        raise ValueError(f"`kernels` must have shape {(b, kernel_size * kernel_size, h, w)}, got {tuple(kernels.shape)}.")
+        expected = (b, kernel_size * kernel_size, h, w)
+        raise ValueError(f"`kernels` must have shape {expected}, got {tuple(kernels.shape)}.")
     patches = F.unfold(image, kernel_size, padding=kernel_size // 2).view(b, c, kernel_size * kernel_size, h, w)
     return (patches * kernels[:, None]).sum(2)
 

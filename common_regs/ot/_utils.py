@@ -49,7 +49,8 @@ def check_problem(a: Tensor, b: Tensor, cost: Tensor, *, atol: float = 1e-6) -> 
         raise ValueError(f"`a`, `b`, `cost` must be 1-D, 1-D, 2-D, got shapes {tuple(a.shape)}, {tuple(b.shape)}, "
                          f"{tuple(cost.shape)}.")
     if cost.shape != (a.numel(), b.numel()):
-        raise ValueError(f"`cost` must have shape (len(a), len(b)) = {(a.numel(), b.numel())}, got {tuple(cost.shape)}.")
+        expected = (a.numel(), b.numel())
+        raise ValueError(f"`cost` must have shape (len(a), len(b)) = {expected}, got {tuple(cost.shape)}.")
     if bool((a <= 0).any()) or bool((b <= 0).any()):
         raise ValueError("`a` and `b` must be strictly positive histograms; drop zero-mass points first.")
     if abs(float(a.sum() - b.sum())) > atol * max(1.0, float(a.sum())):

@@ -68,7 +68,8 @@ class MongeGap:
         .. math::
             \\mathcal M_\\varepsilon(T) = \\frac1n\\sum_{i=1}^n c(x_i, T(x_i)) -
             \\min_{P\\in U(\\frac1n\\mathbf 1, \\frac1n\\mathbf 1)} \\langle P, C\\rangle +
-            \\varepsilon\\,\\mathrm{KL}(P\\,\\|\\,\\tfrac1{n^2}\\mathbf 1\\mathbf 1^\\top),\\quad C_{ij} = c(x_i, T(x_j))
+            \\varepsilon\\,\\mathrm{KL}(P\\,\\|\\,\\tfrac1{n^2}\\mathbf 1\\mathbf 1^\\top),\\quad
+            C_{ij} = c(x_i, T(x_j))
 
         with ``c(x, y) = ‖x − y‖²`` and ``ε`` = ``eps`` or ``relative_eps · mean(C)``.
 

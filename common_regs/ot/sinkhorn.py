@@ -47,7 +47,8 @@ def sinkhorn(
 
 
 @register("sinkhorn", kind="solver",
-          paper="Cuturi, Sinkhorn Distances: Lightspeed Computation of Optimal Transport, NeurIPS 2013, arXiv:1306.0895")
+          paper="Cuturi, Sinkhorn Distances: Lightspeed Computation of Optimal Transport, NeurIPS 2013, "
+                "arXiv:1306.0895")
 class Sinkhorn:
     """Entropic OT solver (log-domain Sinkhorn), the baseline of :class:`SinkhornNewtonSparse`.
 

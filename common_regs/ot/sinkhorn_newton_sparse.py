@@ -22,7 +22,7 @@ __all__ = ["SinkhornNewtonSparse", "sinkhorn_newton_sparse", "sparsified_hessian
 
 
 def sparsified_hessian(plan: Tensor, eta: float, density: float) -> sp.csr_matrix:
-    """``η [[diag(P1), S(P)], [S(P)ᵀ, diag(Pᵀ1)]]`` = −∇²f with ``S`` keeping the largest ``⌈density·nm⌉`` entries of P.
+    """``η [[diag(P1), S(P)], [S(P)ᵀ, diag(Pᵀ1)]]`` = −∇²f, ``S`` keeping the ``⌈density·nm⌉`` largest entries of P.
 
     The diagonal uses the exact marginals, so the matrix is diagonally dominant, hence positive semi-definite.
     """
@@ -119,7 +119,8 @@ class SinkhornNewtonSparse:
 
     Math:
         .. math::
-            f(x, y) = -\\tfrac1\\eta\\sum_{ij} e^{\\eta(-C_{ij}+x_i+y_j)-1} + \\textstyle\\sum_i a_i x_i + \\sum_j b_j y_j,
+            f(x, y) = -\\tfrac1\\eta\\sum_{ij} e^{\\eta(-C_{ij}+x_i+y_j)-1}
+            + \\textstyle\\sum_i a_i x_i + \\sum_j b_j y_j,
             \\quad z \\leftarrow z + \\alpha\\,M^{-1}\\nabla f(z),\\quad
             M = \\eta\\begin{pmatrix}\\mathrm{diag}(P\\mathbf 1) & S_\\rho(P)\\\\ S_\\rho(P)^\\top &
             \\mathrm{diag}(P^\\top\\mathbf 1)\\end{pmatrix}

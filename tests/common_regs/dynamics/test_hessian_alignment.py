@@ -6,7 +6,11 @@ from torch import nn
 
 from common_regs.api import TrainContext
 from common_regs.dynamics import HessianAlignment
-from common_regs.dynamics.hessian_alignment import _hutchinson_diag, hessian_alignment_penalty, hessian_gradient_product
+from common_regs.dynamics.hessian_alignment import (
+    _hutchinson_diag,
+    hessian_alignment_penalty,
+    hessian_gradient_product,
+)
 
 
 def test_hg_identity_matches_hvp() -> None:

@@ -68,8 +68,8 @@ def test_double_descent_peak_at_interpolation_threshold() -> None:
     ridge = DoubleDescentDiagnostics(ridge=1e-2)(40, widths)
     assert ridge["test_mse"][2] < 0.2 * out["test_mse"][2]  # regularization flattens the peak
     phi = torch.randn(50, 5, dtype=torch.float64)
-    scan = effective_lr_scan(phi, torch.randn(50, dtype=torch.float64), [0.5 * 2 / float(covariance_spectrum(phi)[0]),
-                                                                            1.1 * 2 / float(covariance_spectrum(phi)[0])])
+    edge = 2 / float(covariance_spectrum(phi)[0])
+    scan = effective_lr_scan(phi, torch.randn(50, dtype=torch.float64), [0.5 * edge, 1.1 * edge])
     assert scan["final_loss"][1] > 1e3 * scan["final_loss"][0]  # diverges past the 2/λ_max edge
 
 

@@ -63,7 +63,8 @@ def test_repulsion_gradient_points_away_from_adapted_params(kernel: str) -> None
     term.set_anchor(adapted)
     value = term(TrainContext(model=model))
     grads = torch.autograd.grad(value, list(model.parameters()))
-    away = sum(float(((p - a) * -g).sum()) for p, a, g in zip(model.parameters(), adapted.parameters(), grads))
+    pairs = zip(model.parameters(), adapted.parameters(), grads, strict=True)
+    away = sum(float(((p - a) * -g).sum()) for p, a, g in pairs)
     assert away > 0  # a descent step on R increases the distance to θ_N
     if kernel == "exp":
         term.set_anchor(model)
