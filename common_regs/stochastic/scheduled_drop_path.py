@@ -52,7 +52,7 @@ class DropPath(nn.Module):
 
 @register(
     "scheduled_drop_path",
-    kind="mask_scheduler",
+    kind="grad_transform",
     paper="Zoph, Vasudevan, Shlens, Le, Learning Transferable Architectures for Scalable Image Recognition, "
     "CVPR 2018, arXiv:1707.07012",
     seed=17,
@@ -63,7 +63,8 @@ class ScheduledDropPath:
     NASNet's ScheduledDropPath drops each path of a cell with a probability that grows linearly during training
     (and, in the TF-slim code, with the cell's depth), which regularizes deep residual/multi-branch models more as
     they start to overfit. It is the scheduling half; the per-sample dropping is :class:`DropPath` (the
-    timm/torchvision semantics). Runs after each optimizer step like a mask scheduler (it owns no masks).
+    timm/torchvision semantics). In ``RegHooks`` it occupies the per-step ``grad_transform`` slot (after backward,
+    before the optimizer step) to set the probabilities of the next forward; it never touches gradients.
 
     Reference:
         Zoph, Vasudevan, Shlens, Le, "Learning Transferable Architectures for Scalable Image Recognition",
@@ -88,10 +89,11 @@ class ScheduledDropPath:
         acts on modules; ``DropPath`` inputs (B, *).
 
     Returns:
-        ``step(ctx)`` returns None; ``current`` holds the probabilities in use.
+        ``apply(ctx)`` / ``step(ctx)`` return None; ``current`` holds the probabilities in use.
 
     Note:
-        ``prepare`` sets every probability to 0 (step 0). ``masks`` is empty: the masks are drawn per forward.
+        ``prepare`` sets every probability to 0 (step 0); without an explicit ``prepare`` the first ``apply`` does it,
+        so step 0 runs with the layers' own initial ``drop_prob`` (0 by default). Masks are drawn per forward.
 
     Example:
         >>> import torch
@@ -131,19 +133,17 @@ class ScheduledDropPath:
             cell, cells = (index, count) if self.depth_scale else (0, 1)
             layer.drop_prob = scheduled_drop_prob(self.final_drop_prob, step, self.total_steps, cell, cells)
 
-    def step(self, ctx: TrainContext) -> None:
+    def apply(self, ctx: TrainContext) -> None:
         """Set the probabilities used by the *next* forward pass (step ``ctx.step + 1``)."""
         if not self.layers:
             self.prepare(ctx.model)
         self._set(ctx.step + 1)
 
+    step = apply
+
     @property
     def current(self) -> list[float]:
         return [layer.drop_prob for layer in self.layers]
-
-    @property
-    def masks(self) -> dict[str, Tensor]:
-        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"current": self.current}

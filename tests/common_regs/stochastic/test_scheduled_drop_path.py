@@ -31,6 +31,7 @@ def test_scheduler_drives_droppath_layers_through_reghooks() -> None:
     scheduler = ScheduledDropPath(final_drop_prob=0.4, total_steps=4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     hooks = RegHooks([scheduler], model, optimizer)
+    scheduler.prepare(model)
     assert scheduler.current == [0.0, 0.0]
     x = torch.randn(8, 3)
     for step in range(6):
