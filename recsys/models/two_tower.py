@@ -128,7 +128,11 @@ class Tower(nn.Module):
                 values, lengths = lookup[key]
                 keep_rows = ~drop_ids
                 lookup[key] = (values[torch.repeat_interleave(keep_rows, lengths)], lengths * keep_rows)
-        return to_kjt(lookup, self.keys) if self.backend == "torchrec" else lookup
+        return self.pack(lookup)
+
+    def pack(self, lookup: Lookup) -> Any:
+        """Model input (KJT or plain lookup) from ``{feature: (values, lengths)}``, e.g. SSL-masked feature views."""
+        return to_kjt(lookup, self.keys) if self.backend == "torchrec" else dict(lookup)
 
     def forward(self, inputs: Any) -> Tensor:
         pooled = self.embeddings(inputs)
