@@ -16,6 +16,10 @@ One YAML file configures a run (see ``pipelines/configs/ml100k_*.yaml``); ``regk
     :class:`recsys.trainer.TrainConfig` options.
 ``hooks``
     ``common_regs`` methods by registry name (``{"name": "dsl", ...}``) and ``embedding_l2`` (``weight``).
+``ssl``
+    ``none`` / ``rfm`` / ``cfm`` or :class:`recsys.ssl.SSLConfig` options: SSL item-tower regularization
+    (Yao et al. 2021; :mod:`pipelines.recsys_ssl`); a run with SSL also writes ``report.md`` with the
+    item-feature MI heatmap.
 ``eval``
     ``ks``, ``head_fraction``, ``refit`` (after early stopping on validation, retrain on the whole training
     split for the best number of epochs before testing).
@@ -45,6 +49,7 @@ import yaml
 from common_regs.io import atomic_write_text
 from pipelines.evaluation.recsys import evaluate_recommendations, make_evaluator
 from pipelines.provenance import run_metadata
+from pipelines.recsys_ssl import resolve_ssl_config, ssl_hooks, write_ssl_report
 from recsys.data import (
     InMemoryBatches,
     Interactions,
@@ -61,6 +66,7 @@ from recsys.models import build_model
 from recsys.models.base import Recommender as RecModel
 from recsys.serving import IndexConfig, Recommender
 from recsys.splits import Split, given_split, leave_last_out_split, random_holdout_split, temporal_split
+from recsys.ssl import SSLConfig
 from recsys.trainer import TrainConfig, Trainer, TrainResult
 
 logger = logging.getLogger(__name__)
@@ -81,6 +87,7 @@ DEFAULTS: dict[str, Any] = {
     "model": {"name": "mf"},
     "train": {},
     "hooks": [],
+    "ssl": SSLConfig().to_dict(),
     "eval": {"ks": [10, 20], "head_fraction": 0.2, "refit": True},
     "index": {},
 }
@@ -123,6 +130,8 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[
         loaded = yaml.safe_load(path.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a recsys config must be a mapping, got {type(loaded).__name__}.")
+    if isinstance(loaded.get("ssl"), str):  # `ssl: cfm` shorthand; `--set ssl.alpha=...` keeps the mode
+        loaded["ssl"] = {"mode": loaded["ssl"]}
     config = apply_overrides(_merge(DEFAULTS, loaded), overrides)
     unknown = set(config) - set(DEFAULTS)
     if unknown:
@@ -245,7 +254,9 @@ def _fit(
         evaluator = make_evaluator(service, evaluate_on, ks=config["eval"]["ks"],
                                    head_fraction=config["eval"]["head_fraction"])
     trainer = Trainer(
-        model, batches, train_config, hooks=_hooks(config["hooks"]), evaluate=evaluator,
+        model, batches, train_config,
+        hooks=[*_hooks(config["hooks"]), *ssl_hooks(config, data.item_features, interactions, train_config.seed)],
+        evaluate=evaluator,
         item_counts=interactions.item_counts(),
         negative_sampler=NegativeSampler.from_interactions(interactions, seed=train_config.seed),
         checkpoint_dir=checkpoint_dir,
@@ -259,6 +270,7 @@ def train_run(config: Mapping[str, Any], *, output_dir: str | Path | None = None
     """Run one configured experiment end to end; returns (and writes) the metrics."""
     config = _merge(DEFAULTS, config)
     out = Path(output_dir or config["output_dir"])
+    ssl = resolve_ssl_config(config, out)
     if (out / "model").exists() and not overwrite:
         raise FileExistsError(f"{out / 'model'} exists; pass overwrite=True (--overwrite) or another --output-dir.")
     if overwrite:
@@ -302,6 +314,8 @@ def train_run(config: Mapping[str, Any], *, output_dir: str | Path | None = None
     })
     service.save(out / "model", overwrite=True, extra={"test_metrics": {k: v for k, v in test_metrics.items()
                                                                         if isinstance(v, int | float)}})
+    if ssl.mode != "none":
+        write_ssl_report(out, report, config, data.item_features, data.train)
     atomic_write_text(out / "resolved_config.yaml", yaml.safe_dump(config, sort_keys=False))
     atomic_write_text(out / "metrics.json", json.dumps(report, indent=2, default=float) + "\n")
     atomic_write_text(out / "run.json", json.dumps(run_metadata(config, config["seed"]), indent=2) + "\n")

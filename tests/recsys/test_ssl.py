@@ -69,8 +69,11 @@ def test_mi_rejects_bad_tables() -> None:
 
 def _multi_valued_table() -> FeatureTable:
     frame = pl.DataFrame({"item_id": [1, 2, 3], "genres": [["x", "y"], ["x"], ["z"]], "decade": ["d0", "d1", "d1"]})
-    specs = [FeatureSpec("item_id", "id"), FeatureSpec("genres", "multi_categorical", "genres"),
-             FeatureSpec("decade", "categorical", "decade")]
+    specs = [
+        FeatureSpec("item_id", "id"),
+        FeatureSpec("genres", "multi_categorical", "genres"),
+        FeatureSpec("decade", "categorical", "decade"),
+    ]
     return FeatureTable.build(Vocabulary.from_values("item_id", frame["item_id"]), specs, frame)
 
 
@@ -120,15 +123,22 @@ def test_top_partners_is_deterministic_with_ties_by_index() -> None:
 def _five_feature_table() -> FeatureTable:
     rng = np.random.default_rng(0)
     n = 40
-    frame = pl.DataFrame({
-        "item_id": np.arange(n),
-        "a": [f"a{v}" for v in rng.integers(0, 4, n)],
-        "b": [f"b{v}" for v in rng.integers(0, 3, n)],
-        "tags": [[f"t{v}" for v in rng.choice(6, int(rng.integers(1, 4)), replace=False)] for _ in range(n)],
-        "year": rng.integers(1950, 2000, n),
-    })
-    specs = [FeatureSpec("item_id", "id"), FeatureSpec("a", "categorical", "a"), FeatureSpec("b", "categorical", "b"),
-             FeatureSpec("tags", "multi_categorical", "tags"), FeatureSpec("year", "bucketized", "year", num_buckets=4)]
+    frame = pl.DataFrame(
+        {
+            "item_id": np.arange(n),
+            "a": [f"a{v}" for v in rng.integers(0, 4, n)],
+            "b": [f"b{v}" for v in rng.integers(0, 3, n)],
+            "tags": [[f"t{v}" for v in rng.choice(6, int(rng.integers(1, 4)), replace=False)] for _ in range(n)],
+            "year": rng.integers(1950, 2000, n),
+        }
+    )
+    specs = [
+        FeatureSpec("item_id", "id"),
+        FeatureSpec("a", "categorical", "a"),
+        FeatureSpec("b", "categorical", "b"),
+        FeatureSpec("tags", "multi_categorical", "tags"),
+        FeatureSpec("year", "bucketized", "year", num_buckets=4),
+    ]
     return FeatureTable.build(Vocabulary.from_values("item_id", frame["item_id"]), specs, frame)
 
 
@@ -154,8 +164,11 @@ def test_rfm_views_are_complementary_and_cover_every_pattern() -> None:
     assert count == 3
     seen = set()
     for _ in range(200):
-        views = masking(RecBatch(users=torch.zeros(8, dtype=torch.long), items=torch.zeros(8, dtype=torch.long),
-                                 rows=torch.arange(8))).extras["ssl"]
+        views = masking(
+            RecBatch(
+                users=torch.zeros(8, dtype=torch.long), items=torch.zeros(8, dtype=torch.long), rows=torch.arange(8)
+            )
+        ).extras["ssl"]
         _check_views(table, views, count)
         seen.add(views.masked_a)
     assert len(seen) == math.comb(5, 3)  # every 3-subset is drawn
@@ -164,13 +177,15 @@ def test_rfm_views_are_complementary_and_cover_every_pattern() -> None:
 def test_cfm_masks_the_seed_and_its_top_mi_partners() -> None:
     table = _five_feature_table()
     keys = table.keys  # item_id, a, b, tags, year
-    values = np.array([
-        [9.0, 0.1, 0.2, 0.3, 0.4],
-        [0.1, 9.0, 0.8, 0.5, 0.0],
-        [0.2, 0.8, 9.0, 0.1, 0.6],
-        [0.3, 0.5, 0.1, 9.0, 0.7],
-        [0.4, 0.0, 0.6, 0.7, 9.0],
-    ])
+    values = np.array(
+        [
+            [9.0, 0.1, 0.2, 0.3, 0.4],
+            [0.1, 9.0, 0.8, 0.5, 0.0],
+            [0.2, 0.8, 9.0, 0.1, 0.6],
+            [0.3, 0.5, 0.1, 9.0, 0.7],
+            [0.4, 0.0, 0.6, 0.7, 9.0],
+        ]
+    )
     mi = MIMatrix(tuple(keys), values, "custom", "")
     # m = 3: seed + 2 highest-MI partners, read off the rows by hand
     expected = {
@@ -213,7 +228,7 @@ def test_multi_valued_dropout_rate_order_and_empty_bags() -> None:
     assert int(out_lengths.sum()) == out_values.numel() and bool((out_lengths >= 1).all())
     starts = torch.cumsum(out_lengths, 0) - out_lengths
     for row in (0, 1, 2, 3999):
-        bag = out_values[starts[row]: starts[row] + out_lengths[row]]
+        bag = out_values[starts[row] : starts[row] + out_lengths[row]]
         if bool((bag == -1).any()):
             assert bag.tolist() == [-1]  # every value dropped → the default row alone
         else:
@@ -273,8 +288,13 @@ def test_info_nce_matches_a_hand_computed_three_item_batch() -> None:
     assert float(ssl_info_nce(z, z_prime, tau)) == pytest.approx(expected, abs=1e-6)
     # a duplicated item: its other column leaves the row's denominator
     ids = torch.tensor([7, 8, 7])
-    dup = -sum(cos[i][i] / tau - log(sum(math.exp(c / tau) for j, c in enumerate(cos[i]) if j == i or ids[j] != ids[i]))
-               for i in range(3)) / 3
+    dup = (
+        -sum(
+            cos[i][i] / tau - log(sum(math.exp(c / tau) for j, c in enumerate(cos[i]) if j == i or ids[j] != ids[i]))
+            for i in range(3)
+        )
+        / 3
+    )
     assert float(ssl_info_nce(z, z_prime, tau, item_ids=ids)) == pytest.approx(dup, abs=1e-6)
 
 
@@ -320,12 +340,22 @@ def _two_tower(planted, seed: int = 0):
     users = Vocabulary.from_values("user_id", planted.users["user_id"])
     items = Vocabulary.from_values("item_id", planted.items["item_id"])
     user_table = FeatureTable.build(users, [FeatureSpec("user_id", "id")])
-    item_table = FeatureTable.build(items, [
-        FeatureSpec("item_id", "id"), FeatureSpec("genres", "multi_categorical", column="genres"),
-        FeatureSpec("year", "bucketized", column="year", num_buckets=4)], planted.items)
+    item_table = FeatureTable.build(
+        items,
+        [
+            FeatureSpec("item_id", "id"),
+            FeatureSpec("genres", "multi_categorical", column="genres"),
+            FeatureSpec("year", "bucketized", column="year", num_buckets=4),
+        ],
+        planted.items,
+    )
     torch.manual_seed(seed)
-    model = build_model("two_tower", {"embedding_dim": 8, "tower_layers": [16, 8], "temperature": 0.2},
-                        users=user_table, items=item_table)
+    model = build_model(
+        "two_tower",
+        {"embedding_dim": 8, "tower_layers": [16, 8], "temperature": 0.2},
+        users=user_table,
+        items=item_table,
+    )
     return model, item_table, encode_interactions(planted.train, users, items)
 
 
@@ -350,7 +380,7 @@ def test_ssl_loss_reaches_only_the_item_tower_and_the_default_rows(planted) -> N
 
 
 class _Crash:
-    kind = "loss"
+    kind = hook_kind = "loss"  # `hook_kind` is what RegHooks dispatches on (registry-set for registered classes)
     weight = 0.0
 
     def __init__(self, at_step: int | None) -> None:
@@ -365,10 +395,17 @@ class _Crash:
 def _trainer(planted, folder, crash_at):
     model, item_table, train = _two_tower(planted, seed=0)
     hooks = build_ssl_hooks(SSLConfig(mode="rfm", alpha=0.5, dropout=0.3), item_table, seed=5)
-    config = TrainConfig(epochs=2, max_steps=30, batch_size=64, checkpoint_every=4, show_progress=False, seed=3,
-                         lr=0.01)
-    return Trainer(model, InMemoryBatches(train, 64, seed=3), config, hooks=[*hooks, _Crash(crash_at)],
-                   item_counts=train.item_counts(), checkpoint_dir=folder)
+    config = TrainConfig(
+        epochs=2, max_steps=30, batch_size=64, checkpoint_every=4, show_progress=False, seed=3, lr=0.01
+    )
+    return Trainer(
+        model,
+        InMemoryBatches(train, 64, seed=3),
+        config,
+        hooks=[*hooks, _Crash(crash_at)],
+        item_counts=train.item_counts(),
+        checkpoint_dir=folder,
+    )
 
 
 @pytest.mark.torchrec
@@ -377,8 +414,9 @@ def test_training_with_ssl_logs_the_term_and_resumes_bit_identically(planted, tm
     reference.fit()
     components = reference.train_step(next(iter(reference.batches.batches(0))))
     assert components["loss/ssl_infonce"] > 0.0
-    assert components["loss/total"] == pytest.approx(components["loss/task"] + 0.5 * components["loss/ssl_infonce"],
-                                                     rel=1e-5)
+    assert components["loss/total"] == pytest.approx(
+        components["loss/task"] + 0.5 * components["loss/ssl_infonce"], rel=1e-5
+    )
     reference = _trainer(planted, tmp_path / "reference2", None)
     reference.fit()
     crashing = _trainer(planted, tmp_path / "crash", 13)
