@@ -108,7 +108,9 @@ def bag_mutual_information(
     b = (np.asarray(b[0], dtype=np.int64), np.asarray(b[1], dtype=np.int64))
     for name, (values, lengths) in (("a", a), ("b", b)):
         if int(lengths.sum()) != values.size or (lengths < 0).any():
-            raise ValueError(f"`{name}`: lengths must be >= 0 and sum to the {values.size} values, got {lengths.sum()}.")
+            raise ValueError(
+                f"`{name}`: lengths must be >= 0 and sum to the {values.size} values, got {lengths.sum()}."
+            )
     if a[1].size != b[1].size:
         raise ValueError(f"`a` and `b` must cover the same entities, got {a[1].size} and {b[1].size}.")
     w = np.ones(a[1].size) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -133,7 +135,9 @@ class MIMatrix:
             raise ValueError(f"`values` must be ({k}, {k}) for features {self.features}, got {self.values.shape}.")
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        meta = json.dumps({"features": list(self.features), "weighting": self.weighting, "fingerprint": self.fingerprint})
+        meta = json.dumps(
+            {"features": list(self.features), "weighting": self.weighting, "fingerprint": self.fingerprint}
+        )
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, values=self.values, meta=np.asarray(meta))
         return Path(path)
@@ -150,7 +154,9 @@ class MIMatrix:
             raise ValueError(f"the MI matrix covers features {list(self.features)}, the item table has {list(keys)}.")
 
     def as_dict(self) -> dict[str, dict[str, float]]:
-        return {a: {b: float(self.values[i, j]) for j, b in enumerate(self.features)} for i, a in enumerate(self.features)}
+        return {
+            a: {b: float(self.values[i, j]) for j, b in enumerate(self.features)} for i, a in enumerate(self.features)
+        }
 
 
 def _columns(table: FeatureTable) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -203,7 +209,7 @@ def cached_mutual_information_matrix(
     weights: np.ndarray | None = None,
     weighting: str | None = None,
 ) -> MIMatrix:
-    """:func:`mutual_information_matrix`, read from / written to ``cache_dir/mi_<fingerprint>.npz`` (None: no cache)."""
+    """:func:`mutual_information_matrix`, read from / written to ``cache_dir/mi_<fingerprint>.npz`` (None: none)."""
     label = weighting or ("catalogue" if weights is None else "custom")
     if cache_dir is None:
         return mutual_information_matrix(table, weights=weights, weighting=label)
@@ -230,4 +236,3 @@ def top_partners(mi: np.ndarray, seed: int, count: int) -> list[int]:
         raise ValueError(f"`count` must be in [0, {k - 1}], got {count}.")
     order = np.lexsort((np.arange(k), -mi[seed]))
     return [int(j) for j in order if j != seed][:count]
-
