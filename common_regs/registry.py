@@ -55,7 +55,7 @@ def register(name: str, *, kind: str, paper: str, seed: int | None = None) -> Ca
             raise ValueError(f"method name {name!r} is already registered by {existing.module}.")
         _REGISTRY[name] = MethodInfo(name=name, kind=kind, obj=obj, paper=paper, seed=seed)
         if isinstance(obj, type):
-            obj.kind = kind  # RegHooks dispatches on this
+            obj.hook_kind = kind  # RegHooks dispatches on this (a name unlikely to clash with a method's own fields)
             obj.registry_name = name
         return obj
 

@@ -31,11 +31,11 @@ _STEP_KINDS = ("batch_transform", "loss", "grad_transform", "mask_scheduler", "t
 
 
 def _kind_of(hook: Any) -> str:
-    kind = getattr(hook, "kind", None)
+    kind = getattr(hook, "hook_kind", None)
     if kind not in _STEP_KINDS:
         raise TypeError(
-            f"{type(hook).__name__} is not a training-step hook: its `kind` is {kind!r}, expected one of "
-            f"{_STEP_KINDS}. Register the class with `common_regs.registry.register(..., kind=...)` or set `kind`."
+            f"{type(hook).__name__} is not a training-step hook: its `hook_kind` is {kind!r}, expected one of "
+            f"{_STEP_KINDS}. Register the class with `common_regs.registry.register(..., kind=...)` or set `hook_kind`."
         )
     return kind
 
@@ -44,7 +44,7 @@ class RegHooks:
     """Groups hooks by kind and applies them at the right point of a training step.
 
     Args:
-        hooks: method objects (each has a ``kind`` attribute, set by the registry).
+        hooks: method objects (each has a ``hook_kind`` attribute, set by the registry).
         model: the model; reparametrizations and mask schedulers are prepared on it here.
         optimizer: the optimizer; mask schedulers zero its state at pruned entries.
         weights: optional per-loss-term weight (number or schedule), keyed by position in ``hooks``;
@@ -149,8 +149,12 @@ def fit(
     hooks: Sequence[Any] = (),
     *,
     epochs: int = 1,
+    sample_indices: Callable[[Any], Tensor] | None = None,
 ) -> list[float]:
     """Train ``model`` for ``epochs`` passes over ``batches()`` with the given hooks; returns per-step losses.
+
+    ``sample_indices(batch)`` returns the dataset indices of a batch's rows, for hooks with per-sample state
+    (PS-KD's past predictions, ELR's target averages).
 
     Example:
         >>> import torch
@@ -173,6 +177,8 @@ def fit(
     step = 0
     for epoch in range(epochs):
         for batch in batches():
-            losses.append(float(reg_hooks.step(batch, forward, task_loss, step=step, epoch=epoch)))
+            indices = sample_indices(batch) if sample_indices is not None else None
+            losses.append(float(reg_hooks.step(batch, forward, task_loss, step=step, epoch=epoch,
+                                               sample_indices=indices)))
             step += 1
     return losses

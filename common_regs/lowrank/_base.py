@@ -113,7 +113,7 @@ class ParametrizedReparam:
     model computes exactly the pretrained function right after ``prepare``).
     """
 
-    kind: ClassVar[str] = "reparam"
+    hook_kind: ClassVar[str] = "reparam"
     identity_at_init: ClassVar[bool] = True
     tensor_name: ClassVar[str] = "weight"
     base_config_keys: ClassVar[tuple[str, ...]] = ("module_types", "include", "exclude", "freeze_base")

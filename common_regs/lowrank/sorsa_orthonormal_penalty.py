@@ -87,7 +87,7 @@ class SorsaOrthonormalPenalty:
         True
     """
 
-    kind: ClassVar[str] = "loss"
+    hook_kind: ClassVar[str] = "loss"
     config_keys: ClassVar[tuple[str, ...]] = ("weight",)
     runtime_keys: ClassVar[tuple[str, ...]] = ()
     citation: ClassVar[str] = (

@@ -236,7 +236,7 @@ class MaskSchedulerBase:
         module_types: layer types selected when ``targets`` is None.
     """
 
-    kind: ClassVar[str] = "mask_scheduler"
+    hook_kind: ClassVar[str] = "mask_scheduler"
     registry_name: ClassVar[str] = ""
     semantics: ClassVar[str] = "prune"
     exact_density: ClassVar[bool] = True

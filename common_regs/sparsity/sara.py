@@ -36,7 +36,7 @@ def smallest_weights_mask(weight: Tensor, *, threshold: float | None, fraction: 
 class SaRANuclearNorm:
     """LossTerm ``‖W ⊙ M‖_*`` on one randomly chosen eligible matrix per call (SaRA's low-rank constraint)."""
 
-    kind: ClassVar[str] = "loss"
+    hook_kind: ClassVar[str] = "loss"
     registry_name: ClassVar[str] = "sara_nuclear_norm"
 
     def __init__(self, owner: SaRA, weight: float) -> None:

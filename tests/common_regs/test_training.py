@@ -19,7 +19,7 @@ EVENTS: list[str] = []
 
 class _Recorder:
     def __init__(self, kind: str) -> None:
-        self.kind = kind
+        self.hook_kind = self.kind = kind
 
     def __call__(self, arg):
         EVENTS.append(self.kind)
@@ -93,7 +93,7 @@ class _Penalty:
 
 def test_registry_builds_by_name_and_reports_mistakes():
     penalty = build({"name": "_test_penalty", "scale": 3.0})
-    assert isinstance(penalty, _Penalty) and penalty.scale == 3.0 and penalty.kind == "loss"
+    assert isinstance(penalty, _Penalty) and penalty.scale == 3.0 and penalty.hook_kind == "loss"
     assert get("_test_penalty").paper.startswith("regkit original")
     with pytest.raises(KeyError, match="unknown method 'no_such_method'"):
         build({"name": "no_such_method"})
