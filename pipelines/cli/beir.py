@@ -24,7 +24,9 @@ def print_metrics(title: str, aggregate: dict[str, float]) -> None:
 @app.command("eval")
 def eval_command(
     data: Path = typer.Option(..., "--data", help="BEIR folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv."),
-    retriever: str = typer.Option("bm25", "--retriever", help="bm25 (Lucene flat) or dense (MiniLM + FAISS)."),
+    retriever: str = typer.Option(
+        "bm25", "--retriever", help="bm25 (Lucene flat), dense (MiniLM + FAISS) or sparse (inference-free, --model)."
+    ),
     split: str = typer.Option("test", "--split", help="qrels split to evaluate."),
     out: Path = typer.Option(..., "--out", help="Output folder: run.trec, metrics.json, the index."),
     k: int = typer.Option(1000, "--k", help="Hits per query."),
@@ -32,14 +34,17 @@ def eval_command(
     b: float = typer.Option(0.4, "--b", help="BM25 b (Pyserini BEIR flat regression: 0.4)."),
     threads: int = typer.Option(2, "--threads", help="Indexing and search threads."),
     measures: str = typer.Option("nDCG@10,R@100,RR@10,AP,P@10", "--measures", help="Comma-separated measures."),
-    model: str = typer.Option(None, "--model", help="Model for dense (default: bundled all-MiniLM-L6-v2)."),
+    model: str = typer.Option(
+        None, "--model", help="dense: model (default bundled all-MiniLM-L6-v2); sparse: folder from retrieval train."
+    ),
+    idf: str = typer.Option("model", "--idf", help="sparse query weights: model (stored IDF) or corpus (recompute)."),
 ) -> None:
     """Index the corpus, search the split's queries, write run.trec and metrics.json, print the metrics."""
     from pipelines.evaluation.beir_eval import BeirEvalConfig, run_beir_eval
 
     config = BeirEvalConfig(
         data=str(data), out_dir=str(out), retriever=retriever, split=split, k=k, k1=k1, b=b, threads=threads,
-        measures=[m.strip() for m in measures.split(",") if m.strip()], model=model,
+        measures=[m.strip() for m in measures.split(",") if m.strip()], model=model, idf=idf,
     )
     result = run_beir_eval(config)
     print_metrics(f"{data.name} ({split}) {retriever}", result.evaluation.aggregate)

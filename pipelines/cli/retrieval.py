@@ -1,4 +1,4 @@
-"""``regkit retrieval``: build a Lucene BM25 index from a BEIR corpus and search it into a TREC run file."""
+"""``regkit retrieval``: Lucene indexes (BM25, or learned sparse with ``--model``), search, sparse-model training."""
 
 from __future__ import annotations
 
@@ -17,15 +17,31 @@ def index_command(
     index: Path = typer.Option(..., "--index", help="Output index folder."),
     threads: int = typer.Option(2, "--threads", help="Indexing threads."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index folder."),
+    model: Path = typer.Option(None, "--model", help="Inference-free sparse model folder: build an impact index."),
+    opensearch: Path = typer.Option(None, "--opensearch-bulk", help="With --model: also write OpenSearch NDJSON."),
 ) -> None:
-    """BM25 "flat" index (title + text in one field) of a BEIR corpus."""
+    """BM25 "flat" index of a BEIR corpus, or (``--model``) a Lucene impact index of learned sparse vectors."""
     from retrieval.beir import read_corpus
     from retrieval.index import build_bm25_index, read_index_metadata
 
     if not data.is_dir():
         raise typer.BadParameter(f"{data}: not a BEIR dataset folder (directory not found).", param_hint="--data")
-    build_bm25_index(read_corpus(data / "corpus.jsonl"), index, threads=threads, overwrite=overwrite)
-    console.print(f"BM25 index at {index}: {read_index_metadata(index)['documents']:,} documents")
+    corpus = read_corpus(data / "corpus.jsonl")
+    if model is None:
+        build_bm25_index(corpus, index, threads=threads, overwrite=overwrite)
+        console.print(f"BM25 index at {index}: {read_index_metadata(index)['documents']:,} documents")
+        return
+    from retrieval.encoder import load_sparse_encoder
+    from retrieval.sparse_index import index_with_model, write_opensearch_bulk
+
+    documents = {doc_id: doc.contents for doc_id, doc in corpus.items()}
+    vectors, stats, info = index_with_model(load_sparse_encoder(model), documents, index, threads=threads,
+                                            overwrite=overwrite)
+    if opensearch is not None:
+        write_opensearch_bulk(vectors, opensearch, index_name=data.name.lower())
+    console.print(f"impact index at {index}: {read_index_metadata(index)['documents']:,} documents, "
+                  f"{info['avg_active_terms_indexed']:.1f} active terms/doc, {stats.truncated:,} truncated, "
+                  f"{stats.empty:,} empty")
 
 
 @app.command("search")
@@ -50,3 +66,16 @@ def search_command(
     write_trec_run(run, out, tag="regkit-bm25")
     empty = sum(1 for docs in run.values() if not docs)
     console.print(f"{len(run):,} queries searched ({empty:,} without results) → {out}")
+
+
+@app.command("train")
+def train_command(
+    config: Path = typer.Option(..., "--config", help="YAML training config (see pipelines/configs/sparse_*.yaml)."),
+    out: Path = typer.Option(None, "--out", help="Override the config's out_dir."),
+    steps: int = typer.Option(None, "--steps", help="Override the config's steps."),
+) -> None:
+    """Train an inference-free learned sparse retriever (IDF-aware FLOPS, ensemble KD); saves <out_dir>/model."""
+    from retrieval.sparse_training import load_train_config, train_sparse
+
+    result = train_sparse(load_train_config(config, out_dir=str(out) if out else None, steps=steps))
+    console.print(f"model at {result.model_dir} ({result.seconds:.0f} s training, {result.setup_seconds:.0f} s setup)")

@@ -5,8 +5,8 @@
 * ``run.trec``: the top-k run (TREC format, trec_eval order);
 * ``metrics.json``: aggregate and per-query metrics, dataset counts, timings, the resolved config;
 * ``resolved_config.yaml`` and ``run.json`` (versions, git commit, config);
-* the index it built (``index/`` for BM25, ``dense-index/`` for the dense baseline), reusable with
-  ``regkit retrieval search``.
+* the index it built (``index/`` for BM25, ``dense-index/`` for the dense baseline, ``impact-index/`` for the
+  inference-free sparse model), reusable with ``regkit retrieval search``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["RETRIEVERS", "BeirEvalConfig", "BeirEvalResult", "run_beir_eval"]
 
-Retriever = Literal["bm25", "dense"]
-RETRIEVERS: tuple[str, ...] = ("bm25", "dense")
+Retriever = Literal["bm25", "dense", "sparse"]
+RETRIEVERS: tuple[str, ...] = ("bm25", "dense", "sparse")
 
 
 @dataclass
@@ -41,14 +41,19 @@ class BeirEvalConfig:
     Args:
         data: BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``).
         out_dir: output folder.
-        retriever: ``bm25`` (Lucene flat index) or ``dense`` (all-MiniLM-L6-v2 + FAISS flat IP).
+        retriever: ``bm25`` (Lucene flat index), ``dense`` (all-MiniLM-L6-v2 + FAISS flat IP) or ``sparse``
+            (an inference-free sparse encoder folder, ``model``: documents encoded into a Lucene impact index,
+            queries = IDF weights of their wordpieces).
         split: qrels split. Default ``test`` (BEIR convention).
         k: hits per query. Default 1000 (source: Pyserini/BEIR runs).
         k1, b: BM25 parameters. Defaults 0.9 / 0.4 (source: Pyserini BEIR ``flat`` regressions).
         threads: indexing / search threads.
         measures: ir-measures names.
-        model: sentence-transformers model for ``dense`` (None: the bundled all-MiniLM-L6-v2).
+        model: sentence-transformers model for ``dense`` (None: the bundled all-MiniLM-L6-v2); required for
+            ``sparse`` (a folder written by ``regkit retrieval train``).
         batch_size: dense encoding batch size.
+        idf: ``sparse`` query weights: ``model`` (the IDF stored in the model) or ``corpus`` (BM25 IDF recomputed
+            over this dataset's corpus, e.g. zero-shot on a new collection). Default "model".
     """
 
     data: str
@@ -62,6 +67,7 @@ class BeirEvalConfig:
     measures: list[str] = field(default_factory=lambda: list(DEFAULT_MEASURES))
     model: str | None = None
     batch_size: int = 64
+    idf: Literal["model", "corpus"] = "model"
 
     def __post_init__(self) -> None:
         if self.retriever not in RETRIEVERS:
@@ -70,6 +76,10 @@ class BeirEvalConfig:
             raise ValueError(f"`k` must be >= 1, got {self.k}.")
         if self.threads < 1:
             raise ValueError(f"`threads` must be >= 1, got {self.threads}.")
+        if self.retriever == "sparse" and not self.model:
+            raise ValueError("`model` is required with retriever 'sparse' (a folder from `regkit retrieval train`).")
+        if self.idf not in ("model", "corpus"):
+            raise ValueError(f"`idf` must be 'model' or 'corpus', got {self.idf!r}.")
         parse_measures(self.measures)  # fail before hours of indexing
 
 
@@ -105,13 +115,34 @@ def _dense_run(config: BeirEvalConfig, dataset: BeirDataset, out_dir: Path) -> t
     return run, {"encode_s": encoded - started, "search_s": time.perf_counter() - encoded}
 
 
+def _sparse_run(config: BeirEvalConfig, dataset, out_dir: Path) -> tuple[dict, dict[str, float]]:
+    from retrieval.encoder import corpus_idf, load_sparse_encoder, mlm_parts, set_idf
+    from retrieval.sparse_index import index_with_model, search_with_model
+
+    model = load_sparse_encoder(config.model)
+    if config.idf == "corpus":
+        tokenizer = mlm_parts(model)[0].tokenizer
+        set_idf(model, corpus_idf((doc.contents for doc in dataset.corpus.values()), tokenizer))
+    started = time.perf_counter()
+    documents = {doc_id: doc.contents for doc_id, doc in dataset.corpus.items()}
+    _, stats, info = index_with_model(model, documents, out_dir / "impact-index", threads=config.threads,
+                                      overwrite=True)
+    indexed = time.perf_counter()
+    run = search_with_model(model, out_dir / "impact-index", dataset.split_queries, k=config.k, threads=config.threads)
+    logger.info("sparse: %s; %s", stats.as_dict(), info)
+    return run, {"encode_index_s": indexed - started, "search_s": time.perf_counter() - indexed,
+                 "avg_active_terms_indexed": info["avg_active_terms_indexed"],
+                 "truncated_documents": stats.truncated, "empty_documents": stats.empty}
+
+
 def run_beir_eval(config: BeirEvalConfig) -> BeirEvalResult:
     """Index, search and evaluate one retriever on one BEIR split; write the outputs listed in the module doc."""
     dataset = load_beir(config.data, split=config.split)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     logger.info("BEIR %s (%s split): %s", dataset.name, config.split, dataset.summary())
-    run, timings = (_bm25_run if config.retriever == "bm25" else _dense_run)(config, dataset, out_dir)
+    runner = {"bm25": _bm25_run, "dense": _dense_run, "sparse": _sparse_run}[config.retriever]
+    run, timings = runner(config, dataset, out_dir)
     evaluation = evaluate(dataset.qrels, run, config.measures)
     run_path = write_trec_run(run, out_dir / "run.trec", tag=f"regkit-{config.retriever}")
     resolved = asdict(config)

@@ -1,0 +1,207 @@
+"""Frozen-encoder cache: the backbone's last hidden states of a corpus, computed once and reused.
+
+When only the MLM head is trained (``train_encoder=False``, the CPU recipe of ``docs/sparse_retrieval.md``), the
+transformer body never changes, so its output for every document can be computed once. Training then costs one
+head projection per document instead of a full transformer pass, and every head-only model trained from the same
+backbone indexes the corpus from the same cache. The same hidden states, mean-pooled over the attention mask and
+L2-normalised, are exactly the all-MiniLM-L6-v2 sentence embedding (its modules: Transformer → mean Pooling →
+Normalize), so the dense teacher/baseline comes out of the same pass when the backbone is that model.
+
+Layout of a cache folder (written atomically): ``hidden.npy`` (total_tokens, d) float16, ``offsets.npy`` (N + 1,)
+int64, ``dense.npy`` (N, d) float32 mean-pooled normalised embeddings, ``meta.json`` (doc ids, lengths before
+truncation, backbone, max_length).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from common_regs.io import atomic_dir
+from retrieval.encoder import DocumentEncodingStats, decode_text, document_parts, mlm_parts
+from retrieval.index import progress_enabled
+from retrieval.max_projection import splade_max_pool
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HiddenStates", "build_hidden_cache", "cache_fingerprint", "encode_from_cache"]
+
+
+def cache_fingerprint(data: str | os.PathLike[str], backbone: str, max_length: int) -> dict[str, Any]:
+    """What a backbone cache depends on: the corpus file (path, size, mtime), the backbone and the truncation."""
+    corpus = Path(data) / "corpus.jsonl"
+    stat = corpus.stat()
+    return {"corpus": str(corpus.resolve()), "size": stat.st_size, "mtime": int(stat.st_mtime),
+            "backbone": str(backbone), "max_length": int(max_length)}
+
+
+@dataclass
+class HiddenStates:
+    """A loaded cache (memory-mapped)."""
+
+    folder: Path
+    doc_ids: list[str]
+    hidden: np.ndarray
+    offsets: np.ndarray
+    dense: np.ndarray
+    lengths: list[int]
+    meta: dict[str, Any]
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> HiddenStates:
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+            return cls(folder=folder, doc_ids=meta["doc_ids"], hidden=np.load(folder / "hidden.npy", mmap_mode="r"),
+                       offsets=np.load(folder / "offsets.npy"), dense=np.load(folder / "dense.npy"),
+                       lengths=meta["lengths"], meta=meta)
+        except (OSError, KeyError, ValueError) as err:
+            raise ValueError(f"{folder}: unreadable hidden-state cache ({err}); delete it to rebuild.") from None
+
+    def row(self, doc_id: str) -> int:
+        return self._rows[doc_id]
+
+    def __post_init__(self) -> None:
+        self._rows = {d: i for i, d in enumerate(self.doc_ids)}
+
+    def batch(self, rows: list[int], max_length: int | None = None) -> tuple[Tensor, Tensor]:
+        """``(hidden (B, L, d) float32, mask (B, L))`` for the given rows, each cut at ``max_length`` tokens."""
+        spans = [(int(self.offsets[r]), int(self.offsets[r + 1])) for r in rows]
+        sizes = [min(b - a, max_length or b - a) for a, b in spans]
+        width = max(sizes)
+        out = torch.zeros((len(rows), width, self.hidden.shape[1]))
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, ((a, _), n) in enumerate(zip(spans, sizes, strict=True)):
+            out[i, :n] = torch.from_numpy(np.asarray(self.hidden[a : a + n], dtype=np.float32))
+            mask[i, :n] = 1
+        return out, mask
+
+
+def build_hidden_cache(
+    model: Any,
+    documents: Mapping[str, str | bytes],
+    folder: str | os.PathLike[str],
+    *,
+    batch_size: int = 16,
+    fingerprint: Mapping[str, Any] | None = None,
+    show_progress: bool | None = None,
+) -> HiddenStates:
+    """Run the document backbone once over ``documents`` (truncated at the model's ``max_seq_length``) and cache it.
+
+    Reuses ``folder`` when its ``meta.json`` has the same fingerprint and document ids. Blank documents are cached
+    with zero tokens (they get empty vectors, as in :func:`retrieval.encoder.encode_documents`).
+    """
+    folder = Path(folder)
+    texts = {str(d): decode_text(t, where=f"document {d!r}") for d, t in documents.items()}
+    fingerprint = dict(fingerprint or {})
+    if (folder / "meta.json").is_file():
+        try:
+            cached = HiddenStates.load(folder)
+        except ValueError as err:
+            logger.warning("%s", err)
+        else:
+            if cached.meta.get("fingerprint") == fingerprint and cached.doc_ids == list(texts):
+                logger.info("hidden-state cache: reusing %s", folder)
+                return cached
+    transformer, _ = mlm_parts(model)
+    tokenizer, max_length = transformer.tokenizer, int(transformer.max_seq_length)
+    doc_ids = list(texts)
+    full = tokenizer([texts[d] for d in doc_ids], add_special_tokens=True, verbose=False)["input_ids"]
+    lengths = [len(ids) if texts[d].strip() else 0 for d, ids in zip(doc_ids, full, strict=True)]
+    kept = [min(n, max_length) for n in lengths]
+    offsets = np.zeros(len(doc_ids) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(kept)
+    base = transformer.model.base_model
+    dim = base.config.hidden_size
+    order = sorted((i for i, n in enumerate(kept) if n), key=lambda i: kept[i])
+    with atomic_dir(folder, overwrite=True) as tmp:
+        hidden = np.lib.format.open_memmap(tmp / "hidden.npy", mode="w+", dtype=np.float16,
+                                           shape=(int(offsets[-1]), dim))
+        dense = np.zeros((len(doc_ids), dim), dtype=np.float32)
+        was_training = transformer.training
+        transformer.eval()
+        try:
+            with torch.inference_mode():
+                disable = not progress_enabled(show_progress)
+                bar = tqdm(total=len(order), desc="backbone pass", unit="doc", disable=disable)
+                for start in range(0, len(order), batch_size):
+                    chunk = order[start : start + batch_size]
+                    features = tokenizer([texts[doc_ids[i]] for i in chunk], padding=True, truncation=True,
+                                         max_length=max_length, return_tensors="pt")
+                    states = base(**features).last_hidden_state
+                    mask = features["attention_mask"].unsqueeze(-1).to(states.dtype)
+                    pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+                    pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                    for j, i in enumerate(chunk):
+                        hidden[offsets[i] : offsets[i + 1]] = states[j, : kept[i]].numpy().astype(np.float16)
+                        dense[i] = pooled[j].numpy()
+                    bar.update(len(chunk))
+                bar.close()
+        finally:
+            transformer.train(was_training)
+        hidden.flush()
+        del hidden
+        np.save(tmp / "offsets.npy", offsets)
+        np.save(tmp / "dense.npy", dense)
+        meta = {"fingerprint": fingerprint, "doc_ids": doc_ids, "lengths": lengths, "max_length": max_length}
+        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    return HiddenStates.load(folder)
+
+
+def encode_from_cache(
+    model: Any,
+    cache: HiddenStates,
+    *,
+    batch_size: int = 32,
+    compute_dtype: torch.dtype | None = None,
+    show_progress: bool | None = None,
+) -> tuple[dict[str, dict[str, float]], DocumentEncodingStats]:
+    """Document vectors from cached backbone states: same values as :func:`retrieval.encoder.encode_documents`
+    when ``model``'s transformer body is the one the cache was built with (a head-only fine-tune of it)."""
+    transformer, pooling = mlm_parts(model)
+    tokenizer = transformer.tokenizer
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    max_length = int(cache.meta["max_length"])
+    stats = DocumentEncodingStats(documents=len(cache.doc_ids), max_length=max_length)
+    vectors: dict[str, dict[str, float]] = {}
+    rows = [i for i, n in enumerate(cache.lengths) if n]
+    for i, n in enumerate(cache.lengths):
+        doc_id = cache.doc_ids[i]
+        if n == 0:
+            vectors[doc_id] = {}
+            stats.empty += 1
+            stats.first_empty = stats.first_empty or doc_id
+        elif n > max_length:
+            stats.truncated += 1
+            stats.first_truncated = stats.first_truncated or doc_id
+    was_training = transformer.training
+    transformer.eval()
+    try:
+        with torch.inference_mode(), document_parts(model) as (_, head, weight, bias):
+            bar = tqdm(total=len(rows), desc="encoding documents (cached backbone)", unit="doc",
+                       disable=not progress_enabled(show_progress))
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start : start + batch_size]
+                states, mask = cache.batch(chunk)
+                dense = splade_max_pool(head(states), mask, weight, bias, activation=pooling.activation_function,
+                                        compute_dtype=compute_dtype)
+                for i, row in zip(chunk, dense, strict=True):
+                    ids = row.nonzero(as_tuple=True)[0].tolist()
+                    vectors[cache.doc_ids[i]] = {vocab[t]: float(row[t]) for t in ids}
+                bar.update(len(chunk))
+            bar.close()
+    finally:
+        transformer.train(was_training)
+    stats.active_terms = sum(len(v) for v in vectors.values()) / max(1, len(vectors))
+    return {d: vectors[d] for d in cache.doc_ids}, stats
+

@@ -1,0 +1,112 @@
+"""Learned sparse vectors → Lucene impact index, OpenSearch ``rank_features`` bulk export, and sparsity statistics.
+
+* :func:`index_with_model`: encode a corpus with an inference-free sparse encoder (progress bar), quantize
+  (:class:`retrieval.impact.ImpactQuantization`, round half up, default scale 100) and build the impact index.
+* :func:`search_with_model`: queries → IDF weights of their wordpieces (no neural model at query time) →
+  :class:`retrieval.impact.ImpactSearcher` (``min_idf=-1``: a token present in every document is kept).
+* :func:`write_opensearch_bulk`: NDJSON for OpenSearch's ``_bulk`` API, one ``index`` action + one document
+  ``{field: {token: weight}}`` per vector, and the index mapping (``"type": "rank_features"``). rank_features
+  values must be strictly positive (zeros are left out) and keep 9 significant bits (OpenSearch/Lucene
+  ``FeatureField``); weights are written as floats, not quantized.
+* :func:`flops`: the FLOPS retrieval cost of Paria et al. (ICLR 2020, arXiv:2004.05665) as reported by SPLADE:
+  :math:`\\sum_t \\bar p_q(t)\\, \\bar p_d(t)`, the expected number of shared active terms of a (query, document)
+  pair, with :math:`\\bar p(t)` the fraction of queries / documents where t is active.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from common_regs.io import atomic_path, atomic_write_text
+from retrieval.encoder import DocumentEncodingStats, encode_documents, query_weights
+from retrieval.impact import MAX_DOC_IMPACT, ImpactQuantization, ImpactSearcher, build_impact_index, quantize_weights
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["flops", "index_vectors", "index_with_model", "search_with_model", "write_opensearch_bulk"]
+
+
+def flops(query_vectors: Mapping[str, Mapping[str, float]], doc_vectors: Mapping[str, Mapping[str, float]]) -> float:
+    """``Σ_t p_q(t) p_d(t)`` over the active (non-zero) terms (module docstring)."""
+    if not query_vectors or not doc_vectors:
+        raise ValueError("`query_vectors` and `doc_vectors` must be non-empty.")
+    in_queries = Counter(t for v in query_vectors.values() for t, w in v.items() if w)
+    in_docs = Counter(t for v in doc_vectors.values() for t, w in v.items() if w)
+    nq, nd = len(query_vectors), len(doc_vectors)
+    return sum((c / nq) * (in_docs[t] / nd) for t, c in in_queries.items() if t in in_docs)
+
+
+def index_vectors(
+    doc_vectors: Mapping[str, Mapping[str, float]],
+    index_dir: str | os.PathLike[str],
+    *,
+    quantization: ImpactQuantization | None = None,
+    threads: int = 2,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Build the impact index; return quantized-vector statistics (average active terms after quantization)."""
+    quantization = quantization or ImpactQuantization()
+    build_impact_index(doc_vectors, index_dir, quantization=quantization, threads=threads, overwrite=overwrite)
+    quantized = [quantize_weights(v, quantization.doc_scale, where=f"document {d!r}", limit=MAX_DOC_IMPACT)
+                 for d, v in doc_vectors.items()]
+    return {"avg_active_terms_float": sum(map(len, doc_vectors.values())) / len(doc_vectors),
+            "avg_active_terms_indexed": sum(map(len, quantized)) / len(quantized),
+            "quantization": {"doc_scale": quantization.doc_scale, "query_scale": quantization.query_scale}}
+
+
+def index_with_model(
+    model: Any,
+    documents: Mapping[str, str | bytes],
+    index_dir: str | os.PathLike[str],
+    *,
+    quantization: ImpactQuantization | None = None,
+    threads: int = 2,
+    batch_size: int = 16,
+    overwrite: bool = False,
+    show_progress: bool | None = None,
+) -> tuple[dict[str, dict[str, float]], DocumentEncodingStats, dict[str, Any]]:
+    """Encode ``documents`` with ``model``'s document route and build the impact index at ``index_dir``."""
+    vectors, stats = encode_documents(model, documents, batch_size=batch_size, show_progress=show_progress)
+    info = index_vectors(vectors, index_dir, quantization=quantization, threads=threads, overwrite=overwrite)
+    return vectors, stats, info
+
+
+def search_with_model(
+    model: Any, index_dir: str | os.PathLike[str], queries: Mapping[str, str], *, k: int = 1000, threads: int = 2
+) -> dict[str, dict[str, float]]:
+    """Inference-free search: IDF weights of each query's wordpieces against the impact index."""
+    weights = query_weights(model, queries)
+    with ImpactSearcher(index_dir) as searcher:
+        return searcher.search(weights, k=k, threads=threads)
+
+
+def write_opensearch_bulk(
+    doc_vectors: Mapping[str, Mapping[str, float]],
+    path: str | os.PathLike[str],
+    *,
+    index_name: str,
+    field: str = "sparse_embedding",
+) -> tuple[Path, Path]:
+    """Write ``path`` (bulk NDJSON) and ``path.mapping.json`` (the ``rank_features`` mapping); return both paths.
+
+    A document whose vector is empty is written as ``{}`` (no feature field), so the bulk request stays valid and
+    the document is still created.
+    """
+    if not index_name or any(c in index_name for c in ' "*\\<|,>/?') or index_name != index_name.lower():
+        raise ValueError(f"`index_name` must be a lower-case OpenSearch index name, no spaces; got {index_name!r}.")
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        for doc_id, vector in doc_vectors.items():
+            features = {t: float(w) for t, w in vector.items() if w > 0}
+            out.write(json.dumps({"index": {"_index": index_name, "_id": str(doc_id)}}, ensure_ascii=False) + "\n")
+            out.write(json.dumps({field: features} if features else {}, ensure_ascii=False) + "\n")
+    mapping = {"mappings": {"properties": {field: {"type": "rank_features"}}}}
+    mapping_path = atomic_write_text(path.with_name(path.name + ".mapping.json"), json.dumps(mapping, indent=2) + "\n")
+    logger.info("OpenSearch bulk file for %d documents at %s (mapping: %s)", len(doc_vectors), path, mapping_path)
+    return path, mapping_path
