@@ -108,7 +108,9 @@ def run(out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = load_beir(folder, split="test")
     threads = max(2, min(4, os.cpu_count() or 2))
-    results = {"dataset": str(folder), "cpu_count": os.cpu_count(), "threads": threads}
+    # the machine may be shared: record its load so that timings can be read in context
+    results = {"dataset": str(folder), "cpu_count": os.cpu_count(), "threads": threads,
+               "load_average_1m_at_start": os.getloadavg()[0]}
     results["bm25"] = _bm25(dataset, out_dir, threads)
     logger.info("bm25: %s", results["bm25"])
     results["dense"] = _dense(dataset)
