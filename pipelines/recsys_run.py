@@ -78,11 +78,22 @@ DEFAULTS: dict[str, Any] = {
     "num_threads": None,
     "output_dir": "runs/recsys",
     "data": {
-        "dir": None, "train": None, "test": None, "log": None, "split": "given", "test_fraction": 0.2,
-        "leave_last": 1, "split_seed": 0, "users": None, "items": None,
-        "user_features": [{"name": "user_id", "kind": "id"}], "item_features": [{"name": "item_id", "kind": "id"}],
-        "rating_threshold": None, "duplicates": "drop",
-        "validation": {"method": "random_holdout", "fraction": 0.1, "seed": 0}, "streaming": False,
+        "dir": None,
+        "train": None,
+        "test": None,
+        "log": None,
+        "split": "given",
+        "test_fraction": 0.2,
+        "leave_last": 1,
+        "split_seed": 0,
+        "users": None,
+        "items": None,
+        "user_features": [{"name": "user_id", "kind": "id"}],
+        "item_features": [{"name": "item_id", "kind": "id"}],
+        "rating_threshold": None,
+        "duplicates": "drop",
+        "validation": {"method": "random_holdout", "fraction": 0.1, "seed": 0},
+        "streaming": False,
     },
     "model": {"name": "mf"},
     "train": {},
@@ -180,7 +191,9 @@ def _carve_validation(train: pl.LazyFrame, validation: Mapping[str, Any]) -> Spl
         return leave_last_out_split(train, n=validation.get("n", 1))
     if method == "temporal":
         return temporal_split(train, test_fraction=validation["fraction"])
-    raise ValueError(f"`data.validation.method` must be none / random_holdout / leave_last_out / temporal, got {method!r}.")
+    raise ValueError(
+        f"`data.validation.method` must be none / random_holdout / leave_last_out / temporal, got {method!r}."
+    )
 
 
 class _Data:
@@ -190,15 +203,23 @@ class _Data:
         self.config = data
         split = _split(data)
         self.split_name = split.name
-        self.train_log = clean_log(split.train, where="train", rating_threshold=data["rating_threshold"],
-                                   duplicates=data["duplicates"]).collect()
-        self.test_log = clean_log(split.test, where="test", rating_threshold=data["rating_threshold"],
-                                  duplicates=data["duplicates"]).collect()
+        self.train_log = clean_log(
+            split.train, where="train", rating_threshold=data["rating_threshold"], duplicates=data["duplicates"]
+        ).collect()
+        self.test_log = clean_log(
+            split.test, where="test", rating_threshold=data["rating_threshold"], duplicates=data["duplicates"]
+        ).collect()
         users_path, items_path = _path(data, "users"), _path(data, "items")
-        self.users = (Vocabulary.from_values("user_id", pl.read_parquet(users_path, columns=["user_id"])["user_id"])
-                      if users_path else Vocabulary.from_values("user_id", self.train_log["user_id"]))
-        self.items = (Vocabulary.from_values("item_id", pl.read_parquet(items_path, columns=["item_id"])["item_id"])
-                      if items_path else Vocabulary.from_values("item_id", self.train_log["item_id"]))
+        self.users = (
+            Vocabulary.from_values("user_id", pl.read_parquet(users_path, columns=["user_id"])["user_id"])
+            if users_path
+            else Vocabulary.from_values("user_id", self.train_log["user_id"])
+        )
+        self.items = (
+            Vocabulary.from_values("item_id", pl.read_parquet(items_path, columns=["item_id"])["item_id"])
+            if items_path
+            else Vocabulary.from_values("item_id", self.train_log["item_id"])
+        )
         user_specs = [FeatureSpec.from_dict(spec) for spec in data["user_features"]]
         item_specs = [FeatureSpec.from_dict(spec) for spec in data["item_features"]]
         self.user_features = FeatureTable.build(self.users, user_specs, users_path)
@@ -210,9 +231,15 @@ class _Data:
             validation.check()
             self.fit_log, self.valid_log = validation.train.collect(), validation.test.collect()
             self.validation_name = validation.name
-        logger.info("data: %s; train %d rows, test %d rows, %d users, %d items%s", split.name, self.train_log.height,
-                    self.test_log.height, self.users.size, self.items.size,
-                    f", validation {self.valid_log.height} rows" if self.valid_log is not None else "")
+        logger.info(
+            "data: %s; train %d rows, test %d rows, %d users, %d items%s",
+            split.name,
+            self.train_log.height,
+            self.test_log.height,
+            self.users.size,
+            self.items.size,
+            f", validation {self.valid_log.height} rows" if self.valid_log is not None else "",
+        )
 
     def encode(self, log: pl.DataFrame) -> Interactions:
         return encode_interactions(log, self.users, self.items, where="train", unknown="error")
@@ -234,27 +261,49 @@ def _hooks(specs: Sequence[Mapping[str, Any]]) -> list[Any]:
 
 
 def _fit(
-    config: Mapping[str, Any], data: _Data, interactions: Interactions, train_config: TrainConfig, *,
-    evaluate_on: pl.DataFrame | None, checkpoint_dir: Path | None, stream_path: Path | None = None,
+    config: Mapping[str, Any],
+    data: _Data,
+    interactions: Interactions,
+    train_config: TrainConfig,
+    *,
+    evaluate_on: pl.DataFrame | None,
+    checkpoint_dir: Path | None,
+    stream_path: Path | None = None,
 ) -> tuple[RecModel, Recommender, TrainResult]:
     torch.manual_seed(config["seed"])
     np.random.seed(config["seed"])
     model_options = {k: v for k, v in config["model"].items() if k != "name"}
-    model = build_model(config["model"]["name"], model_options, users=data.user_features, items=data.item_features,
-                        interactions=interactions)
-    service = Recommender(model, data.users, data.items, data.user_features, data.item_features, interactions,
-                          IndexConfig(**config["index"]))
+    model = build_model(
+        config["model"]["name"],
+        model_options,
+        users=data.user_features,
+        items=data.item_features,
+        interactions=interactions,
+    )
+    service = Recommender(
+        model,
+        data.users,
+        data.items,
+        data.user_features,
+        data.item_features,
+        interactions,
+        IndexConfig(**config["index"]),
+    )
     if stream_path is not None:
         batches: InMemoryBatches | StreamingBatches = StreamingBatches(
-            stream_path, data.users, data.items, train_config.batch_size, seed=train_config.seed)
+            stream_path, data.users, data.items, train_config.batch_size, seed=train_config.seed
+        )
     else:
         batches = InMemoryBatches(interactions, train_config.batch_size, seed=train_config.seed)
     evaluator = None
     if evaluate_on is not None:
-        evaluator = make_evaluator(service, evaluate_on, ks=config["eval"]["ks"],
-                                   head_fraction=config["eval"]["head_fraction"])
+        evaluator = make_evaluator(
+            service, evaluate_on, ks=config["eval"]["ks"], head_fraction=config["eval"]["head_fraction"]
+        )
     trainer = Trainer(
-        model, batches, train_config,
+        model,
+        batches,
+        train_config,
         hooks=[*_hooks(config["hooks"]), *ssl_hooks(config, data.item_features, interactions, train_config.seed)],
         evaluate=evaluator,
         item_counts=interactions.item_counts(),
@@ -266,7 +315,9 @@ def _fit(
     return model, service, result
 
 
-def train_run(config: Mapping[str, Any], *, output_dir: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
+def train_run(
+    config: Mapping[str, Any], *, output_dir: str | Path | None = None, overwrite: bool = False
+) -> dict[str, Any]:
     """Run one configured experiment end to end; returns (and writes) the metrics."""
     config = _merge(DEFAULTS, config)
     out = Path(output_dir or config["output_dir"])
@@ -287,37 +338,74 @@ def train_run(config: Mapping[str, Any], *, output_dir: str | Path | None = None
     tuning: TrainResult | None = None
     if data.valid_log is not None:
         fit_interactions = data.encode(data.fit_log)
-        _, _, tuning = _fit(config, data, fit_interactions, train_config, evaluate_on=data.valid_log,
-                            checkpoint_dir=out / "checkpoints" / "validation", stream_path=None)
-        report["validation"] = {"split": data.validation_name, "best_epoch": tuning.best_epoch,
-                                "metrics": tuning.best_metrics, "history": tuning.history,
-                                "train_seconds": tuning.train_seconds}
+        _, _, tuning = _fit(
+            config,
+            data,
+            fit_interactions,
+            train_config,
+            evaluate_on=data.valid_log,
+            checkpoint_dir=out / "checkpoints" / "validation",
+            stream_path=None,
+        )
+        report["validation"] = {
+            "split": data.validation_name,
+            "best_epoch": tuning.best_epoch,
+            "metrics": tuning.best_metrics,
+            "history": tuning.history,
+            "train_seconds": tuning.train_seconds,
+        }
     refit = data.valid_log is None or config["eval"]["refit"]
     if refit:
         final_config = train_config
         if tuning is not None and tuning.best_epoch is not None:
-            final_config = TrainConfig.from_dict({**train_config.to_dict(), "epochs": tuning.best_epoch + 1,
-                                                  "patience": None, "max_steps": None})
-        model, service, result = _fit(config, data, data.train, final_config, evaluate_on=None,
-                                      checkpoint_dir=out / "checkpoints" / "final", stream_path=stream_path)
+            final_config = TrainConfig.from_dict(
+                {**train_config.to_dict(), "epochs": tuning.best_epoch + 1, "patience": None, "max_steps": None}
+            )
+        model, service, result = _fit(
+            config,
+            data,
+            data.train,
+            final_config,
+            evaluate_on=None,
+            checkpoint_dir=out / "checkpoints" / "final",
+            stream_path=stream_path,
+        )
     else:
-        model, service, result = _fit(config, data, data.encode(data.fit_log), train_config,
-                                      evaluate_on=data.valid_log, checkpoint_dir=out / "checkpoints" / "validation")
-    test_metrics = evaluate_recommendations(service, data.test_log, ks=config["eval"]["ks"],
-                                            head_fraction=config["eval"]["head_fraction"])
-    report.update({
-        "test": test_metrics,
-        "train": {"epochs": result.epochs, "steps": result.steps, "train_seconds": result.train_seconds,
-                  "examples_per_second": result.examples_per_second},
-        "total_seconds": time.perf_counter() - started,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    })
-    service.save(out / "model", overwrite=True, extra={"test_metrics": {k: v for k, v in test_metrics.items()
-                                                                        if isinstance(v, int | float)}})
+        model, service, result = _fit(
+            config,
+            data,
+            data.encode(data.fit_log),
+            train_config,
+            evaluate_on=data.valid_log,
+            checkpoint_dir=out / "checkpoints" / "validation",
+        )
+    test_metrics = evaluate_recommendations(
+        service, data.test_log, ks=config["eval"]["ks"], head_fraction=config["eval"]["head_fraction"]
+    )
+    report.update(
+        {
+            "test": test_metrics,
+            "train": {
+                "epochs": result.epochs,
+                "steps": result.steps,
+                "train_seconds": result.train_seconds,
+                "examples_per_second": result.examples_per_second,
+            },
+            "total_seconds": time.perf_counter() - started,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
+    )
+    service.save(
+        out / "model",
+        overwrite=True,
+        extra={"test_metrics": {k: v for k, v in test_metrics.items() if isinstance(v, int | float)}},
+    )
     if ssl.mode != "none":
         write_ssl_report(out, report, config, data.item_features, data.train)
     atomic_write_text(out / "resolved_config.yaml", yaml.safe_dump(config, sort_keys=False))
     atomic_write_text(out / "metrics.json", json.dumps(report, indent=2, default=float) + "\n")
     atomic_write_text(out / "run.json", json.dumps(run_metadata(config, config["seed"]), indent=2) + "\n")
-    logger.info("test: %s", ", ".join(f"{k}={test_metrics[k]:.4f}" for k in test_metrics if k.startswith(("R@", "nDCG@"))))
+    logger.info(
+        "test: %s", ", ".join(f"{k}={test_metrics[k]:.4f}" for k in test_metrics if k.startswith(("R@", "nDCG@")))
+    )
     return report

@@ -126,16 +126,21 @@ def validate_log(path: str | os.PathLike[str]) -> LogSummary:
     columns = schema.names
     lazy = pl.scan_parquet(path)
     has_time = "timestamp" in columns
-    time_expr = pl.col("timestamp").cast(pl.Int64) if has_time and pa.types.is_integer(schema.field("timestamp").type) else (
-        pl.col("timestamp").dt.epoch("s") if has_time else None
+    time_expr = (
+        pl.col("timestamp").cast(pl.Int64)
+        if has_time and pa.types.is_integer(schema.field("timestamp").type)
+        else (pl.col("timestamp").dt.epoch("s") if has_time else None)
     )
     aggregates = [
         pl.len().alias("rows"),
         pl.col("user_id").drop_nulls().n_unique().alias("users"),
         pl.col("item_id").drop_nulls().n_unique().alias("items"),
         *[pl.col(c).null_count().alias(f"null:{c}") for c in columns],
-        *[pl.col(c).is_nan().sum().alias(f"nan:{c}") for c in _NUMERIC_COLUMNS if c in columns
-          and pa.types.is_floating(schema.field(c).type)],
+        *[
+            pl.col(c).is_nan().sum().alias(f"nan:{c}")
+            for c in _NUMERIC_COLUMNS
+            if c in columns and pa.types.is_floating(schema.field(c).type)
+        ],
     ]
     if time_expr is not None:
         aggregates += [time_expr.min().alias("time_min"), time_expr.max().alias("time_max")]
@@ -147,7 +152,9 @@ def validate_log(path: str | os.PathLike[str]) -> LogSummary:
     for column in ID_COLUMNS:
         if stats[f"null:{column}"]:
             first = _first_row(lazy, pl.col(column).is_null())
-            raise LogSchemaError(f"{path}: column `{column}` has {stats[f'null:{column}']} null ids (first at row {first}).")
+            raise LogSchemaError(
+                f"{path}: column `{column}` has {stats[f'null:{column}']} null ids (first at row {first})."
+            )
     for column in _NUMERIC_COLUMNS:
         bad = stats.get(f"null:{column}", 0) + stats.get(f"nan:{column}", 0)
         if bad:
@@ -156,7 +163,9 @@ def validate_log(path: str | os.PathLike[str]) -> LogSummary:
                 f"{path}: column `{column}` has {bad} null/NaN values (first at row {_first_row(lazy, predicate)})."
             )
     if "propensity" in columns:
-        outside = lazy.filter((pl.col("propensity") <= 0) | (pl.col("propensity") > 1)).select(pl.len()).collect().item()
+        outside = (
+            lazy.filter((pl.col("propensity") <= 0) | (pl.col("propensity") > 1)).select(pl.len()).collect().item()
+        )
         if outside:
             raise LogSchemaError(f"{path}: column `propensity` must lie in (0, 1]; {outside} rows do not.")
     return LogSummary(
@@ -404,13 +413,17 @@ def clean_log(
             raise LogSchemaError(f"{where}: missing required column `{column}` (columns present: {names}).")
     checks = [pl.col(c).null_count().alias(f"null:{c}") for c in ID_COLUMNS]
     if "rating" in names:
-        checks.append((pl.col("rating").is_null() | pl.col("rating").cast(pl.Float64).is_nan()).sum().alias("bad:rating"))
+        checks.append(
+            (pl.col("rating").is_null() | pl.col("rating").cast(pl.Float64).is_nan()).sum().alias("bad:rating")
+        )
     checks.append(pl.len().alias("rows"))
     stats = lazy.select(checks).collect(engine="streaming").row(0, named=True)
     for column in ID_COLUMNS:
         if stats[f"null:{column}"]:
             first = _first_row(lazy, pl.col(column).is_null())
-            raise LogSchemaError(f"{where}: column `{column}` has {stats[f'null:{column}']} null ids (first at row {first}).")
+            raise LogSchemaError(
+                f"{where}: column `{column}` has {stats[f'null:{column}']} null ids (first at row {first})."
+            )
     if stats.get("bad:rating"):
         first = _first_row(lazy, pl.col("rating").is_null() | pl.col("rating").cast(pl.Float64).is_nan())
         raise LogSchemaError(
@@ -421,16 +434,21 @@ def clean_log(
         raise LogSchemaError(f"{where}: the log has no rows (empty split?).")
     if rating_threshold is not None:
         if "rating" not in names:
-            raise LogSchemaError(f"{where}: `rating_threshold`={rating_threshold} needs a `rating` column (got {names}).")
+            raise LogSchemaError(
+                f"{where}: `rating_threshold`={rating_threshold} needs a `rating` column (got {names})."
+            )
         lazy = lazy.filter(pl.col("rating") >= rating_threshold)
     if duplicates != "keep":
-        pairs = lazy.select(pl.len().alias("rows"), pl.struct(*ID_COLUMNS).n_unique().alias("unique")).collect(
-            engine="streaming"
-        ).row(0, named=True)
+        pairs = (
+            lazy.select(pl.len().alias("rows"), pl.struct(*ID_COLUMNS).n_unique().alias("unique"))
+            .collect(engine="streaming")
+            .row(0, named=True)
+        )
         extra = pairs["rows"] - pairs["unique"]
         if extra and duplicates == "error":
             raise LogSchemaError(
-                f"{where}: {extra} duplicate (user_id, item_id) rows; pass duplicates='drop' to keep the first of each."
+                f"{where}: {extra} duplicate (user_id, item_id) rows; "
+                "pass duplicates='drop' to keep the first of each."
             )
         if extra:
             logger.warning("%s: dropped %d duplicate (user_id, item_id) rows (kept the first of each)", where, extra)
@@ -468,20 +486,16 @@ def encode_interactions(
     bad_items = item_index == items.oov_index
     timestamps = _timestamps(frame) if "timestamp" in columns else None
     if bad_users.any() or bad_items.any():
-        detail = []
-        if bad_users.any():
-            detail.append(
-                f"{int(bad_users.sum())} rows with user ids not in the user vocabulary "
-                f"({np.unique(frame['user_id'].to_numpy()[bad_users]).size} users, first {frame['user_id'][int(np.argmax(bad_users))]!r})"
-            )
-        if bad_items.any():
-            detail.append(
-                f"{int(bad_items.sum())} rows with item ids not in the item vocabulary "
-                f"({np.unique(frame['item_id'].to_numpy()[bad_items]).size} items, first {frame['item_id'][int(np.argmax(bad_items))]!r})"
-            )
+        detail = [
+            _unknown_detail(frame[column], bad, kind)
+            for column, bad, kind in (("user_id", bad_users, "user"), ("item_id", bad_items, "item"))
+            if bad.any()
+        ]
         message = f"{where}: " + "; ".join(detail)
         if unknown == "error":
-            raise LogSchemaError(message + ". Pass unknown='drop' or 'keep', or build the vocabulary from the catalogue.")
+            raise LogSchemaError(
+                message + ". Pass unknown='drop' or 'keep', or build the vocabulary from the catalogue."
+            )
         if unknown == "drop":
             logger.warning("%s; dropped them", message)
             keep = ~(bad_users | bad_items)
@@ -499,6 +513,14 @@ def encode_interactions(
         timestamps=timestamps,
         unknown_users=int(bad_users.sum()) if unknown == "keep" else 0,
         unknown_items=int(bad_items.sum()) if unknown == "keep" else 0,
+    )
+
+
+def _unknown_detail(column: pl.Series, bad: np.ndarray, kind: str) -> str:
+    unknown = column.filter(pl.Series(bad))
+    return (
+        f"{int(bad.sum())} rows with {kind} ids not in the {kind} vocabulary "
+        f"({unknown.n_unique()} {kind}s, first {unknown[0]!r})"
     )
 
 
@@ -629,8 +651,9 @@ class StreamingBatches:
 
 
 def _index_batch(users: np.ndarray, items: np.ndarray, rows: np.ndarray) -> IndexBatch:
-    return IndexBatch(users=torch.from_numpy(users.copy()), items=torch.from_numpy(items.copy()),
-                      rows=torch.from_numpy(rows.copy()))
+    return IndexBatch(
+        users=torch.from_numpy(users.copy()), items=torch.from_numpy(items.copy()), rows=torch.from_numpy(rows.copy())
+    )
 
 
 class NegativeSampler:
@@ -645,7 +668,9 @@ class NegativeSampler:
             (:meth:`Interactions.pair_keys`). seed: base seed. max_tries: re-draw rounds for collisions.
     """
 
-    def __init__(self, num_items: int, *, pair_keys: np.ndarray | None = None, seed: int = 0, max_tries: int = 5) -> None:
+    def __init__(
+        self, num_items: int, *, pair_keys: np.ndarray | None = None, seed: int = 0, max_tries: int = 5
+    ) -> None:
         if num_items < 2:
             raise ValueError(f"negative sampling needs at least 2 items, got `num_items`={num_items}.")
         self.num_items = num_items

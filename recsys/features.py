@@ -75,10 +75,13 @@ class FeatureSpec:
         if self.kind == "bucketized":
             if (self.boundaries is None) == (self.num_buckets is None):
                 raise ValueError(
-                    f"feature {self.name!r}: give exactly one of `boundaries` or `num_buckets` for a bucketized feature."
+                    f"feature {self.name!r}: give exactly one of `boundaries` or `num_buckets` "
+                    "for a bucketized feature."
                 )
             if self.boundaries is not None and list(self.boundaries) != sorted(set(self.boundaries)):
-                raise ValueError(f"feature {self.name!r}: `boundaries` must be strictly ascending, got {self.boundaries}.")
+                raise ValueError(
+                    f"feature {self.name!r}: `boundaries` must be strictly ascending, got {self.boundaries}."
+                )
             if self.num_buckets is not None and self.num_buckets < 2:
                 raise ValueError(f"feature {self.name!r}: `num_buckets` must be >= 2, got {self.num_buckets}.")
         if self.min_count < 1:
@@ -128,7 +131,9 @@ def jagged_lookup(values: Tensor, offsets: Tensor, indices: Tensor) -> tuple[Ten
     if total == 0:
         return values.new_empty(0), lengths
     row_start = torch.repeat_interleave(starts, lengths)
-    within = torch.arange(total, dtype=torch.int64) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+    within = torch.arange(total, dtype=torch.int64) - torch.repeat_interleave(
+        torch.cumsum(lengths, 0) - lengths, lengths
+    )
     return values[row_start + within], lengths
 
 
@@ -190,12 +195,17 @@ class FeatureTable:
         frame = None
         if any(spec.kind != "id" for spec in specs):
             if table is None:
-                raise ValueError(f"features {[s.name for s in specs if s.kind != 'id']} need a side `table`, got None.")
+                raise ValueError(
+                    f"features {[s.name for s in specs if s.kind != 'id']} need a side `table`, got None."
+                )
             frame = _read_table(table)
             if key not in frame.columns:
                 raise ValueError(f"side table has no key column `{key}` (columns: {frame.columns}).")
             if frame[key].is_duplicated().any():
-                raise ValueError(f"side table: key column `{key}` has duplicate ids, e.g. {frame.filter(frame[key].is_duplicated())[key][0]!r}.")
+                raise ValueError(
+                    f"side table: key column `{key}` has duplicate ids, "
+                    f"e.g. {frame.filter(frame[key].is_duplicated())[key][0]!r}."
+                )
             rows = entity.encode(frame[key])
             known = rows != entity.oov_index
             if (~known).any():
@@ -211,7 +221,9 @@ class FeatureTable:
             if frame is None:  # unreachable: a non-id spec makes `table` required above
                 raise ValueError(f"feature {spec.name!r} needs a side `table`.")
             if spec.column not in frame.columns:
-                raise ValueError(f"feature {spec.name!r}: column `{spec.column}` is not in the side table {frame.columns}.")
+                raise ValueError(
+                    f"feature {spec.name!r}: column `{spec.column}` is not in the side table {frame.columns}."
+                )
             encoded.append(_encode(spec, frame[spec.column], rows, entity.num_embeddings))
         return cls(entity, encoded)
 
@@ -239,8 +251,11 @@ class FeatureTable:
             if feature.boundaries is not None:
                 arrays[f"{name}/boundaries"] = feature.boundaries
             meta["features"].append(
-                {"spec": feature.spec.to_dict(), "num_embeddings": feature.num_embeddings,
-                 "default_index": feature.default_index}
+                {
+                    "spec": feature.spec.to_dict(),
+                    "num_embeddings": feature.num_embeddings,
+                    "default_index": feature.default_index,
+                }
             )
         arrays["meta"] = np.asarray(json.dumps(meta))
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
@@ -257,15 +272,17 @@ class FeatureTable:
                 spec = FeatureSpec.from_dict(item["spec"])
                 categories = data.get(f"{spec.name}/categories")
                 boundaries = data.get(f"{spec.name}/boundaries")
-                features.append(EncodedFeature(
-                    spec=spec,
-                    values=data[f"{spec.name}/values"],
-                    offsets=data[f"{spec.name}/offsets"],
-                    num_embeddings=int(item["num_embeddings"]),
-                    default_index=int(item["default_index"]),
-                    categories=Vocabulary(spec.name, categories) if categories is not None else None,
-                    boundaries=boundaries,
-                ))
+                features.append(
+                    EncodedFeature(
+                        spec=spec,
+                        values=data[f"{spec.name}/values"],
+                        offsets=data[f"{spec.name}/offsets"],
+                        num_embeddings=int(item["num_embeddings"]),
+                        default_index=int(item["default_index"]),
+                        categories=Vocabulary(spec.name, categories) if categories is not None else None,
+                        boundaries=boundaries,
+                    )
+                )
         return cls(entity, features)
 
 
@@ -291,7 +308,9 @@ def _encode(spec: FeatureSpec, column: pl.Series, rows: np.ndarray, num_entities
             boundaries = np.asarray(spec.boundaries, dtype=np.float64)
         else:
             if not present.any():
-                raise ValueError(f"feature {spec.name!r}: column `{spec.column}` has no values to compute quantiles from.")
+                raise ValueError(
+                    f"feature {spec.name!r}: column `{spec.column}` has no values to compute quantiles from."
+                )
             quantiles = np.linspace(0.0, 1.0, spec.num_buckets + 1)[1:-1]  # type: ignore[operator]
             boundaries = np.unique(np.quantile(numbers[present], quantiles))
         missing = boundaries.size + 1
@@ -301,7 +320,9 @@ def _encode(spec: FeatureSpec, column: pl.Series, rows: np.ndarray, num_entities
         return EncodedFeature(spec, values, offsets, boundaries.size + 2, missing, boundaries=boundaries)
     if spec.kind == "categorical":
         if isinstance(column.dtype, pl.List):
-            raise TypeError(f"feature {spec.name!r}: column `{spec.column}` holds lists; use kind 'multi_categorical'.")
+            raise TypeError(
+                f"feature {spec.name!r}: column `{spec.column}` holds lists; use kind 'multi_categorical'."
+            )
         strings = column.cast(pl.String)
         categories = Vocabulary.from_values(spec.name, strings.drop_nulls(), min_count=spec.min_count)
         index = np.full(num_entities, categories.oov_index, dtype=np.int64)

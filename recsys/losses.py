@@ -15,7 +15,11 @@ removed from that row's denominator.
 
 BPR (Rendle et al., "BPR: Bayesian Personalized Ranking from Implicit Feedback", UAI 2009, arXiv:1205.2618, Eq. 4
 without the prior term, which regkit adds separately as :class:`EmbeddingL2`):
-:math:`\\mathcal{L} = -\\frac{1}{BN} \\sum_{i,n} \\log \\sigma(s \\langle u_i, v_i\\rangle - s \\langle u_i, v_{in}\\rangle)`.
+
+.. math::
+
+    \\mathcal{L} = -\\frac{1}{BN} \\sum_{i,n} \\log \\sigma\\big(s \\langle u_i, v_i\\rangle
+        - s \\langle u_i, v_{in}\\rangle\\big)
 """
 
 from __future__ import annotations
@@ -54,7 +58,9 @@ def in_batch_softmax_loss(
         log_q_weight: w, the strength of the correction (1 = Yi et al.).
     """
     if query.shape != candidates.shape or query.dim() != 2:
-        raise ValueError(f"`query` and `candidates` must both be (B, D), got {tuple(query.shape)} and {tuple(candidates.shape)}.")
+        raise ValueError(
+            f"`query` and `candidates` must both be (B, D), got {tuple(query.shape)} and {tuple(candidates.shape)}."
+        )
     logits = scale * query @ candidates.T
     if log_q is not None:
         logits = logits - log_q_weight * log_q.to(logits.dtype)[None, :]

@@ -57,10 +57,11 @@ class IndexConfig:
                 raise ValueError(f"`index.{name}` must be >= 1, got {getattr(self, name)}.")
 
 
-def build_faiss_index(vectors: np.ndarray, config: IndexConfig = IndexConfig()) -> Any:
+def build_faiss_index(vectors: np.ndarray, config: IndexConfig | None = None) -> Any:
     """An inner-product FAISS index over ``vectors`` ``(N, D)`` float32 (IVF is trained on them first)."""
     import faiss
 
+    config = config or IndexConfig()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] == 0:
         raise ValueError(f"`vectors` must be a non-empty (N, D) array, got shape {vectors.shape}.")
@@ -106,7 +107,7 @@ class Recommender:
         user_features: FeatureTable,
         item_features: FeatureTable,
         seen: Interactions,
-        index: IndexConfig = IndexConfig(),
+        index: IndexConfig | None = None,
     ) -> None:
         if (seen.num_users, seen.num_items) != (users.size, items.size):
             raise ValueError(
@@ -115,7 +116,7 @@ class Recommender:
             )
         self.model, self.users, self.items = model, users, items
         self.user_features, self.item_features = user_features, item_features
-        self.index_config = index
+        self.index_config = index or IndexConfig()
         self.seen_indptr, self.seen_items = _csr(seen)
         self.popularity = seen.item_counts()
         self._popular_order = np.lexsort((np.arange(items.size), -self.popularity))
@@ -160,7 +161,9 @@ class Recommender:
             raise ValueError(f"`k` must be >= 1, got {k}.")
         users = np.asarray(users, dtype=np.int64)
         if users.size and (users.min() < 0 or users.max() > self.users.oov_index):
-            raise ValueError(f"user indices must lie in [0, {self.users.oov_index}], got [{users.min()}, {users.max()}].")
+            raise ValueError(
+                f"user indices must lie in [0, {self.users.oov_index}], got [{users.min()}, {users.max()}]."
+            )
         out_items = np.full((users.size, k), -1, dtype=np.int64)
         out_scores = np.full((users.size, k), -np.inf, dtype=np.float32)
         cold = self.is_cold(users)
@@ -174,8 +177,16 @@ class Recommender:
             self._popular(users[row], k, exclude_seen, out_items, out_scores, row)
         return out_items, out_scores
 
-    def _search(self, users: np.ndarray, cold: np.ndarray, k: int, exclude_seen: bool, out_items: np.ndarray,
-                out_scores: np.ndarray, rows: np.ndarray) -> None:
+    def _search(
+        self,
+        users: np.ndarray,
+        cold: np.ndarray,
+        k: int,
+        exclude_seen: bool,
+        out_items: np.ndarray,
+        out_scores: np.ndarray,
+        rows: np.ndarray,
+    ) -> None:
         self.model.eval()
         with torch.no_grad():
             queries = self.model.user_embeddings(torch.from_numpy(users), cold=torch.from_numpy(cold))
@@ -192,8 +203,9 @@ class Recommender:
             out_items[row, : chosen.size] = chosen
             out_scores[row, : chosen.size] = candidate_scores[keep][:k]
 
-    def _popular(self, user: int, k: int, exclude_seen: bool, out_items: np.ndarray, out_scores: np.ndarray,
-                 row: int) -> None:
+    def _popular(
+        self, user: int, k: int, exclude_seen: bool, out_items: np.ndarray, out_scores: np.ndarray, row: int
+    ) -> None:
         order = self._popular_order
         if exclude_seen:
             order = order[~np.isin(order, self.seen_of(user))]
@@ -201,7 +213,9 @@ class Recommender:
         out_items[row, : chosen.size] = chosen
         out_scores[row, : chosen.size] = self.popularity[chosen]
 
-    def recommend(self, user_ids: Sequence[Any], k: int = 10, *, exclude_seen: bool = True) -> list[list[tuple[Any, float]]]:
+    def recommend(
+        self, user_ids: Sequence[Any], k: int = 10, *, exclude_seen: bool = True
+    ) -> list[list[tuple[Any, float]]]:
         """Top-``k`` ``(raw item id, score)`` per raw user id; unknown users are cold-start users."""
         indices = self.users.encode(np.asarray(list(user_ids)))
         items, scores = self.recommend_indices(indices, k, exclude_seen=exclude_seen)
@@ -214,13 +228,17 @@ class Recommender:
 
     # -- persistence -------------------------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
+    def save(
+        self, path: str | os.PathLike[str], *, overwrite: bool = False, extra: dict[str, Any] | None = None
+    ) -> Path:
         """Write everything needed to serve into the folder ``path`` (atomically)."""
         import faiss
 
         with atomic_dir(path, overwrite=overwrite) as tmp:
-            torch.save({"name": self.model.name, "config": self.model.get_config(), "state_dict": self.model.state_dict()},
-                       tmp / "model.pt")
+            torch.save(
+                {"name": self.model.name, "config": self.model.get_config(), "state_dict": self.model.state_dict()},
+                tmp / "model.pt",
+            )
             self.users.save(tmp / "users.parquet")
             self.items.save(tmp / "items.parquet")
             self.user_features.save(tmp / "user_features.npz")
@@ -228,8 +246,12 @@ class Recommender:
             with open(tmp / "seen.npz", "wb") as handle:
                 np.savez(handle, indptr=self.seen_indptr, items=self.seen_items, popularity=self.popularity)
             faiss.write_index(self.index, str(tmp / "index.faiss"))
-            meta = {"format_version": _FORMAT_VERSION, "model": self.model.name, "index": asdict(self.index_config),
-                    **(extra or {})}
+            meta = {
+                "format_version": _FORMAT_VERSION,
+                "model": self.model.name,
+                "index": asdict(self.index_config),
+                **(extra or {}),
+            }
             (tmp / "serving.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return Path(path)
 
@@ -255,7 +277,14 @@ class Recommender:
         with np.load(path / "seen.npz") as seen:
             indptr, seen_items, popularity = seen["indptr"], seen["items"], seen["popularity"]
         return cls._from_parts(
-            model=model, users=users, items=items, user_features=user_features, item_features=item_features,
-            index_config=IndexConfig(**meta["index"]), seen_indptr=indptr, seen_items=seen_items,
-            popularity=popularity, index=faiss.read_index(str(path / "index.faiss")),
+            model=model,
+            users=users,
+            items=items,
+            user_features=user_features,
+            item_features=item_features,
+            index_config=IndexConfig(**meta["index"]),
+            seen_indptr=indptr,
+            seen_items=seen_items,
+            popularity=popularity,
+            index=faiss.read_index(str(path / "index.faiss")),
         )

@@ -79,11 +79,13 @@ def random_holdout_split(log: pl.LazyFrame, *, test_fraction: float = 0.2, seed:
     log and seed always give the same split.
     """
     _check_fraction(test_fraction)
-    keyed = log.with_row_index("_row").with_columns(
-        pl.struct("user_id", "item_id", "_row").hash(seed).alias("_key")
-    ).with_columns(
-        pl.col("_key").rank("ordinal").over("user_id").alias("_rank"),
-        pl.len().over("user_id").alias("_count"),
+    keyed = (
+        log.with_row_index("_row")
+        .with_columns(pl.struct("user_id", "item_id", "_row").hash(seed).alias("_key"))
+        .with_columns(
+            pl.col("_key").rank("ordinal").over("user_id").alias("_rank"),
+            pl.len().over("user_id").alias("_count"),
+        )
     )
     n_test = pl.min_horizontal((pl.col("_count") * test_fraction).floor(), pl.col("_count") - 1)
     is_test = pl.col("_rank") <= n_test
@@ -130,7 +132,9 @@ def temporal_split(log: pl.LazyFrame, *, test_fraction: float | None = 0.2, cuto
         if test_fraction is None:
             raise ValueError("give `cutoff` or `test_fraction` for a temporal split, got neither.")
         _check_fraction(test_fraction)
-        cutoff = int(log.select(time.quantile(1.0 - test_fraction, interpolation="lower")).collect(engine="streaming").item())
+        cutoff = int(
+            log.select(time.quantile(1.0 - test_fraction, interpolation="lower")).collect(engine="streaming").item()
+        )
     logger.info("temporal split at timestamp %d", cutoff)
     return Split(
         train=log.filter(time <= cutoff),

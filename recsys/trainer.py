@@ -15,10 +15,10 @@ package never imports the metric code.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 from common_regs.api import TrainContext
 from common_regs.io import atomic_path
 from common_regs.training import RegHooks
-from recsys.data import InMemoryBatches, IndexBatch, NegativeSampler, StreamingBatches
+from recsys.data import IndexBatch, InMemoryBatches, NegativeSampler, StreamingBatches
 from recsys.losses import StreamingFrequencyEstimator, bpr_loss, in_batch_softmax_loss, log_q_from_counts
-from recsys.models.base import RecBatch, RecOutput, Recommender
+from recsys.models.base import RecBatch, Recommender, RecOutput
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,9 @@ class Trainer:
             if item_counts is None:
                 raise ValueError("`item_counts` is required for `train.logq`='counts' (or use 'streaming' / 'none').")
             if len(item_counts) != model.num_items:
-                raise ValueError(f"`item_counts` has {len(item_counts)} entries, the model has {model.num_items} items.")
+                raise ValueError(
+                    f"`item_counts` has {len(item_counts)} entries, the model has {model.num_items} items."
+                )
             self.log_q_table = log_q_from_counts(item_counts)
         elif config.loss == "softmax" and config.logq == "streaming":
             self.estimator = StreamingFrequencyEstimator(model.num_items + 1, alpha=config.streaming_alpha)
@@ -213,8 +215,14 @@ class Trainer:
         dense = [p for p in self.model.parameters() if p.requires_grad and id(p) not in sparse_ids]
         groups = []
         if sparse:
-            groups.append({"name": "sparse", "params": [p for p in sparse.values() if p.requires_grad],
-                           "lr": config.sparse_lr or config.lr, "weight_decay": config.sparse_weight_decay})
+            groups.append(
+                {
+                    "name": "sparse",
+                    "params": [p for p in sparse.values() if p.requires_grad],
+                    "lr": config.sparse_lr or config.lr,
+                    "weight_decay": config.sparse_weight_decay,
+                }
+            )
         if dense:
             groups.append({"name": "dense", "params": dense, "lr": config.lr, "weight_decay": config.weight_decay})
         if not groups:
@@ -250,16 +258,27 @@ class Trainer:
                 raise ValueError(f"{type(self.model).__name__} returned no negative embeddings for the BPR loss.")
             return bpr_loss(outputs.user, outputs.item, outputs.negatives, scale=outputs.scale)
         return in_batch_softmax_loss(
-            outputs.user, outputs.item, scale=outputs.scale, log_q=self._log_q(batch.items),
-            candidate_ids=batch.items, log_q_weight=self.config.logq_weight,
+            outputs.user,
+            outputs.item,
+            scale=outputs.scale,
+            log_q=self._log_q(batch.items),
+            candidate_ids=batch.items,
+            log_q_weight=self.config.logq_weight,
         )
 
     def train_step(self, index_batch: IndexBatch) -> dict[str, float]:
         """One optimizer step; returns the loss components (``loss/task``, ``loss/<hook>``, ``loss/total``)."""
         batch = self.reg_hooks.transform(self._make_batch(index_batch))
         outputs = self.model(batch)
-        ctx = TrainContext(model=self.model, batch=batch, outputs=outputs, step=self.step, epoch=self.epoch,
-                           sample_indices=batch.rows, optimizer=self.optimizer)
+        ctx = TrainContext(
+            model=self.model,
+            batch=batch,
+            outputs=outputs,
+            step=self.step,
+            epoch=self.epoch,
+            sample_indices=batch.rows,
+            optimizer=self.optimizer,
+        )
         for provider in self.reg_hooks.by_kind["target_provider"]:
             ctx.extras.setdefault("targets", provider.targets(ctx))
         task = self.task_loss(outputs, batch)
@@ -306,9 +325,15 @@ class Trainer:
                 self._save(self.checkpoint_dir / "best.pt", best_only=True)
         else:
             self._bad_evaluations += 1
-        logger.info("epoch %d: %s (best %s=%.4f at epoch %s)", self.epoch,
-                    ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), monitor,
-                    self.result.best_metrics.get(monitor, float("nan")), self.result.best_epoch)
+        shown = {k: v for k, v in metrics.items() if k == monitor or k.startswith(("R@", "nDCG@"))}
+        logger.info(
+            "epoch %d: %s (best %s=%.4f at epoch %s)",
+            self.epoch,
+            ", ".join(f"{k}={v:.4f}" for k, v in shown.items()),
+            monitor,
+            self.result.best_metrics.get(monitor, float("nan")),
+            self.result.best_epoch,
+        )
         return self.config.patience is not None and self._bad_evaluations >= self.config.patience
 
     # -- checkpoints -----------------------------------------------------------------------------------------
@@ -364,7 +389,9 @@ class Trainer:
         self._bad_evaluations = state["bad_evaluations"]
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
-        logger.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch)
+        logger.info(
+            "resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch
+        )
 
     # -- the loop --------------------------------------------------------------------------------------------
 
@@ -389,8 +416,15 @@ class Trainer:
         sums: dict[str, float] = {}
         steps_here = 0
         started = time.perf_counter()
-        bar = tqdm(total=len(self.batches), initial=self.batch_in_epoch, desc=f"epoch {self.epoch}",
-                   disable=not self._show_progress(), leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(self.batches),
+            initial=self.batch_in_epoch,
+            desc=f"epoch {self.epoch}",
+            disable=not self._show_progress(),
+            leave=False,
+            dynamic_ncols=True,
+            mininterval=0.5 if sys.stderr.isatty() else 30.0,
+        )
         capped = False
         for index_batch in self.batches.batches(self.epoch, start=self.batch_in_epoch):
             components = self.train_step(index_batch)
@@ -401,7 +435,8 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + value
             elapsed = time.perf_counter() - started
             bar.update(1)
-            bar.set_postfix(loss=f"{components['loss/total']:.4f}", ex_s=f"{self.result.examples / max(self.result.train_seconds + elapsed, 1e-9):.0f}")
+            throughput = self.result.examples / max(self.result.train_seconds + elapsed, 1e-9)
+            bar.set_postfix(loss=f"{components['loss/total']:.4f}", ex_s=f"{throughput:.0f}", refresh=False)
             if config.max_steps is not None and self.step >= config.max_steps:
                 capped = True
                 break
@@ -413,7 +448,9 @@ class Trainer:
         self.result.train_seconds += time.perf_counter() - started
         entry: dict[str, Any] = {"epoch": self.epoch, "step": self.step, "seconds": self.result.train_seconds}
         entry.update({key: value / max(steps_here, 1) for key, value in sums.items()})
-        logger.info("epoch %d: %s", self.epoch, ", ".join(f"{k}={v:.4f}" for k, v in entry.items() if k.startswith("loss/")))
+        logger.info(
+            "epoch %d: %s", self.epoch, ", ".join(f"{k}={v:.4f}" for k, v in entry.items() if k.startswith("loss/"))
+        )
         finished_epoch = not capped or self.batch_in_epoch >= len(self.batches)
         last = capped or self.epoch + 1 >= config.epochs
         stop = capped

@@ -103,11 +103,16 @@ def evaluate_recommendations(
     if unknown_items.any():
         logger.warning(
             "%d test interactions (%d distinct items) have item ids outside the catalogue; they stay in the qrels "
-            "and count as misses", int(unknown_items.sum()), frame.filter(pl.Series(unknown_items))["item_id"].n_unique()
+            "and count as misses",
+            int(unknown_items.sum()),
+            frame.filter(pl.Series(unknown_items))["item_id"].n_unique(),
         )
     if cold.any():
-        logger.info("%d test users have no training data (cold start; served by %s)", int(cold.sum()),
-                    "user features" if service.model.has_user_features else "popularity")
+        logger.info(
+            "%d test users have no training data (cold start; served by %s)",
+            int(cold.sum()),
+            "user features" if service.model.has_user_features else "popularity",
+        )
     k_max = max(ks)
     items, _ = service.recommend_indices(user_index, k_max, exclude_seen=exclude_seen)
     lists = [service.items.decode(row[row >= 0]).tolist() for row in items]
@@ -129,13 +134,17 @@ def evaluate_recommendations(
         sliced = {user: rels for user, rels in sliced.items() if rels}
         metrics[f"{name}/users"] = len(sliced)
         if sliced:
-            metrics.update({f"{name}/{key}": value for key, value in evaluate(sliced, run, measures).aggregate.items()})
-    metrics.update({
-        "users": len(qrels),
-        "cold_users": int(cold.sum()),
-        "unknown_test_items": int(unknown_items.sum()),
-        "seconds": time.perf_counter() - started,
-    })
+            metrics.update(
+                {f"{name}/{key}": value for key, value in evaluate(sliced, run, measures).aggregate.items()}
+            )
+    metrics.update(
+        {
+            "users": len(qrels),
+            "cold_users": int(cold.sum()),
+            "unknown_test_items": int(unknown_items.sum()),
+            "seconds": time.perf_counter() - started,
+        }
+    )
     if per_user:
         metrics["per_user"] = overall.per_query
     return metrics

@@ -7,13 +7,22 @@ from typing import Any
 
 from recsys.data import Interactions
 from recsys.features import FeatureTable
-from recsys.models.base import RecBatch, RecOutput, Recommender, Similarity
+from recsys.models.base import RecBatch, Recommender, RecOutput, Similarity
 from recsys.models.lightgcn import LightGCN
 from recsys.models.mf import MatrixFactorization
 from recsys.models.two_tower import TwoTower
 
-__all__ = ["LightGCN", "MatrixFactorization", "RecBatch", "RecOutput", "Recommender", "Similarity", "TwoTower",
-           "build_model", "model_names"]
+__all__ = [
+    "LightGCN",
+    "MatrixFactorization",
+    "RecBatch",
+    "RecOutput",
+    "Recommender",
+    "Similarity",
+    "TwoTower",
+    "build_model",
+    "model_names",
+]
 
 
 def model_names() -> list[str]:

@@ -15,14 +15,16 @@ import torch
 from torch import Tensor, nn
 
 from recsys.data import Interactions
-from recsys.models.base import RecBatch, RecOutput, Recommender, Similarity
+from recsys.models.base import RecBatch, Recommender, RecOutput, Similarity
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["LightGCN", "normalized_adjacency"]
 
 
-def normalized_adjacency(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int) -> tuple[Tensor, Tensor]:
+def normalized_adjacency(
+    users: np.ndarray, items: np.ndarray, num_users: int, num_items: int
+) -> tuple[Tensor, Tensor]:
     """Indices ``(2, nnz)`` and values of Â = D^{-1/2} A D^{-1/2} over nodes ``[users; items]``.
 
     A has a 1 for every distinct (user, item) training pair in both off-diagonal blocks; D is its degree

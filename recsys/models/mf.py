@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from recsys.models.base import RecBatch, RecOutput, Recommender, Similarity
+from recsys.models.base import RecBatch, Recommender, RecOutput, Similarity
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from recsys.features import FeatureTable
-from recsys.models.base import RecBatch, RecOutput, Recommender, Similarity
+from recsys.models.base import RecBatch, Recommender, RecOutput, Similarity
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +98,13 @@ class Tower(nn.Module):
             from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
 
             configs = [
-                EmbeddingBagConfig(name=name, embedding_dim=embedding_dim, num_embeddings=rows, feature_names=[key],
-                                   pooling=PoolingType.MEAN)
+                EmbeddingBagConfig(
+                    name=name,
+                    embedding_dim=embedding_dim,
+                    num_embeddings=rows,
+                    feature_names=[key],
+                    pooling=PoolingType.MEAN,
+                )
                 for key, (name, rows) in names.items()
             ]
             self.embeddings: nn.Module = EmbeddingBagCollection(tables=configs, device=torch.device("cpu"))

@@ -25,10 +25,16 @@ def test_train_recommend_eval(tmp_path, capsys):
         "seed": 1,
         "num_threads": 1,
         "data": {
-            "dir": str(planted.folder), "split": "given", "train": "train.parquet", "test": "test.parquet",
+            "dir": str(planted.folder),
+            "split": "given",
+            "train": "train.parquet",
+            "test": "test.parquet",
             "items": "items.parquet",
-            "item_features": [{"name": "item_id", "kind": "id"}, {"name": "genres", "kind": "multi_categorical", "column": "genres"},
-                              {"name": "year", "kind": "bucketized", "column": "year", "num_buckets": 4}],
+            "item_features": [
+                {"name": "item_id", "kind": "id"},
+                {"name": "genres", "kind": "multi_categorical", "column": "genres"},
+                {"name": "year", "kind": "bucketized", "column": "year", "num_buckets": 4},
+            ],
             "validation": {"method": "random_holdout", "fraction": 0.2, "seed": 0},
         },
         "model": {"name": "two_tower", "embedding_dim": 16, "tower_layers": [32, 16], "temperature": 0.2},
@@ -56,8 +62,21 @@ def test_train_recommend_eval(tmp_path, capsys):
     assert not seen & set(lines[0]["items"])
 
     out = tmp_path / "eval.json"
-    assert main(["recsys", "eval", "--model", str(run / "model"), "--test", str(planted.folder / "test.parquet"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "recsys",
+                "eval",
+                "--model",
+                str(run / "model"),
+                "--test",
+                str(planted.folder / "test.parquet"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(out.read_text())
     assert metrics["R@10"] == pytest.approx(report["test"]["R@10"])  # the saved model serves what was measured
     assert metrics["users"] == planted.test["user_id"].n_unique()

@@ -27,7 +27,10 @@ def service() -> Recommender:
     with torch.no_grad():
         model.user_table.weight.copy_(torch.tensor([[1.0, 0.0]] * 4))
         model.item_table.weight.copy_(torch.tensor([[6.0, 0], [5, 0], [4, 0], [3, 0], [2, 0], [1, 0], [0, 0]]))
-    tables = FeatureTable.build(users, [FeatureSpec("user_id", "id")]), FeatureTable.build(items, [FeatureSpec("item_id", "id")])
+    tables = (
+        FeatureTable.build(users, [FeatureSpec("user_id", "id")]),
+        FeatureTable.build(items, [FeatureSpec("item_id", "id")]),
+    )
     return Recommender(model, users, items, *tables, train)
 
 

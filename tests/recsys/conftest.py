@@ -19,5 +19,3 @@ def _one_thread() -> None:
 @pytest.fixture(scope="session")
 def planted(tmp_path_factory: pytest.TempPathFactory) -> PlantedLog:
     return make_planted_log(tmp_path_factory.mktemp("planted"))
-
-

@@ -25,8 +25,16 @@ class PlantedLog:
     folder: Path
 
 
-def make_planted_log(folder: Path, *, users: int = 120, items: int = 60, clusters: int = 4, per_user: int = 14,
-                     test_per_user: int = 3, seed: int = 0) -> PlantedLog:
+def make_planted_log(
+    folder: Path,
+    *,
+    users: int = 120,
+    items: int = 60,
+    clusters: int = 4,
+    per_user: int = 14,
+    test_per_user: int = 3,
+    seed: int = 0,
+) -> PlantedLog:
     rng = np.random.default_rng(seed)
     user_cluster = rng.integers(0, clusters, size=users)
     item_cluster = np.arange(items) % clusters
@@ -35,12 +43,31 @@ def make_planted_log(folder: Path, *, users: int = 120, items: int = 60, cluster
         own = np.flatnonzero(item_cluster == user_cluster[user])
         other = np.flatnonzero(item_cluster != user_cluster[user])
         n_own = int(round(per_user * 0.9))
-        chosen = np.concatenate([rng.choice(own, n_own, replace=False), rng.choice(other, per_user - n_own, replace=False)])
+        chosen = np.concatenate(
+            [rng.choice(own, n_own, replace=False), rng.choice(other, per_user - n_own, replace=False)]
+        )
         times = rng.permutation(per_user) + 1_000_000 + user
         for item, ts in zip(chosen, times, strict=True):
-            rows.append((user + 1, int(item) + 101, int(ts), float(rng.integers(1, 6)), item_cluster[item] == user_cluster[user]))
-    log = pl.DataFrame(rows, schema={"user_id": pl.Int64, "item_id": pl.Int64, "timestamp": pl.Int64, "rating": pl.Float64,
-                                     "own": pl.Boolean}, orient="row")
+            rows.append(
+                (
+                    user + 1,
+                    int(item) + 101,
+                    int(ts),
+                    float(rng.integers(1, 6)),
+                    item_cluster[item] == user_cluster[user],
+                )
+            )
+    log = pl.DataFrame(
+        rows,
+        schema={
+            "user_id": pl.Int64,
+            "item_id": pl.Int64,
+            "timestamp": pl.Int64,
+            "rating": pl.Float64,
+            "own": pl.Boolean,
+        },
+        orient="row",
+    )
     # hold out test_per_user own-cluster interactions per user
     log = log.with_columns(pl.int_range(pl.len()).over("user_id").alias("_n"))
     test_mask = pl.col("own") & (pl.col("_n") < test_per_user)
@@ -52,7 +79,13 @@ def make_planted_log(folder: Path, *, users: int = 120, items: int = 60, cluster
         names = [genres[item_cluster[item]]]
         if rng.random() < 0.3:
             names.append(genres[4 + int(rng.integers(0, 2))])
-        item_rows.append({"item_id": item + 101, "genres": names, "year": 1950 + 10 * int(item_cluster[item]) + int(rng.integers(0, 5))})
+        item_rows.append(
+            {
+                "item_id": item + 101,
+                "genres": names,
+                "year": 1950 + 10 * int(item_cluster[item]) + int(rng.integers(0, 5)),
+            }
+        )
     items_frame = pl.DataFrame(item_rows, schema={"item_id": pl.Int64, "genres": pl.List(pl.String), "year": pl.Int32})
     users_frame = pl.DataFrame({"user_id": np.arange(1, users + 1), "segment": [f"s{c}" for c in user_cluster]})
     folder.mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,9 @@ def test_clean_log_drops_duplicates_and_thresholds(caplog):
 def test_encode_interactions_unknown_policies():
     users, items = Vocabulary.from_values("user_id", [1, 2]), Vocabulary.from_values("item_id", [5, 6])
     log = _log(user_id=[1, 2, 3], item_id=[5, 7, 6])
-    with pytest.raises(LogSchemaError, match=r"test: 1 rows with user ids not in the user vocabulary .*first 3.*1 rows with item ids"):
+    with pytest.raises(
+        LogSchemaError, match=r"test: 1 rows with user ids not in the user vocabulary .*first 3.*1 rows with item ids"
+    ):
         encode_interactions(log, users, items, where="test")
     dropped = encode_interactions(log, users, items, unknown="drop")
     assert dropped.users.tolist() == [0] and dropped.items.tolist() == [0]
@@ -105,7 +107,9 @@ def test_in_memory_batches_are_a_seeded_permutation_and_resumable(planted):
 
 def test_streaming_batches_cover_the_file_once(planted):
     users, items, train = _encoded(planted)
-    stream = StreamingBatches(planted.folder / "train.parquet", users, items, 64, seed=1, buffer_rows=300, read_rows=128)
+    stream = StreamingBatches(
+        planted.folder / "train.parquet", users, items, 64, seed=1, buffer_rows=300, read_rows=128
+    )
     epoch = list(stream.batches(0))
     rows = torch.cat([b.rows for b in epoch])
     assert sorted(rows.tolist()) == list(range(len(train)))
@@ -126,7 +130,9 @@ def test_negative_sampler_avoids_training_items_and_is_seeded(planted):
     assert torch.equal(negatives, sampler.sample(users, 4, step=7))
     assert not torch.equal(negatives, sampler.sample(users, 4, step=8))
     positives = set(train.pair_keys().tolist())
-    hits = sum(int(u) * train.num_items + int(j) in positives for u, row in zip(users, negatives, strict=True) for j in row)
+    hits = sum(
+        int(u) * train.num_items + int(j) in positives for u, row in zip(users, negatives, strict=True) for j in row
+    )
     assert hits == 0
 
 

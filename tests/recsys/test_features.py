@@ -44,15 +44,20 @@ def test_lookup_matches_hand_encoding():
 
 
 def test_quantile_buckets_and_validation():
-    table = FeatureTable.build(Vocabulary.from_values("item_id", [10, 20, 30]),
-                               [FeatureSpec("year", "bucketized", column="year", num_buckets=2)], ITEMS)
+    table = FeatureTable.build(
+        Vocabulary.from_values("item_id", [10, 20, 30]),
+        [FeatureSpec("year", "bucketized", column="year", num_buckets=2)],
+        ITEMS,
+    )
     boundaries = table.features["year"].boundaries
     assert boundaries.tolist() == [1997.5]
     assert table.lookup(torch.tensor([0, 1, 2]))["year"][0].tolist() == [0, 2, 1]
     with pytest.raises(ValueError, match="exactly one of `boundaries` or `num_buckets`"):
         FeatureSpec("year", "bucketized", column="year")
     with pytest.raises(TypeError, match="must be a list column"):
-        FeatureTable.build(Vocabulary.from_values("item_id", [10]), [FeatureSpec("s", "multi_categorical", column="studio")], ITEMS)
+        FeatureTable.build(
+            Vocabulary.from_values("item_id", [10]), [FeatureSpec("s", "multi_categorical", column="studio")], ITEMS
+        )
     with pytest.raises(ValueError, match=r"`indices` must lie in \[0, 4\]"):
         _table().lookup(torch.tensor([5]))
 
@@ -62,7 +67,7 @@ def test_jagged_lookup_against_python_slices():
     offsets = torch.tensor([0, 3, 3, 7, 10])
     indices = torch.tensor([3, 0, 1, 2, 0])
     got_values, got_lengths = jagged_lookup(values, offsets, indices)
-    expected = [values[offsets[i]:offsets[i + 1]].tolist() for i in indices.tolist()]
+    expected = [values[offsets[i] : offsets[i + 1]].tolist() for i in indices.tolist()]
     assert got_values.tolist() == [v for part in expected for v in part]
     assert got_lengths.tolist() == [len(part) for part in expected]
 

@@ -39,8 +39,11 @@ def test_lightgcn_propagation_matches_dense_power_series():
     expected = (e0 + graph @ e0 + graph @ graph @ e0) / 3
     users, items = model.propagate()
     torch.testing.assert_close(torch.cat([users, items]), expected)
-    out = model(RecBatch(users=torch.tensor([2]), items=torch.tensor([3]), rows=torch.tensor([0]),
-                         negatives=torch.tensor([[4]])))
+    out = model(
+        RecBatch(
+            users=torch.tensor([2]), items=torch.tensor([3]), rows=torch.tensor([0]), negatives=torch.tensor([[4]])
+        )
+    )
     torch.testing.assert_close(out.user[0], expected[2])
     torch.testing.assert_close(out.negatives[0, 0], expected[4 + 4])
     assert len(out.regularized) == 3  # layer-0 rows for the L2 term
@@ -65,22 +68,35 @@ def test_mf_scores_and_cold_users():
 def _tables(planted):
     users = Vocabulary.from_values("user_id", planted.users["user_id"])
     items = Vocabulary.from_values("item_id", planted.items["item_id"])
-    user_table = FeatureTable.build(users, [FeatureSpec("user_id", "id"), FeatureSpec("segment", "categorical", column="segment")],
-                                    planted.users)
-    item_table = FeatureTable.build(items, [FeatureSpec("item_id", "id"),
-                                            FeatureSpec("genres", "multi_categorical", column="genres"),
-                                            FeatureSpec("year", "bucketized", column="year", num_buckets=4)], planted.items)
+    user_table = FeatureTable.build(
+        users, [FeatureSpec("user_id", "id"), FeatureSpec("segment", "categorical", column="segment")], planted.users
+    )
+    item_table = FeatureTable.build(
+        items,
+        [
+            FeatureSpec("item_id", "id"),
+            FeatureSpec("genres", "multi_categorical", column="genres"),
+            FeatureSpec("year", "bucketized", column="year", num_buckets=4),
+        ],
+        planted.items,
+    )
     return user_table, item_table, encode_interactions(planted.train, users, items)
 
 
 def test_two_tower_torchrec_equals_plain_embedding_bag(planted):
     user_table, item_table, train = _tables(planted)
     torch.manual_seed(0)
-    torchrec_model = TwoTower(user_table, item_table, embedding_dim=8, tower_layers=(16, 8), embedding_backend="torchrec")
+    torchrec_model = TwoTower(
+        user_table, item_table, embedding_dim=8, tower_layers=(16, 8), embedding_backend="torchrec"
+    )
     plain = TwoTower(user_table, item_table, embedding_dim=8, tower_layers=(16, 8), embedding_backend="torch")
     plain.load_state_dict(torchrec_model.state_dict())  # identical parameter names
-    batch = RecBatch(users=torch.from_numpy(train.users[:32]), items=torch.from_numpy(train.items[:32]),
-                     rows=torch.arange(32), negatives=torch.from_numpy(train.items[32:96]).reshape(32, 2))
+    batch = RecBatch(
+        users=torch.from_numpy(train.users[:32]),
+        items=torch.from_numpy(train.items[:32]),
+        rows=torch.arange(32),
+        negatives=torch.from_numpy(train.items[32:96]).reshape(32, 2),
+    )
     a, b = torchrec_model(torchrec_model.featurize(batch)), plain(plain.featurize(batch))
     torch.testing.assert_close(a.user, b.user)
     torch.testing.assert_close(a.item, b.item)
@@ -95,9 +111,16 @@ def test_two_tower_torchrec_equals_plain_embedding_bag(planted):
     torch.testing.assert_close(pooled, table[genres].mean(0))
     # the embedding tables form the sparse optimizer group
     names = {name for name, _ in torchrec_model.sparse_parameters()}
-    assert names == {f"{tower}_tower.embeddings.embedding_bags.{table}.weight" for tower, table in
-                     [("user", "user__user_id"), ("user", "user__segment"), ("item", "item__item_id"),
-                      ("item", "item__genres"), ("item", "item__year")]}
+    assert names == {
+        f"{tower}_tower.embeddings.embedding_bags.{table}.weight"
+        for tower, table in [
+            ("user", "user__user_id"),
+            ("user", "user__segment"),
+            ("item", "item__item_id"),
+            ("item", "item__genres"),
+            ("item", "item__year"),
+        ]
+    }
 
 
 def test_two_tower_cold_user_drops_the_id_bag(planted):

@@ -12,7 +12,7 @@ from recsys.models import build_model
 from recsys.serving import IndexConfig, Recommender
 
 
-def _service(planted, name="mf", index=IndexConfig(), options=None):
+def _service(planted, name="mf", index=None, options=None):
     users = Vocabulary.from_values("user_id", np.arange(1, planted.users.height + 3))  # 2 users without history
     items = Vocabulary.from_values("item_id", planted.items["item_id"])
     user_table = FeatureTable.build(users, [FeatureSpec("user_id", "id")])
@@ -42,7 +42,9 @@ def test_flat_index_equals_brute_force_excluding_seen(planted, name):
     for user, row in zip(users, items, strict=True):
         assert not set(row.tolist()) & set(service.seen_of(int(user)).tolist())
     with_seen, _ = service.recommend_indices(users[:5], 10, exclude_seen=False)
-    assert any(set(row.tolist()) & set(service.seen_of(int(u)).tolist()) for u, row in zip(users[:5], with_seen, strict=True))
+    assert any(
+        set(row.tolist()) & set(service.seen_of(int(u)).tolist()) for u, row in zip(users[:5], with_seen, strict=True)
+    )
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
@@ -65,7 +67,11 @@ def test_cold_users_get_popularity(planted):
     expected = service.items.decode(top).tolist()
     assert [item for item, _ in lists[0]] == expected and [item for item, _ in lists[1]] == expected
     assert [score for _, score in lists[0]] == counts[top].astype(float).tolist()
-    assert service.is_cold(np.array([0, service.users.size - 1, service.users.oov_index])).tolist() == [False, True, True]
+    assert service.is_cold(np.array([0, service.users.size - 1, service.users.oov_index])).tolist() == [
+        False,
+        True,
+        True,
+    ]
 
 
 def test_save_load_round_trip(planted, tmp_path):

@@ -7,14 +7,14 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
+from planted_log import recall_at_k
 
 from common_regs.api import TrainContext
-from recsys.data import InMemoryBatches, NegativeSampler, Vocabulary, encode_interactions
+from recsys.data import InMemoryBatches, NegativeSampler, StreamingBatches, Vocabulary, encode_interactions
 from recsys.features import FeatureSpec, FeatureTable
 from recsys.losses import EmbeddingL2
 from recsys.models import build_model
 from recsys.trainer import TrainConfig, Trainer
-from planted_log import recall_at_k
 
 
 def _setup(planted, *, item_features: bool = False):
@@ -22,8 +22,10 @@ def _setup(planted, *, item_features: bool = False):
     items = Vocabulary.from_values("item_id", planted.items["item_id"])
     specs = [FeatureSpec("item_id", "id")]
     if item_features:
-        specs += [FeatureSpec("genres", "multi_categorical", column="genres"),
-                  FeatureSpec("year", "bucketized", column="year", num_buckets=4)]
+        specs += [
+            FeatureSpec("genres", "multi_categorical", column="genres"),
+            FeatureSpec("year", "bucketized", column="year", num_buckets=4),
+        ]
     user_table = FeatureTable.build(users, [FeatureSpec("user_id", "id")])
     item_table = FeatureTable.build(items, specs, planted.items)
     train = encode_interactions(planted.train, users, items)
@@ -47,7 +49,12 @@ MODELS = [
     ("mf", {"embedding_dim": 16}, {"loss": "bpr", "lr": 0.05}, False),
     ("mf", {"embedding_dim": 16, "normalize": True, "temperature": 0.2}, {"loss": "softmax", "lr": 0.05}, False),
     ("lightgcn", {"embedding_dim": 16, "num_layers": 2}, {"loss": "bpr", "lr": 0.05}, False),
-    ("two_tower", {"embedding_dim": 16, "tower_layers": [32, 16], "temperature": 0.2}, {"loss": "softmax", "lr": 0.01}, True),
+    (
+        "two_tower",
+        {"embedding_dim": 16, "tower_layers": [32, 16], "temperature": 0.2},
+        {"loss": "softmax", "lr": 0.01},
+        True,
+    ),
 ]
 
 
@@ -59,8 +66,14 @@ def test_models_learn_planted_structure(planted, name, options, train_options, f
     model = build_model(name, options, users=user_table, items=item_table, interactions=train)
     untrained = _recall10(model, train, test)
     config = TrainConfig(epochs=100, max_steps=300, batch_size=64, show_progress=False, **train_options)
-    trainer = Trainer(model, InMemoryBatches(train, 64, seed=0), config, item_counts=train.item_counts(),
-                      negative_sampler=NegativeSampler.from_interactions(train), hooks=[EmbeddingL2(1e-4)])
+    trainer = Trainer(
+        model,
+        InMemoryBatches(train, 64, seed=0),
+        config,
+        item_counts=train.item_counts(),
+        negative_sampler=NegativeSampler.from_interactions(train),
+        hooks=[EmbeddingL2(1e-4)],
+    )
     result = trainer.fit()
     assert result.steps == 300 and result.examples_per_second > 0
     seen = np.bincount(train.users, minlength=train.num_users).mean()
@@ -87,12 +100,15 @@ class _Crash:
 def _resume_trainer(planted, tmp_path, crash_at, seed_for_init):
     user_table, item_table, train, _ = _setup(planted, item_features=True)
     torch.manual_seed(seed_for_init)
-    model = build_model("two_tower", {"embedding_dim": 8, "tower_layers": [16, 8], "dropout": 0.2},
-                        users=user_table, items=item_table)
-    config = TrainConfig(epochs=3, max_steps=40, batch_size=64, logq="streaming", checkpoint_every=5,
-                         show_progress=False, seed=3)
-    return Trainer(model, InMemoryBatches(train, 64, seed=3), config, hooks=[_Crash(crash_at)],
-                   checkpoint_dir=tmp_path)
+    model = build_model(
+        "two_tower", {"embedding_dim": 8, "tower_layers": [16, 8], "dropout": 0.2}, users=user_table, items=item_table
+    )
+    config = TrainConfig(
+        epochs=3, max_steps=40, batch_size=64, logq="streaming", checkpoint_every=5, show_progress=False, seed=3
+    )
+    return Trainer(
+        model, InMemoryBatches(train, 64, seed=3), config, hooks=[_Crash(crash_at)], checkpoint_dir=tmp_path
+    )
 
 
 @pytest.mark.torchrec
@@ -143,11 +159,18 @@ def test_loss_terms_grad_and_mask_hooks_plug_in(planted):
             ctx.model.item_table.weight.grad.clamp_(-1e-3, 1e-3)
 
     l2, zero, clip = EmbeddingL2(0.5), ZeroRows(), ClipGrad()
-    trainer = Trainer(model, InMemoryBatches(train, 64), TrainConfig(epochs=1, max_steps=3, loss="bpr", show_progress=False),
-                      hooks=[l2, zero, clip], negative_sampler=NegativeSampler.from_interactions(train))
+    trainer = Trainer(
+        model,
+        InMemoryBatches(train, 64),
+        TrainConfig(epochs=1, max_steps=3, loss="bpr", show_progress=False),
+        hooks=[l2, zero, clip],
+        negative_sampler=NegativeSampler.from_interactions(train),
+    )
     batch = next(iter(trainer.batches.batches(0)))
     components = trainer.train_step(batch)
-    assert components["loss/total"] == pytest.approx(components["loss/task"] + 0.5 * components["loss/embedding_l2"], rel=1e-5)
+    assert components["loss/total"] == pytest.approx(
+        components["loss/task"] + 0.5 * components["loss/embedding_l2"], rel=1e-5
+    )
     assert zero.calls == 1 and torch.count_nonzero(model.item_table.weight[:5]) == 0
     assert clip.seen > 0
     groups = {group["name"]: group for group in trainer.optimizer.param_groups}
@@ -165,11 +188,31 @@ def test_early_stopping_restores_the_best_weights(planted):
         return {"R@20": 1.0 / len(snapshots)}  # best at the first evaluation, worse afterwards
 
     config = TrainConfig(epochs=50, batch_size=128, loss="bpr", lr=0.05, patience=2, show_progress=False)
-    result = Trainer(model, InMemoryBatches(train, 128), config, evaluate=evaluate,
-                     negative_sampler=NegativeSampler.from_interactions(train)).fit()
+    result = Trainer(
+        model,
+        InMemoryBatches(train, 128),
+        config,
+        evaluate=evaluate,
+        negative_sampler=NegativeSampler.from_interactions(train),
+    ).fit()
     assert result.stopped_early and result.epochs == 3 and result.best_epoch == 0
     assert torch.equal(model.item_table.weight, snapshots[0])
     with pytest.raises(ValueError, match="`train.patience` must be >= 1 or null, got 0"):
         TrainConfig(patience=0)
     with pytest.raises(ValueError, match="`item_counts` is required"):
         Trainer(model, InMemoryBatches(train, 128), TrainConfig(show_progress=False))
+
+
+def test_streaming_batches_train_like_in_memory(planted):
+    user_table, item_table, train, test = _setup(planted)
+    stream = StreamingBatches(
+        planted.folder / "train.parquet", user_table.entity, item_table.entity, 64, seed=0, buffer_rows=500
+    )
+    torch.manual_seed(0)
+    model = build_model("mf", {"embedding_dim": 16}, users=user_table, items=item_table)
+    config = TrainConfig(epochs=100, max_steps=300, batch_size=64, loss="bpr", lr=0.05, show_progress=False)
+    result = Trainer(model, stream, config, negative_sampler=NegativeSampler.from_interactions(train)).fit()
+    per_epoch = len(stream)  # 21 batches: 20 full + one of 40 rows
+    assert result.steps == 300 and result.epochs == 300 // per_epoch
+    assert result.examples == result.epochs * len(train) + (300 - result.epochs * per_epoch) * 64
+    assert _recall10(model, train, test) > 0.6
