@@ -54,6 +54,8 @@ class BeirEvalConfig:
         batch_size: dense encoding batch size.
         idf: ``sparse`` query weights: ``model`` (the IDF stored in the model) or ``corpus`` (BM25 IDF recomputed
             over this dataset's corpus, e.g. zero-shot on a new collection). Default "model".
+        ignore_identical_ids: drop hits whose id equals the query id. Default True (source: BEIR); set False for
+            collections whose query and document ids merely share a numbering (Cranfield, CISI).
     """
 
     data: str
@@ -68,6 +70,7 @@ class BeirEvalConfig:
     model: str | None = None
     batch_size: int = 64
     idf: Literal["model", "corpus"] = "model"
+    ignore_identical_ids: bool = True
 
     def __post_init__(self) -> None:
         if self.retriever not in RETRIEVERS:
@@ -143,7 +146,7 @@ def run_beir_eval(config: BeirEvalConfig) -> BeirEvalResult:
     logger.info("BEIR %s (%s split): %s", dataset.name, config.split, dataset.summary())
     runner = {"bm25": _bm25_run, "dense": _dense_run, "sparse": _sparse_run}[config.retriever]
     run, timings = runner(config, dataset, out_dir)
-    evaluation = evaluate(dataset.qrels, run, config.measures)
+    evaluation = evaluate(dataset.qrels, run, config.measures, ignore_identical_ids=config.ignore_identical_ids)
     run_path = write_trec_run(run, out_dir / "run.trec", tag=f"regkit-{config.retriever}")
     resolved = asdict(config)
     payload = {

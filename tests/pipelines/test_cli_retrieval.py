@@ -86,3 +86,13 @@ def test_errors_are_one_line_exit_2(tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("regkit: error:") and message in err and "\n" not in err, err
+
+
+def test_identical_ids_rule_can_be_switched_off(tmp_path):
+    data = _tiny_beir(tmp_path / "tiny")
+    (data / "queries.jsonl").write_text(json.dumps({"_id": "cats", "text": "cats purr"}) + "\n")
+    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\ncats\tcats\t1\n")
+    for flag, expected in (("--ignore-identical-ids", 0.0), ("--keep-identical-ids", 1.0)):
+        out = tmp_path / flag
+        assert main(["beir", "eval", "--data", str(data), "--out", str(out), "--k", "3", flag]) == 0
+        assert json.loads((out / "metrics.json").read_text())["aggregate"]["RR@10"] == expected
