@@ -11,11 +11,14 @@ weights that round to 0 are dropped). regkit quantizes itself, so Anserini never
 would cast 2.7 to 2), and reports the de-quantized score :math:`s_{int}/(s_q s_d)`, which approximates the float
 dot product :math:`\\sum_t w_{q,t} w_{d,t}` to within the rounding error.
 
-Default scales 100/100: the SPLADE reference export to Anserini (naver/splade ``create_anserini``,
-``quantization_factor_document=100``, ``quantization_factor_query=100``). Tokens are indexed verbatim
-(``JsonVectorCollection -impact -pretokenized``: whitespace tokenizer, no lowercasing, no stemming), so they must be
-non-empty and contain no whitespace. Search goes through Pyserini's ``LuceneImpactSearcher`` with ``min_idf=-1``:
-its default ``min_idf=0`` silently drops query tokens that occur in every document (idf = ln(N/df) = 0).
+Impact scoring as a dot product of learned term weights follows Lin & Ma, "A Few Brief Notes on DeepImpact, COIL,
+and a Conceptual Framework for Information Retrieval Techniques", arXiv:2106.14807 (2021). Default scales 100/100:
+the SPLADE reference export to Anserini (Formal et al., "SPLADE v2", arXiv:2109.10086; naver/splade
+``create_anserini``, ``quantization_factor_document=100``, ``quantization_factor_query=100``). Tokens are indexed
+verbatim (``JsonVectorCollection -impact -pretokenized``: whitespace tokenizer, no lowercasing, no stemming), so
+they must be non-empty and contain no whitespace. Search goes through Pyserini's ``LuceneImpactSearcher`` with
+``min_idf=-1``: its default ``min_idf=0`` silently drops query tokens that occur in every document
+(idf = ln(N/df) = 0).
 """
 
 from __future__ import annotations
