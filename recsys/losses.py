@@ -153,7 +153,7 @@ class EmbeddingL2:
         weight: λ. Default 1e-4 (LightGCN paper §4.1.2).
     """
 
-    kind: ClassVar[str] = "loss"
+    hook_kind: ClassVar[str] = "loss"  # how common_regs.training.RegHooks dispatches
     registry_name: ClassVar[str] = "embedding_l2"
 
     def __init__(self, weight: float = 1e-4) -> None:

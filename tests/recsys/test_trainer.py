@@ -86,7 +86,7 @@ def test_models_learn_planted_structure(planted, name, options, train_options, f
 class _Crash:
     """A loss term that raises at one step (simulated crash) and adds nothing otherwise."""
 
-    kind: ClassVar[str] = "loss"
+    hook_kind: ClassVar[str] = "loss"
 
     def __init__(self, at_step: int | None) -> None:
         self.at_step = at_step
@@ -137,7 +137,7 @@ def test_loss_terms_grad_and_mask_hooks_plug_in(planted):
     class ZeroRows:
         """Mask scheduler keeping item rows 0-4 at zero after every optimizer step."""
 
-        kind = "mask_scheduler"
+        hook_kind = "mask_scheduler"
 
         def prepare(self, model, optimizer=None):
             self.calls = 0
@@ -152,7 +152,7 @@ def test_loss_terms_grad_and_mask_hooks_plug_in(planted):
             return {}
 
     class ClipGrad:
-        kind = "grad_transform"
+        hook_kind = "grad_transform"
 
         def apply(self, ctx):
             self.seen = float(ctx.model.item_table.weight.grad.abs().max())
