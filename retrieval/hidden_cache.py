@@ -164,18 +164,35 @@ def encode_from_cache(
     *,
     batch_size: int = 32,
     compute_dtype: torch.dtype | None = None,
+    vocabulary: list[str] | None = None,
+    rows: list[int] | None = None,
     show_progress: bool | None = None,
 ) -> tuple[dict[str, dict[str, float]], DocumentEncodingStats]:
     """Document vectors from cached backbone states: same values as :func:`retrieval.encoder.encode_documents`
-    when ``model``'s transformer body is the one the cache was built with (a head-only fine-tune of it)."""
+    when ``model``'s transformer body is the one the cache was built with (a head-only fine-tune of it).
+
+    Args:
+        vocabulary: compute only these wordpieces' weights (e.g. every token of an evaluation query set). The
+            weight of a token does not depend on the others, so the vectors are exactly the full vectors restricted
+            to ``vocabulary``; an impact index of them gives the same scores for queries made of those tokens.
+        rows: encode only these cache rows (e.g. a random sample for size statistics). Default: all.
+    """
     transformer, pooling = mlm_parts(model)
     tokenizer = transformer.tokenizer
     vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    keep = None
+    if vocabulary is not None:
+        ids = tokenizer.convert_tokens_to_ids(list(vocabulary))
+        if tokenizer.unk_token_id in ids and tokenizer.unk_token not in vocabulary:
+            raise ValueError("`vocabulary` holds tokens that are not in the tokenizer's vocabulary.")
+        keep = torch.tensor(sorted(set(ids)), dtype=torch.long)
+        vocab = [vocab[i] for i in keep.tolist()]
     max_length = int(cache.meta["max_length"])
-    stats = DocumentEncodingStats(documents=len(cache.doc_ids), max_length=max_length)
+    selected = list(range(len(cache.doc_ids))) if rows is None else list(rows)
+    stats = DocumentEncodingStats(documents=len(selected), max_length=max_length)
     vectors: dict[str, dict[str, float]] = {}
-    rows = [i for i, n in enumerate(cache.lengths) if n]
-    for i, n in enumerate(cache.lengths):
+    for i in selected:
+        n = cache.lengths[i]
         doc_id = cache.doc_ids[i]
         if n == 0:
             vectors[doc_id] = {}
@@ -184,14 +201,17 @@ def encode_from_cache(
         elif n > max_length:
             stats.truncated += 1
             stats.first_truncated = stats.first_truncated or doc_id
+    nonempty = [i for i in selected if cache.lengths[i]]
     was_training = transformer.training
     transformer.eval()
     try:
         with torch.inference_mode(), document_parts(model) as (_, head, weight, bias):
-            bar = tqdm(total=len(rows), desc="encoding documents (cached backbone)", unit="doc",
+            if keep is not None:
+                weight, bias = weight[keep], (bias[keep] if bias is not None else None)
+            bar = tqdm(total=len(nonempty), desc="encoding documents (cached backbone)", unit="doc",
                        disable=not progress_enabled(show_progress))
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start : start + batch_size]
+            for start in range(0, len(nonempty), batch_size):
+                chunk = nonempty[start : start + batch_size]
                 states, mask = cache.batch(chunk)
                 dense = splade_max_pool(head(states), mask, weight, bias, activation=pooling.activation_function,
                                         compute_dtype=compute_dtype)
@@ -203,5 +223,5 @@ def encode_from_cache(
     finally:
         transformer.train(was_training)
     stats.active_terms = sum(len(v) for v in vectors.values()) / max(1, len(vectors))
-    return {d: vectors[d] for d in cache.doc_ids}, stats
+    return {cache.doc_ids[i]: vectors[cache.doc_ids[i]] for i in selected}, stats
 

@@ -163,6 +163,11 @@ def test_cached_backbone_gives_the_same_vectors_and_the_minilm_sentence_embeddin
     expected = dense.encode(list(CORPUS.values()), normalize_embeddings=True)
     np.testing.assert_allclose(cache.dense, expected, atol=1e-5)
     assert build_hidden_cache(model, CORPUS, tmp_path / "cache", fingerprint={"t": 1}).folder == cache.folder
+    words = ["the", "receptor", "kinase", "zebra"]
+    restricted, _ = encode_from_cache(model, cache, vocabulary=words, rows=[0, 1])
+    assert list(restricted) == ["d1", "d2"]
+    for doc_id, vector in restricted.items():  # exactly the full vector restricted to the vocabulary
+        assert vector == pytest.approx({t: w for t, w in cached[doc_id].items() if t in words}, rel=1e-5)
 
 
 def test_corpus_idf_rejects_empty_corpus(model) -> None:
