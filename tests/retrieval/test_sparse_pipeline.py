@@ -162,3 +162,19 @@ def test_training_config_errors_are_clear(tmp_path) -> None:
     path.write_text("data: x\nout_dir: y\nranking_loss: kl\n")
     with pytest.raises(ValueError, match="`ranking_loss`"):
         load_train_config(path)
+
+
+def test_full_fine_tuning_updates_the_transformer_body(tiny) -> None:
+    from transformers import AutoModel
+
+    from retrieval.sparse_training import SparseTrainConfig, train_sparse
+
+    root, _, config = tiny
+    full = SparseTrainConfig(**{**config, "out_dir": str(root / "full"), "train_encoder": True, "steps": 1,
+                                "ranking_loss": "kd_margin_mse", "warmup_steps": 1})
+    result = train_sparse(full, show_progress=False)
+    body = mlm_parts(load_sparse_encoder(result.model_dir))[0].model.base_model
+    original = AutoModel.from_pretrained(default_backbone())
+    name = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(body.get_parameter(name), original.get_parameter(name))
+    assert "margin_mse" in result.log[0] and math.isfinite(result.log[0]["loss"])
