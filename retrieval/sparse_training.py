@@ -147,6 +147,12 @@ class SparseTrainConfig:
                 raise ValueError(f"`{name}` must be a number >= 0, got {value!r}.")
         if len(self.teacher_weights) != len(TEACHERS):
             raise ValueError(f"`teacher_weights` needs {len(TEACHERS)} values {TEACHERS}, got {self.teacher_weights}.")
+        if not isinstance(self.model, dict):
+            raise ValueError(f"`model` must be a mapping of SparseEncoderConfig fields, got {self.model!r}.")
+        known = sorted(SparseEncoderConfig.__dataclass_fields__)
+        unknown = sorted(set(self.model) - set(known))
+        if unknown:
+            raise ValueError(f"`model` has unknown keys {unknown}; known: {known}.")
         SparseEncoderConfig(**self.model)  # validate early
 
     @property
