@@ -6,9 +6,9 @@ Protocol (``run(out_dir)``; issue 5 on the protocol of issue 4):
   user's training items excluded, through :func:`pipelines.recsys_run.train_run` with
   ``pipelines/configs/ml100k_two_tower_features.yaml`` (item features: item id, genres, 10 release-year buckets;
   user features: id, age, gender, occupation, zip prefix) and ``--set ssl=<mode>``;
-* long tail: :func:`pipelines.datasets.longtail.write_longtail_log` (2,000 users, 2,000 Zipf(1.1) items, 12 genres,
-  genre-bound brands), per-user random 20% test holdout (split seed 0); item features: id, genres, brand, 8 year
-  buckets; users by id only; same model and training options as ML-100K;
+* long tail: :func:`pipelines.datasets.longtail.write_longtail_log` (2,000 users, 2,000 Zipf(1.0) items, 12 genres,
+  72 genre-bound brands, users who like 3 brands), per-user random 20% test holdout (split seed 0); item
+  features: id, genres, brand, 8 year buckets; users by id only; same model and training options as ML-100K;
 * epochs: for each (dataset, mode) the number of epochs is chosen on a 10% per-user validation split carved from
   the training split (seed 0, early stopping on validation R@20, evaluated every ``eval_every`` epochs, patience
   2), then the model is refit on the whole training split; seeds 1, 2 reuse seed 0's epoch count (saves a third of

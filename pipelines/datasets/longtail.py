@@ -2,12 +2,14 @@
 
 Built for the SSL benchmark (Yao et al. 2021, arXiv:2007.12865: SSL should help most where clicks are sparse):
 
-* items: a primary genre (uniform over ``genres``) plus 0-2 extra genres; a ``brand`` that belongs to one genre
-  (so brand and genres are strongly correlated: the pair CFM should keep on one side); a release ``year`` whose
-  decade leans on the primary genre; a Zipf(``zipf``) popularity over a random item order (the long tail);
-* users: ``liked`` preferred genres; each interaction picks a liked genre (prob ``taste``) or any genre, then an
-  item of that primary genre with probability ∝ popularity, so a tail item is relevant to exactly the users who
-  like its genre, which its features reveal even when its id was seen only a few times;
+* items: a ``brand`` (``genres · brands_per_genre`` brands, about ``items / brands`` items each) that belongs to
+  one primary genre; genres = the primary genre plus 0-2 extra ones (so brand and genres are strongly correlated);
+  a release ``year`` whose decade leans on the primary genre; a Zipf(``zipf``) popularity over a random item
+  order (the long tail);
+* users: ``liked`` preferred brands; each interaction picks a liked brand (prob ``taste``) or any brand, then an
+  item of that brand with probability ∝ popularity. A liked brand holds a few head items and many tail items, so
+  a user's top 20 by the true preference contains tail items, and a tail item is relevant to exactly the users
+  who like its brand, which its features reveal even when its id was seen only a few times;
 * written as ``interactions.parquet`` (user_id, item_id, timestamp, rating) and ``items.parquet`` (item_id,
   genres, brand, year) through :func:`common_regs.io.atomic_dir`.
 """
@@ -36,10 +38,10 @@ class LongTailSpec:
     items: int = 2000
     genres: int = 12
     brands_per_genre: int = 6
-    liked: int = 2
+    liked: int = 3
     interactions_per_user: tuple[int, int] = (15, 50)
     taste: float = 0.85
-    zipf: float = 1.1
+    zipf: float = 1.0
 
 
 def _tables(spec: LongTailSpec, rng: np.random.Generator) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -50,19 +52,22 @@ def _tables(spec: LongTailSpec, rng: np.random.Generator) -> tuple[pl.DataFrame,
     decade = (primary % 6) + rng.integers(0, 2, size=spec.items)
     year = 1950 + 10 * decade + rng.integers(0, 10, size=spec.items)
     popularity = rng.permutation(1.0 / np.arange(1, spec.items + 1) ** spec.zipf)
-    by_genre = [np.flatnonzero(primary == g) for g in range(spec.genres)]
-    within = [popularity[members] / popularity[members].sum() for members in by_genre]
+    brands = spec.genres * spec.brands_per_genre
+    by_brand = [np.flatnonzero(brand == b) for b in range(brands)]
+    within = [popularity[members] / popularity[members].sum() for members in by_brand]
     rows = []
     clock = 1_600_000_000
     for user in range(spec.users):
-        liked = rng.choice(spec.genres, size=spec.liked, replace=False)
+        liked = rng.choice(brands, size=spec.liked, replace=False)
         count = int(rng.integers(*spec.interactions_per_user))
         picks = np.where(
-            rng.random(count) < spec.taste, rng.choice(liked, size=count), rng.integers(0, spec.genres, size=count)
+            rng.random(count) < spec.taste, rng.choice(liked, size=count), rng.integers(0, brands, size=count)
         )
         seen: set[int] = set()
-        for genre in picks.tolist():
-            item = int(rng.choice(by_genre[genre], p=within[genre]))
+        for chosen in picks.tolist():
+            if by_brand[chosen].size == 0:
+                continue
+            item = int(rng.choice(by_brand[chosen], p=within[chosen]))
             if item in seen:
                 continue
             seen.add(item)

@@ -25,13 +25,13 @@ def test_longtail_log_has_a_long_tail_and_feature_bound_relevance(tmp_path) -> N
         assert primary in genres
         brand_genre.setdefault(brand, primary)
         assert brand_genre[brand] == primary
-    # users concentrate on their liked genres: the top-2 genres of a user cover far more than 2/6 of their items
-    primary = dict(zip(items["item_id"].to_list(), (int(b[1:]) // spec.brands_per_genre for b in items["brand"]),
-                       strict=True))
+    # users concentrate on their liked brands: their top `liked` brands cover most of their items
+    brand_of = dict(zip(items["item_id"].to_list(), (int(b[1:]) for b in items["brand"]), strict=True))
+    brands = spec.genres * spec.brands_per_genre
     shares = []
     for _, group in log.group_by("user_id"):
-        genres = np.bincount([primary[i] for i in group["item_id"].to_list()], minlength=spec.genres)
-        shares.append(np.sort(genres)[-2:].sum() / genres.sum())
+        counts_per_brand = np.bincount([brand_of[i] for i in group["item_id"].to_list()], minlength=brands)
+        shares.append(np.sort(counts_per_brand)[-spec.liked :].sum() / counts_per_brand.sum())
     assert float(np.mean(shares)) > 0.75
     with pytest.raises(FileExistsError):
         write_longtail_log(folder, spec)
