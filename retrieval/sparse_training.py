@@ -349,6 +349,7 @@ def _train_loop(config, model, queries, positives, candidates, cache, corpus, rn
     qids = list(queries)
     width = config.docs_per_query
     tokenizer = transformer.tokenizer
+    seen: dict[str, float] = {}
 
     def forward(batch: dict[str, Any]) -> dict[str, Tensor]:
         docs = [d for row in batch["docs"] for d in row]
@@ -362,6 +363,7 @@ def _train_loop(config, model, queries, positives, candidates, cache, corpus, rn
                 states = head(hidden)
             doc = splade_max_pool(states, mask, weight, bias, activation=pooling.activation_function,
                                   compute_dtype=compute_dtype)
+        seen["reg/idf_aware_flops/nnz"] = float((doc > 0).sum(1).float().mean())
         scores = idf_scores(batch["query"], doc)  # (B, B·C)
         own = torch.stack([scores[i, i * width : (i + 1) * width] for i in range(scores.shape[0])])
         return {"scores": scores, "logits": own, "doc_embeddings": doc}
@@ -375,6 +377,7 @@ def _train_loop(config, model, queries, positives, candidates, cache, corpus, rn
     log: list[dict[str, float]] = []
     order: list[str] = []
     bar = tqdm(range(config.steps), desc="training", unit="step", disable=not progress_enabled(show_progress))
+    loop_start = time.perf_counter()
     for step in bar:
         if len(order) < config.batch_queries:
             fresh = qids[:]
@@ -387,7 +390,8 @@ def _train_loop(config, model, queries, positives, candidates, cache, corpus, rn
         loss = reg.step(batch, forward, task_loss, step=step)
         scheduler.step()
         entry = {"step": step, "loss": float(loss), "lr": scheduler.get_last_lr()[0],
-                 "flops_lambda": weights[len(hooks) - 1](step), **reg.last_terms}
+                 "flops_lambda": weights[len(hooks) - 1](step), **reg.last_terms, **seen,
+                 "elapsed_s": time.perf_counter() - loop_start}
         log.append(entry)
         bar.set_postfix(loss=f"{entry['loss']:.3f}", flops=f"{entry.get('idf_aware_flops', 0.0):.2f}")
         if step % 25 == 0 or step == config.steps - 1:
