@@ -15,6 +15,7 @@ package never imports the metric code.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -158,7 +159,7 @@ class Trainer:
         model: the recommender.
         batches: :class:`~recsys.data.InMemoryBatches` or :class:`~recsys.data.StreamingBatches`.
         config: :class:`TrainConfig`.
-        hooks: ``common_regs`` hook objects (``kind`` in batch_transform / loss / grad_transform /
+        hooks: ``common_regs`` hook objects (``hook_kind`` in batch_transform / loss / grad_transform /
             mask_scheduler / target_provider / reparam), applied by :class:`common_regs.training.RegHooks`.
         evaluate: ``model -> {metric: value}``, called every ``eval_every`` epochs in eval mode.
         item_counts: training interactions per item (for ``logq="counts"``).
@@ -204,6 +205,7 @@ class Trainer:
         self.batch_in_epoch = 0
         self.result = TrainResult(steps=0, epochs=0)
         self._best_state: dict[str, Tensor] | None = None
+        self._best_hook_states: list[dict[str, Any] | None] | None = None
         self._bad_evaluations = 0
 
     # -- setup -----------------------------------------------------------------------------------------------
@@ -266,6 +268,12 @@ class Trainer:
             log_q_weight=self.config.logq_weight,
         )
 
+    @property
+    def total_steps(self) -> int:
+        """Steps this run will take at most: ``max_steps``, else ``epochs`` × batches per epoch."""
+        per_run = self.config.epochs * len(self.batches)
+        return per_run if self.config.max_steps is None else min(self.config.max_steps, per_run)
+
     def train_step(self, index_batch: IndexBatch) -> dict[str, float]:
         """One optimizer step; returns the loss components (``loss/task``, ``loss/<hook>``, ``loss/total``)."""
         batch = self.reg_hooks.transform(self._make_batch(index_batch))
@@ -278,6 +286,7 @@ class Trainer:
             epoch=self.epoch,
             sample_indices=batch.rows,
             optimizer=self.optimizer,
+            extras={"total_steps": self.total_steps},  # schedules over the whole run (DSL's cosine decay) read it
         )
         for provider in self.reg_hooks.by_kind["target_provider"]:
             ctx.extras.setdefault("targets", provider.targets(ctx))
@@ -320,6 +329,9 @@ class Trainer:
             self.result.best_metrics = dict(metrics)
             self.result.best_epoch = self.epoch
             self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            # masks and other hook state belong to the best weights too (DSL keeps its masks in the hook)
+            self._best_hook_states = [copy.deepcopy(hook.state_dict()) if _stateful(hook) else None
+                                      for hook in self.hooks]
             self._bad_evaluations = 0
             if self.checkpoint_dir is not None:
                 self._save(self.checkpoint_dir / "best.pt", best_only=True)
@@ -349,6 +361,7 @@ class Trainer:
             "position": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch},
             "result": asdict(self.result),
             "best_state": self._best_state,
+            "best_hook_states": self._best_hook_states,
             "bad_evaluations": self._bad_evaluations,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
         }
@@ -386,6 +399,7 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = position["step"], position["epoch"], position["batch_in_epoch"]
         self.result = TrainResult(**state["result"])
         self._best_state = state["best_state"]
+        self._best_hook_states = state.get("best_hook_states")
         self._bad_evaluations = state["bad_evaluations"]
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
@@ -409,6 +423,9 @@ class Trainer:
         self.result.steps = self.step
         if config.restore_best and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
+            for hook, hook_state in zip(self.hooks, self._best_hook_states or [], strict=False):
+                if hook_state is not None:
+                    hook.load_state_dict(hook_state)
         return self.result
 
     def _run_epoch(self) -> bool:

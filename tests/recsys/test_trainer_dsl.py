@@ -43,7 +43,7 @@ def _recall10(model, train, test) -> float:
 
 
 class _Crash:
-    kind: ClassVar[str] = "loss"
+    hook_kind: ClassVar[str] = "loss"
 
     def __init__(self, at_step: int | None) -> None:
         self.at_step = at_step
@@ -64,7 +64,7 @@ def test_dsl_trains_mf_and_lightgcn_at_a_constant_budget(planted, name, options)
     budget_seen: list[int] = []
 
     class Budget:
-        kind: ClassVar[str] = "mask_scheduler"
+        hook_kind: ClassVar[str] = "mask_scheduler"
         masks: ClassVar[dict] = {}
 
         def prepare(self, model, optimizer=None):
@@ -115,3 +115,28 @@ def test_trainer_checkpoint_resume_continues_with_identical_masks(planted, tmp_p
     assert resumed_dsl.history == reference_dsl.history
     for key, value in reference.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_restore_best_restores_the_masks_of_the_best_weights_and_total_steps_reach_dsl(planted):
+    user_table, item_table, train, _ = _data(planted)
+    torch.manual_seed(0)
+    model = build_model("mf", {"embedding_dim": 8}, users=user_table, items=item_table)
+    dsl = DSL(density=0.25, update_interval=3)  # no total_steps: read from the trainer's context
+    scores = iter([0.9, 0.1, 0.2, 0.3])  # the first evaluation (epoch 0) is the best
+    snapshots: list[dict[str, torch.Tensor]] = []
+
+    def evaluate(_model):
+        snapshots.append({t: dsl.masks[t].clone() for t in TABLES})
+        return {"R@20": next(scores)}
+
+    config = TrainConfig(epochs=4, batch_size=64, loss="bpr", lr=0.05, show_progress=False, restore_best=True)
+    trainer = Trainer(model, InMemoryBatches(train, 64, seed=0), config, hooks=[dsl], evaluate=evaluate,
+                      negative_sampler=NegativeSampler.from_interactions(train))
+    trainer.fit()
+    assert trainer.result.best_epoch == 0
+    assert not all(torch.equal(snapshots[0][t], snapshots[-1][t]) for t in TABLES)  # masks moved after epoch 0
+    state = model.state_dict()
+    for table in TABLES:
+        assert torch.equal(dsl.masks[table], snapshots[0][table]), table  # masks of the restored weights
+        raw = state[table.replace(".weight", ".parametrizations.weight.original")]
+        assert int(torch.count_nonzero(raw[dsl.masks[table] == 0])) == 0  # pruned entries of those weights are 0
