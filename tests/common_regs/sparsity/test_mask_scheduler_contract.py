@@ -21,6 +21,7 @@ from common_regs.registry import build, list_methods
 CONTRACT_OVERRIDES: dict[str, dict[str, Any]] = {
     "nm_sparsity": {"n": 2, "m": 4, "decay": "linear", "decay_coef": 0.5, "dense_steps": 1},
     "iss_p": {"sparsity": 0.75, "shrink_ratio": 0.9, "hard_prune_step": 4},
+    "dsl": {"density": 0.25, "update_interval": 2, "total_steps": 10},  # prune/regrow within the contract's steps
     "magnitude_pruning": {"sparsity": 0.8, "prune_step": 2},
     "sparse_ift": {"transform": "factorized", "sparsity": 0.75, "update_every": 2, "update_until": 10},
     "sara": {"trainable_fraction": 0.2, "progressive_step": 3, "min_dim": 4, "nuclear_weight": 1e-3},
