@@ -362,7 +362,31 @@ def load_sparse_encoder(path: str | os.PathLike[str], *, device: str | None = No
             "query=[SparseStaticEmbedding] and document=[fill-mask Transformer, SpladePooling(max)], got "
             f"query={[type(m).__name__ for m in query]}, document={[type(m).__name__ for m in document]}."
         )
+    _retie_output_bias(document[0].model)
     return model
+
+
+def _retie_output_bias(hf_model: nn.Module) -> None:
+    """Re-tie ``<head>.decoder.bias`` to the saved ``<head>.bias`` (BERT-style MLM heads).
+
+    The two are one tensor, saved once under ``<head>.bias``. A head-only trained model is saved with
+    ``tie_word_embeddings=False`` (its decoder weight is untied from the input embeddings), and transformers then
+    skips *every* tie of ``_tied_weights_keys`` at load, the bias one included: ``decoder.bias`` would come back
+    freshly initialised (zeros) instead of the trained bias.
+    """
+    tied = getattr(hf_model, "_tied_weights_keys", None)
+    if not isinstance(tied, dict):
+        return
+    for target, source in tied.items():
+        if not target.endswith("decoder.bias"):
+            continue
+        owner_name, _, attr = target.rpartition(".")
+        try:
+            owner, bias = hf_model.get_submodule(owner_name), hf_model.get_parameter(source)
+        except AttributeError:
+            continue
+        if getattr(owner, attr) is not bias:
+            setattr(owner, attr, bias)
 
 
 def idf_weights(model: Any) -> Tensor:
