@@ -92,7 +92,7 @@ class LatentQuantization:
         [0.0556, -0.3889, 0.5]
     """
 
-    kind: ClassVar[str] = "loss"
+    hook_kind: ClassVar[str] = "loss"
     config_keys: ClassVar[tuple[str, ...]] = ("num_latents", "values_per_latent", "quantization_weight",
                                                "commitment_weight", "optimize_values")
     runtime_keys: ClassVar[tuple[str, ...]] = ()

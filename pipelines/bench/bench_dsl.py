@@ -116,7 +116,7 @@ def _prepare_data(out_dir: Path) -> tuple[_Data, Path]:
 class _ActiveRecorder:
     """A ``mask_scheduler``-kind hook that only samples the number of active table entries every ``every`` steps."""
 
-    kind: ClassVar[str] = "mask_scheduler"
+    hook_kind: ClassVar[str] = "mask_scheduler"
 
     def __init__(self, scheduler: Any | None, every: int) -> None:
         self.scheduler, self.every = scheduler, every
