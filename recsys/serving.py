@@ -14,6 +14,7 @@ feature tables, seen items, popularity and index into one folder atomically; :me
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -87,6 +88,24 @@ def _csr(interactions: Interactions) -> tuple[np.ndarray, np.ndarray]:
     indptr = np.zeros(interactions.num_users + 1, dtype=np.int64)
     np.add.at(indptr, users + 1, 1)
     return np.cumsum(indptr), items.astype(np.int64)
+
+
+def _served_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s state dict with every ``torch.nn.utils.parametrize`` parametrization baked in.
+
+    Training hooks (DSL / pruning masks, reparametrizations) leave parametrizations on the trained model; the served
+    model is rebuilt plain by :meth:`Recommender.load`, so it stores the effective weights under their plain names.
+    """
+    from torch.nn.utils import parametrize
+
+    if not any(parametrize.is_parametrized(module) for module in model.modules()):
+        return model.state_dict()
+    plain = copy.deepcopy(model)
+    for module in plain.modules():
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return plain.state_dict()
 
 
 class Recommender:
@@ -236,7 +255,7 @@ class Recommender:
 
         with atomic_dir(path, overwrite=overwrite) as tmp:
             torch.save(
-                {"name": self.model.name, "config": self.model.get_config(), "state_dict": self.model.state_dict()},
+                {"name": self.model.name, "config": self.model.get_config(), "state_dict": _served_state(self.model)},
                 tmp / "model.pt",
             )
             self.users.save(tmp / "users.parquet")
