@@ -57,7 +57,7 @@ def write_collection_shards(
     total: int | None = None,
     show_progress: bool | None = None,
 ) -> int:
-    """Write JSON ``records`` round-robin into ``shards`` files ``part-XXX.jsonl`` under ``folder``; return the count.
+    """Write JSON ``records`` round-robin into ``shards`` files ``part-NNN.jsonl`` under ``folder``; return the count.
 
     Anserini's ``IndexCollection`` runs one worker thread per input file, so the shard count is the parallelism.
     """
