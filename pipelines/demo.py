@@ -1,78 +1,205 @@
-"""``make demo``: the main job on the bundled data (``data/demo``), end to end.
+"""``make demo`` (``regkit demo``): the main job on the bundled data (``data/demo``), end to end, with progress.
 
-Today: validate the demo interaction log, build a BM25 index of the demo corpus, search its queries,
-evaluate BEIR-style, print the best hits and the metrics, and write run file, metrics and provenance.
-Later issues extend it with the recommenders, the learned sparse retriever and offline A/B.
+1. **Data** — read (or generate) the demo parquet logs and BEIR corpus, validate them, split the log per user.
+2. **Recommendation** — train the configured recommenders (default: a two-tower, the same two-tower with CFM-SSL,
+   and an MF-BPR trained sparse with DSL) through :func:`pipelines.recsys_run.train_run` (early stopping on a
+   validation split, FAISS serving), print top-k recommendations for two users, evaluate Recall/nDCG@K with
+   head/tail slices.
+3. **Retrieval** — BEIR evaluation of Lucene BM25 and of an inference-free learned sparse retriever trained briefly
+   on the demo corpus's train split (ensemble distillation, IDF-aware FLOPS) and encoded into a Lucene impact index.
+4. **Offline A/B** — paired comparisons (:func:`pipelines.evaluation.ab.compare_runs`) of one model pair per domain.
+5. **Report** — ``report.md`` + ``report.html`` (plots) + ``metrics.json`` in the output folder
+   (:mod:`pipelines.demo_report`).
+
+Configuration: ``pipelines/configs/demo.yaml`` ← ``--config FILE`` ← ``--set a.b=value`` (:func:`load_demo_config`).
+Every recsys model entry is a ``regkit recsys train`` config fragment; the sparse retriever's entry holds
+:class:`retrieval.sparse_training.SparseTrainConfig` fields.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import logging
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import polars as pl
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from common_regs.io import atomic_write_text
-from pipelines.datasets.demo import write_demo_data
-from pipelines.evaluation.metrics import evaluate
-from pipelines.provenance import write_run_metadata
+from pipelines.datasets.demo import DemoSpec, write_demo_data
+from pipelines.recsys_run import apply_overrides
+from pipelines.report import ReportPaths
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEMO_DATA", "run_demo"]
+__all__ = ["DEFAULT_CONFIG", "DEMO_DATA", "DemoOutcome", "load_demo_config", "run_demo"]
 
-DEMO_DATA = Path(__file__).resolve().parents[1] / "data" / "demo"
-DEMO_MEASURES = ("nDCG@10", "R@100", "RR@10", "AP", "P@10")
-
-
-def _ensure_demo_data(data_dir: Path) -> Path:
-    if not (data_dir / "beir" / "corpus.jsonl").is_file():
-        logger.info("demo data missing at %s; generating it", data_dir)
-        write_demo_data(data_dir, overwrite=True)
-    return data_dir
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_DATA = REPO_ROOT / "data" / "demo"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+SECTIONS = ("seed", "threads", "data", "recsys", "retrieval", "ab")
+RETRIEVERS = ("bm25", "sparse")
 
 
-def run_demo(out: Path, data_dir: Path = DEMO_DATA, console: Console | None = None) -> dict:
-    """Run the demo into ``out``; returns the aggregate metrics."""
+# -- configuration ---------------------------------------------------------------------------------------------
+
+
+def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"demo config {path} not found.")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: malformed YAML ({err}).") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: a demo config must be a mapping, got {type(loaded).__name__}.")
+    return loaded
+
+
+def _check_pairs(config: Mapping[str, Any], section: str, names: Sequence[str]) -> None:
+    pairs = config[section].get("ab") or []
+    for pair in pairs:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2):
+            raise ValueError(f"`{section}.ab` entries must be [A, B] pairs, got {pair!r}.")
+        unknown = [name for name in pair if name not in names]
+        if unknown:
+            raise ValueError(f"`{section}.ab` names {unknown}, not among the {section} models {list(names)}.")
+
+
+def load_demo_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """``pipelines/configs/demo.yaml`` ← ``path`` (deep-merged) ← ``overrides`` (``a.b=value``, YAML values).
+
+    A model set to ``null`` (``--set recsys.models.mf_dsl=null``) is skipped. Unknown sections, A/B pairs naming
+    unknown models and bad demo-data sizes are errors naming the key.
+    """
+    config = _read_yaml(DEFAULT_CONFIG)
+    if path is not None:
+        config = _deep_merge(config, _read_yaml(Path(path)))
+    config = apply_overrides(config, overrides)
+    unknown = sorted(set(config) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown demo config sections {unknown}; allowed: {list(SECTIONS)}.")
+    if config["data"].get("generate") is not None:
+        DemoSpec.from_dict(config["data"]["generate"])  # fail before any work
+    models = [name for name, fragment in (config["recsys"].get("models") or {}).items() if fragment is not None]
+    if not models:
+        raise ValueError("`recsys.models` is empty: the demo needs at least one recommender.")
+    _check_pairs(config, "recsys", models)
+    _check_pairs(config, "retrieval", RETRIEVERS)
+    return config
+
+
+# -- running ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoOutcome:
+    """What :func:`run_demo` measured: ``metrics`` (also written as metrics.json) and the report's raw material."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    examples: dict[str, Any] = field(default_factory=dict)
+    report: ReportPaths | None = None
+
+
+@contextmanager
+def _step(title: str, console: Console, timings: dict[str, float]) -> Iterator[None]:
+    console.rule(f"[bold]{title}")
+    started = time.perf_counter()
+    yield
+    timings[title] = time.perf_counter() - started
+    console.print(f"[green]done[/green]: {title} in {timings[title]:.1f} s")
+
+
+def _prepare_data(config: Mapping[str, Any], out: Path) -> Path:
+    data = config["data"]
+    if data.get("generate") is not None:
+        return write_demo_data(out / "data", DemoSpec.from_dict(data["generate"]), overwrite=True)
+    folder = Path(data["dir"]) if data.get("dir") else DEMO_DATA
+    needed = [folder / "recsys" / "interactions.parquet", folder / "beir" / "corpus.jsonl"]
+    if not all(p.is_file() for p in needed):
+        if folder.resolve() != DEMO_DATA.resolve():
+            raise FileNotFoundError(f"`data.dir` {folder} lacks {[str(p) for p in needed if not p.is_file()]}.")
+        logger.info("demo data missing at %s; generating it (regkit data demo)", folder)
+        write_demo_data(folder, DemoSpec(), overwrite=True)
+    return folder
+
+
+def _print_table(console: Console, title: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    if not rows:
+        return
+    table = Table(title=title)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in (row.get(c, "") for c in columns)))
+    console.print(table)
+
+
+def run_demo(config: Mapping[str, Any], out: str | Path, console: Console | None = None) -> DemoOutcome:
+    """Run the demo configured by ``config`` (:func:`load_demo_config`) into ``out``; returns what it measured."""
+    from pipelines.demo_ab import run_ab
+    from pipelines.demo_recsys import run_recsys
+    from pipelines.demo_report import write_demo_report
+    from pipelines.demo_retrieval import run_retrieval
+
+    console = console or Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes: no squeezed tables
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    outcome = DemoOutcome()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    with _step("1. data", console, timings):
+        data_dir = _prepare_data(config, out)
+        outcome.metrics["data"] = _describe_data(data_dir, console)
+    with _step("2. recommendation: two-tower (± CFM-SSL), DSL-sparse MF, FAISS serving", console, timings):
+        recsys = run_recsys(config, data_dir, out / "recsys", console, outcome)
+    with _step("3. retrieval: BM25 and an inference-free learned sparse model, BEIR-style", console, timings):
+        retrieval = run_retrieval(config, data_dir, out / "retrieval", console, outcome)
+    with _step("4. offline A/B comparisons", console, timings):
+        run_ab(config, recsys, retrieval, out / "ab", console, outcome)
+    with _step("5. report", console, timings):
+        outcome.metrics["timings_s"] = {**timings, "total": time.perf_counter() - started}
+        atomic_write_text(out / "resolved_config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
+        outcome.report = write_demo_report(out, config, outcome, inputs=[data_dir])
+    total = time.perf_counter() - started
+    console.print(f"demo finished in {total:.0f} s; outputs in {out.resolve()}", soft_wrap=True)
+    console.print(f"report: {outcome.report.html.resolve()} (markdown: {outcome.report.markdown.resolve()})",
+                  soft_wrap=True)
+    return outcome
+
+
+def _describe_data(data_dir: Path, console: Console) -> dict[str, Any]:
     from recsys.data import validate_log
     from retrieval.beir import load_beir
-    from retrieval.index import build_bm25_index
-    from retrieval.runs import write_trec_run
-    from retrieval.search import Bm25Searcher
 
-    console = console or Console()
-    out.mkdir(parents=True, exist_ok=True)
-    data_dir = _ensure_demo_data(data_dir)
-
-    console.rule("[bold]1. data")
     summary = validate_log(data_dir / "recsys" / "interactions.parquet")
-    console.print(f"interaction log: {summary.rows:,} rows, {summary.users:,} users, {summary.items:,} items, "
-                  f"{summary.duplicate_rows} duplicates")
-    dataset = load_beir(data_dir / "beir", split="test")
-    console.print(f"BEIR demo corpus: {dataset.summary()}")
-
-    console.rule("[bold]2. BM25 (Lucene via Pyserini)")
-    index_dir = build_bm25_index(dataset.corpus, out / "bm25-index", overwrite=True)
-    run = Bm25Searcher(index_dir).search(dataset.split_queries, k=100)
-    write_trec_run(run, out / "bm25.run", tag="bm25")
-    evaluation = evaluate(dataset.qrels, run, DEMO_MEASURES)
-    for qid in list(dataset.split_queries)[:2]:
-        hits = Table(title=f"query {qid}: {dataset.queries[qid]!r}")
-        for column in ("rank", "docid", "score", "relevance"):
-            hits.add_column(column)
-        ranked = sorted(run[qid].items(), key=lambda item: -item[1])[:5]
-        for rank, (docid, score) in enumerate(ranked, start=1):
-            hits.add_row(str(rank), docid, f"{score:.3f}", str(dataset.qrels[qid].get(docid, 0)))
-        console.print(hits)
-    metrics = Table(title="BM25 on the demo corpus (test split)")
-    for name in DEMO_MEASURES:
-        metrics.add_column(name, justify="right")
-    metrics.add_row(*(f"{evaluation.aggregate[name]:.4f}" for name in DEMO_MEASURES))
-    console.print(metrics)
-
-    atomic_write_text(out / "metrics.json", json.dumps({"bm25": evaluation.aggregate}, indent=2) + "\n")
-    write_run_metadata(out, config={"data": str(data_dir), "retriever": "bm25", "k1": 0.9, "b": 0.4})
-    console.print(f"outputs written to {out.resolve()}", soft_wrap=True)
-    return evaluation.aggregate
+    items = pl.read_parquet(data_dir / "recsys" / "items.parquet")
+    counts = {"interactions": summary.rows, "users": summary.users, "items": summary.items,
+              "duplicate rows": summary.duplicate_rows, "item features": ", ".join(items.columns[1:])}
+    for split in ("train", "test"):
+        if (data_dir / "beir" / "qrels" / f"{split}.tsv").is_file():
+            dataset = load_beir(data_dir / "beir", split=split)
+            counts.update({f"BEIR {key}": value for key, value in dataset.summary().items()})
+    console.print(f"data: {data_dir}", soft_wrap=True)
+    _print_table(console, "demo data (validated)", [{"field": k, "value": v} for k, v in counts.items()])
+    return counts
