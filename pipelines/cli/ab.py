@@ -8,12 +8,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.cli._config import config_option
+
 app = typer.Typer(help="Offline A/B: paired run comparisons and off-policy estimates.", no_args_is_help=True)
 console = Console()
 
 
 @app.command()
 def compare(
+    config: Path = config_option(),
     run_a: Path = typer.Argument(..., help="Baseline run (TREC run file)."),
     run_b: Path = typer.Argument(..., help="Candidate run (TREC run file)."),
     qrels: Path = typer.Option(..., "--qrels", help="Judgments: BEIR qrels TSV or TREC qrels."),
@@ -43,6 +46,7 @@ def compare(
 
 @app.command()
 def offpolicy(
+    config: Path = config_option(),
     log: Path = typer.Option(..., "--log", help="Logged interactions (parquet: user_id, item_id, reward, propensity, "
                                                 "optional position and round_id)."),
     policy: list[Path] = typer.Option(..., "--policy", help="Target policy as a TREC run (repeat to rank several)."),

@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.cli._config import config_option
+
 app = typer.Typer(help="BEIR evaluation of first-stage retrievers.", no_args_is_help=True)
 console = Console()
 
@@ -23,6 +25,7 @@ def print_metrics(title: str, aggregate: dict[str, float]) -> None:
 
 @app.command("eval")
 def eval_command(
+    config: Path = config_option(),
     data: Path = typer.Option(..., "--data", help="BEIR folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv."),
     retriever: str = typer.Option(
         "bm25", "--retriever", help="bm25 (Lucene flat), dense (MiniLM + FAISS) or sparse (inference-free, --model)."

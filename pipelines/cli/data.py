@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.cli._config import config_option
+
 app = typer.Typer(help="Convert, validate and fetch datasets.", no_args_is_help=True)
 console = Console()
 
@@ -24,6 +26,7 @@ def _print_counts(title: str, counts: dict) -> None:
 
 @app.command()
 def movielens(
+    config: Path = config_option(),
     raw: Path = typer.Option(..., "--raw", help="Folder with the ML-100K raw files (u.data, u.item, u.user, ...)."),
     out: Path = typer.Option(..., "--out", help="Output folder for the parquet tables."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
@@ -56,6 +59,7 @@ def validate(file: Path = typer.Argument(..., help="A parquet interaction log.")
 
 @app.command()
 def beir(
+    config: Path = config_option(),
     name: str = typer.Option(None, "--name", help="BEIR dataset name (e.g. scifact); defaults to the folder name."),
     source: Path = typer.Option(None, "--from", help="Load from this local BEIR folder instead of downloading."),
     out: Path = typer.Option(None, "--out", help="Cache folder for downloads (default: ~/.cache/regkit/beir)."),
@@ -73,6 +77,7 @@ def beir(
 
 @app.command("demo")
 def demo_data(
+    config: Path = config_option(),
     out: Path = typer.Option(Path("data/demo"), "--out", help="Output folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
 ) -> None:

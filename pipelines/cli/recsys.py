@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.cli._config import config_option
+
 app = typer.Typer(help="Train, serve and evaluate recommenders.", no_args_is_help=True)
 console = Console()
 
@@ -34,10 +36,13 @@ def train(
             table.add_row(key, f"{value:.4f}")
     table.add_row("train seconds", f"{report['train']['train_seconds']:.1f}")
     console.print(table)
+    run_dir = Path(output_dir or resolved["output_dir"])
+    console.print(f"run folder: {run_dir} (model/, metrics.json, resolved_config.yaml, run.json)", soft_wrap=True)
 
 
 @app.command()
 def recommend(
+    config: Path = config_option(),
     model: Path = typer.Option(..., "--model", help="Saved model folder (<run>/model)."),
     users: list[str] = typer.Option(..., "--user", help="Raw user id (repeatable)."),
     k: int = typer.Option(10, "--k", help="List length."),
@@ -54,6 +59,7 @@ def recommend(
 
 @app.command("eval")
 def evaluate(
+    config: Path = config_option(),
     model: Path = typer.Option(..., "--model", help="Saved model folder (<run>/model)."),
     test: Path = typer.Option(..., "--test", help="Parquet test log (user_id, item_id)."),
     ks: list[int] = typer.Option([10, 20], "--k", help="Cut-offs (repeatable)."),
@@ -74,3 +80,5 @@ def evaluate(
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
+    if out is not None:
+        console.print(f"metrics written to {out}", soft_wrap=True)

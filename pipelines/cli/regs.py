@@ -12,9 +12,14 @@ app = typer.Typer(help="Regularization and compression methods of common_regs.",
 
 
 @app.command("list")
-def list_command(kind: str = typer.Option(None, help="Only methods of this hook kind (e.g. loss, mask_scheduler).")) -> None:
+def list_command(
+    kind: str = typer.Option(None, help="Only methods of this hook kind (e.g. loss, mask_scheduler)."),
+) -> None:
     """Print every registered method, its hook kind, module and paper."""
     methods = list_methods(kind)
+    if kind is not None and not methods:
+        kinds = sorted({method.kind for method in list_methods()})
+        raise typer.BadParameter(f"no method of kind {kind!r}; kinds: {kinds}.", param_hint="--kind")
     table = Table(title=f"common_regs methods ({len(methods)})")
     for column in ("name", "kind", "seed #", "module", "paper"):
         table.add_column(column)

@@ -7,12 +7,16 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="Lucene indexes (BM25 through Pyserini) and batch search.", no_args_is_help=True)
+from pipelines.cli._config import config_option
+
+app = typer.Typer(help="Lucene indexes (BM25, or learned sparse impact indexes), batch search, and training of "
+                       "the inference-free sparse retriever.", no_args_is_help=True)
 console = Console()
 
 
 @app.command("index")
 def index_command(
+    config: Path = config_option(),
     data: Path = typer.Option(..., "--data", help="BEIR folder (its corpus.jsonl is indexed)."),
     index: Path = typer.Option(..., "--index", help="Output index folder."),
     threads: int = typer.Option(2, "--threads", help="Indexing threads."),
@@ -46,6 +50,7 @@ def index_command(
 
 @app.command("search")
 def search_command(
+    config: Path = config_option(),
     index: Path = typer.Option(..., "--index", help="A BM25 index folder (regkit retrieval index)."),
     queries: Path = typer.Option(..., "--queries", help="BEIR queries.jsonl, or a BEIR folder (its split's queries)."),
     out: Path = typer.Option(..., "--out", help="Output TREC run file."),
