@@ -175,10 +175,14 @@ class Report:
         return "\n".join(parts)
 
 
-def histogram_plot(values: Sequence[float], *, xlabel: str, title: str, bins: int = 30) -> Figure:
+def histogram_plot(
+    values: Sequence[float], *, xlabel: str, title: str, bins: int = 30, zero_line: bool = True
+) -> Figure:
+    """Histogram of per-query values; ``zero_line`` marks 0 (for differences)."""
     figure, axis = plt.subplots(figsize=(6, 3.5))
     axis.hist(list(values), bins=bins, color="#4c72b0", edgecolor="white")
-    axis.axvline(0.0, color="black", linewidth=0.8)
+    if zero_line:
+        axis.axvline(0.0, color="black", linewidth=0.8)
     axis.set(xlabel=xlabel, ylabel="queries", title=title)
     return figure
 

@@ -4,6 +4,7 @@
 
 * ``run.trec``: the top-k run (TREC format, trec_eval order);
 * ``metrics.json``: aggregate and per-query metrics, dataset counts, timings, the resolved config;
+* ``report.md`` / ``report.html`` (metric table, timings, per-query histogram; provenance and data fingerprint);
 * ``resolved_config.yaml`` and ``run.json`` (versions, git commit, config);
 * the index it built (``index/`` for BM25, ``dense-index/`` for the dense baseline, ``impact-index/`` for the
   inference-free sparse model), reusable with ``regkit retrieval search``.
@@ -11,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +23,7 @@ import yaml
 from common_regs.io import atomic_write_text
 from pipelines.evaluation.metrics import DEFAULT_MEASURES, Evaluation, evaluate, parse_measures
 from pipelines.provenance import write_run_metadata
+from pipelines.report import Report, ReportPaths, histogram_plot
 from retrieval.beir import BeirDataset, load_beir
 from retrieval.runs import write_trec_run
 
@@ -138,6 +139,21 @@ def _sparse_run(config: BeirEvalConfig, dataset, out_dir: Path) -> tuple[dict, d
                  "truncated_documents": stats.truncated, "empty_documents": stats.empty}
 
 
+def _write_report(
+    dataset: BeirDataset, config: BeirEvalConfig, evaluation: Evaluation, payload: dict, out_dir: Path
+) -> ReportPaths:
+    """``report.md`` / ``report.html`` (metric table, per-query distribution of the first measure) + ``metrics.json``."""
+    first = next(iter(evaluation.aggregate))
+    report = Report(f"BEIR {dataset.name} ({config.split}): {config.retriever}")
+    report.table([{"dataset": dataset.name, "retriever": config.retriever, **evaluation.aggregate}],
+                 caption=f"{len(dataset.qrels)} judged queries")
+    report.table([{"step": step, "seconds": seconds} for step, seconds in payload["timings"].items()
+                  if isinstance(seconds, (int, float))], caption="timings")
+    report.figure(histogram_plot([values[first] for values in evaluation.per_query.values()], xlabel=first,
+                                 title=f"per-query {first}", zero_line=False), caption=f"per-query {first}")
+    return report.write(out_dir, metrics=payload, config=payload["config"], inputs=[Path(config.data)])
+
+
 def run_beir_eval(config: BeirEvalConfig) -> BeirEvalResult:
     """Index, search and evaluate one retriever on one BEIR split; write the outputs listed in the module doc."""
     dataset = load_beir(config.data, split=config.split)
@@ -157,7 +173,7 @@ def run_beir_eval(config: BeirEvalConfig) -> BeirEvalResult:
         "queries_without_results": sorted(qid for qid in dataset.qrels if not run.get(qid)),
         **evaluation.as_dict(),
     }
-    metrics_path = atomic_write_text(out_dir / "metrics.json", json.dumps(payload, indent=2) + "\n")
+    metrics_path = _write_report(dataset, config, evaluation, payload, out_dir).metrics
     atomic_write_text(out_dir / "resolved_config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     write_run_metadata(out_dir, config=resolved)
     return BeirEvalResult(evaluation=evaluation, run_path=run_path, metrics_path=metrics_path, timings=timings)

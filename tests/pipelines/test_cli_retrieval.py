@@ -47,6 +47,8 @@ def test_beir_eval_bm25_on_demo_data(demo_data, tmp_path, capsys):
     assert saved["aggregate"] == pytest.approx(recomputed, abs=1e-4)
     assert 0 < saved["aggregate"]["nDCG@10"] <= 1
     assert (out / "index" / "regkit-index.json").is_file() and (out / "resolved_config.yaml").is_file()
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and f"{saved['aggregate']['nDCG@10']:.4f}" in page
 
 
 def test_beir_eval_dense_and_retrieval_commands(tmp_path, capsys):
