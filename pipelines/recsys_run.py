@@ -49,7 +49,8 @@ import yaml
 from common_regs.io import atomic_write_text
 from pipelines.evaluation.recsys import evaluate_recommendations, make_evaluator
 from pipelines.provenance import run_metadata
-from pipelines.recsys_ssl import resolve_ssl_config, ssl_hooks, write_ssl_report
+from pipelines.report import Report, bar_plot, line_plot
+from pipelines.recsys_ssl import add_ssl_section, resolve_ssl_config, ssl_hooks
 from recsys.data import (
     InMemoryBatches,
     Interactions,
@@ -315,6 +316,31 @@ def _fit(
     return model, service, result
 
 
+def _run_report(report: dict[str, Any], result: TrainResult) -> Report:
+    """Test metrics per popularity slice, head/tail bars, training curves (final fit and validation run)."""
+    page = Report(f"{report['model']} on {report['split']}")
+    test = report.get("test", {})
+    metrics = ("R@10", "R@20", "nDCG@10", "nDCG@20")
+    slices = {name: {m: test[prefix + m] for m in metrics if prefix + m in test}
+              for name, prefix in (("overall", ""), ("head", "head/"), ("tail", "tail/"))}
+    page.heading("Test metrics").table([{"slice": name, **values} for name, values in slices.items() if values],
+                                       caption="head = top 20% of items by training popularity, tail = the rest")
+    page.figure(bar_plot({name: values for name, values in slices.items() if values}, ylabel="value",
+                         title="metrics by popularity slice"), caption="test metrics by item-popularity slice")
+    page.heading("Training")
+    losses = [(entry["epoch"], entry["loss/total"]) for entry in result.history if "loss/total" in entry]
+    if losses:
+        page.figure(line_plot({"final fit": tuple(zip(*losses, strict=True))}, xlabel="epoch", ylabel="mean loss",
+                              title="training loss"), caption="mean training loss per epoch")
+    validation = [(entry["epoch"], entry["R@20"]) for entry in report.get("validation", {}).get("history", [])
+                  if "R@20" in entry]
+    if validation:
+        page.figure(line_plot({"validation R@20": tuple(zip(*validation, strict=True))}, xlabel="epoch",
+                              ylabel="R@20", title="validation R@20"), caption="validation R@20 per epoch")
+    page.table([report.get("train", {})], caption="final fit")
+    return page
+
+
 def train_run(
     config: Mapping[str, Any], *, output_dir: str | Path | None = None, overwrite: bool = False
 ) -> dict[str, Any]:
@@ -400,10 +426,11 @@ def train_run(
         overwrite=True,
         extra={"test_metrics": {k: v for k, v in test_metrics.items() if isinstance(v, int | float)}},
     )
+    page = _run_report(report, result)
     if ssl.mode != "none":
-        write_ssl_report(out, report, config, data.item_features, data.train)
+        add_ssl_section(page, report, config, data.item_features, data.train)
+    page.write(out, metrics=report, config=config, seed=config.get("seed"))  # report.{md,html} + metrics.json
     atomic_write_text(out / "resolved_config.yaml", yaml.safe_dump(config, sort_keys=False))
-    atomic_write_text(out / "metrics.json", json.dumps(report, indent=2, default=float) + "\n")
     atomic_write_text(out / "run.json", json.dumps(run_metadata(config, config["seed"]), indent=2) + "\n")
     logger.info(
         "test: %s", ", ".join(f"{k}={test_metrics[k]:.4f}" for k in test_metrics if k.startswith(("R@", "nDCG@")))

@@ -29,7 +29,7 @@ from recsys.ssl import SSLConfig, build_ssl_hooks, ssl_mutual_information
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["mi_heatmap", "resolve_ssl_config", "ssl_hooks", "write_ssl_report"]
+__all__ = ["add_ssl_section", "mi_heatmap", "resolve_ssl_config", "ssl_hooks"]
 
 
 def resolve_ssl_config(config: dict[str, Any], out: str | os.PathLike[str]) -> SSLConfig:
@@ -75,33 +75,23 @@ def mi_heatmap(mi: MIMatrix, *, title: str | None = None) -> Figure:
     return figure
 
 
-def write_ssl_report(
-    out_dir: str | os.PathLike[str],
+def add_ssl_section(
+    page: Report,
     report: dict[str, Any],
     config: Mapping[str, Any],
     items: FeatureTable,
     interactions: Interactions,
-) -> ReportPaths:
-    """``report.md`` / ``report.html`` for one run: SSL settings, test metrics, MI heatmap; adds ``report["ssl"]``."""
+) -> None:
+    """Add the SSL settings and the item-feature MI heatmap to a run report; adds ``report["ssl"]``."""
     ssl = config["ssl"]
     mi = ssl_mutual_information(SSLConfig.from_value(ssl), items, item_counts=interactions.item_counts())
     report["ssl"] = {"mode": ssl["mode"], "mi_weighting": mi.weighting, "mi": mi.as_dict()}
-    page = Report(
-        title=f"{report.get('model', 'recsys')} with SSL ({ssl['mode'].upper()}) on {report.get('split', '')}"
+    page.heading(f"SSL ({ssl['mode'].upper()}) settings").table(
+        [{key: value for key, value in ssl.items() if key != "mi_cache_dir"}]
     )
-    page.heading("SSL settings").table([{key: value for key, value in ssl.items() if key != "mi_cache_dir"}])
-    test = report.get("test", {})
-    rows = []
-    for name, prefix in (("overall", ""), ("head", "head/"), ("tail", "tail/")):
-        row: dict[str, Any] = {"slice": name}
-        row.update({key: test[prefix + key] for key in ("R@10", "R@20", "nDCG@10", "nDCG@20") if prefix + key in test})
-        if len(row) > 1:
-            rows.append(row)
-    page.heading("Test metrics").table(rows, caption="tail = items outside the top 20% by training popularity")
     page.heading("Item-feature mutual information")
     page.text(
         "CFM masks a seed feature together with its highest-MI partners (Yao et al. 2021, §3.2); "
         "MI is computed from the item table (recsys.feature_mi), entities weighted as stated in the title."
     )
     page.figure(mi_heatmap(mi), caption="pairwise MI between item features")
-    return page.write(out_dir, metrics=report, config=dict(config), seed=config.get("seed"))
