@@ -81,12 +81,20 @@ class BeirDataset:
         }
 
 
+def _decode(path: Path, line_no: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+    except UnicodeDecodeError as err:
+        raise BeirFormatError(f"{path}:{line_no}: not UTF-8 (byte {err.start} of the line).") from None
+
+
 def _jsonl_records(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
     if not path.is_file():
         raise BeirFormatError(f"{path}: file not found (a BEIR folder has corpus.jsonl, queries.jsonl, qrels/).")
-    with open(path, encoding="utf-8-sig") as handle:
+    with open(path, "rb") as handle:
         seen_any = False
-        for line_no, line in enumerate(handle, start=1):
+        for line_no, raw in enumerate(handle, start=1):
+            line = _decode(path, line_no, raw)
             if not line.strip():
                 continue
             try:
@@ -149,9 +157,9 @@ def read_qrels(path: str | os.PathLike[str]) -> Qrels:
     if not path.is_file():
         raise BeirFormatError(f"{path}: qrels file not found.")
     qrels: Qrels = {}
-    with open(path, encoding="utf-8-sig", newline=None) as handle:
-        for line_no, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            line = _decode(path, line_no, raw).rstrip("\r\n")
             if not line.strip():
                 continue
             parts = line.split("\t")
@@ -159,7 +167,8 @@ def read_qrels(path: str | os.PathLike[str]) -> Qrels:
                 continue
             if len(parts) != 3:
                 raise BeirFormatError(
-                    f"{path}:{line_no}: expected 3 tab-separated columns (query-id, corpus-id, score), got {len(parts)}."
+                    f"{path}:{line_no}: expected 3 tab-separated columns (query-id, corpus-id, score), "
+                    f"got {len(parts)}."
                 )
             query_id, doc_id, score = (p.strip() for p in parts)
             try:
@@ -201,7 +210,8 @@ def load_beir(folder: str | os.PathLike[str], split: str = "test") -> BeirDatase
                 f"{folder / 'corpus.jsonl'} ({len(unknown)} unknown for this query)."
             )
     return BeirDataset(
-        name=folder.name, corpus=corpus, queries=queries, qrels=qrels, split=split, path=folder, query_metadata=metadata
+        name=folder.name, corpus=corpus, queries=queries, qrels=qrels, split=split, path=folder,
+        query_metadata=metadata,
     )
 
 

@@ -142,7 +142,7 @@ def _sparse_run(config: BeirEvalConfig, dataset, out_dir: Path) -> tuple[dict, d
 def _write_report(
     dataset: BeirDataset, config: BeirEvalConfig, evaluation: Evaluation, payload: dict, out_dir: Path
 ) -> ReportPaths:
-    """``report.md`` / ``report.html`` (metric table, per-query distribution of the first measure) + ``metrics.json``."""
+    """``report.md`` / ``report.html`` (metrics, per-query distribution of the first measure) + ``metrics.json``."""
     first = next(iter(evaluation.aggregate))
     report = Report(f"BEIR {dataset.name} ({config.split}): {config.retriever}")
     report.table([{"dataset": dataset.name, "retriever": config.retriever, **evaluation.aggregate}],

@@ -103,3 +103,11 @@ def test_download_failure_is_a_clear_error(tmp_path):
     with pytest.raises(ConnectionError, match="could not download BEIR dataset 'nope'.*pass a local folder"):
         download_beir("nope", tmp_path, url=(tmp_path / "missing.zip").as_uri())
     assert not (tmp_path / "nope").exists() and not (tmp_path / "nope.zip").exists()
+
+
+def test_non_utf8_bytes_name_file_and_line(tmp_path):
+    folder = _write_beir(tmp_path / "ds", GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
+    with open(folder / "corpus.jsonl", "ab") as handle:
+        handle.write(b'{"_id": "d3", "text": "caf\xe9"}\n')
+    with pytest.raises(BeirFormatError, match=r"corpus.jsonl:3: not UTF-8"):
+        load_beir(folder)
