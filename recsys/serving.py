@@ -4,7 +4,13 @@ Index types (all inner product, so ranking equals the training score ⟨u, i⟩ 
 
 * ``"flat"`` (default): ``faiss.IndexFlatIP``, exact;
 * ``"ivf"``: ``faiss.IndexIVFFlat`` with ``nlist`` k-means cells, ``nprobe`` searched;
-* ``"hnsw"``: ``faiss.IndexHNSWFlat`` with ``hnsw_m`` links per node and ``ef_search``.
+* ``"ivfpq"``: ``faiss.IndexIVFPQ``: ``nlist`` cells, each vector stored as ``pq_m`` codes of ``pq_nbits`` bits
+  (``pq_m · pq_nbits / 8`` bytes instead of ``4 D``), ``nprobe`` searched; for catalogues too large for flat
+  vectors in memory;
+* ``"hnsw"``: ``faiss.IndexHNSWFlat`` with ``hnsw_m`` links per node, ``ef_construction`` and ``ef_search``.
+
+Measured recall@10 / QPS trade-offs on a generated 1M-item catalogue: ``pipelines/bench/bench_faiss_scale.py``
+(docs/scaling.md).
 
 Cold start: a user with no training interactions (unknown id, or known with an empty history) is served from
 its features when the model has a user-feature tower (two-tower with user features: the id bag is emptied), and
@@ -42,20 +48,28 @@ _FORMAT_VERSION = 1
 @dataclass(frozen=True)
 class IndexConfig:
     """FAISS index options. Defaults: exact flat inner product; IVF ``nlist=100, nprobe=8`` and HNSW
-    ``M=32, efSearch=128`` are common FAISS starting points (FAISS wiki "Guidelines to choose an index")."""
+    ``M=32, efSearch=128`` are common FAISS starting points (FAISS wiki "Guidelines to choose an index");
+    ``ef_construction=40`` is FAISS's own ``IndexHNSW`` default; IVF-PQ ``pq_m=8`` sub-quantizers of
+    ``pq_nbits=8`` bits follow the FAISS wiki tutorial ("Getting started", ``IndexIVFPQ(quantizer, d, nlist, 8, 8)``).
+    ``pq_m`` must divide the embedding dimension (checked when the index is built)."""
 
-    kind: Literal["flat", "ivf", "hnsw"] = "flat"
+    kind: Literal["flat", "ivf", "ivfpq", "hnsw"] = "flat"
     nlist: int = 100
     nprobe: int = 8
+    pq_m: int = 8
+    pq_nbits: int = 8
     hnsw_m: int = 32
+    ef_construction: int = 40
     ef_search: int = 128
 
     def __post_init__(self) -> None:
-        if self.kind not in ("flat", "ivf", "hnsw"):
-            raise ValueError(f"`index.kind` must be 'flat', 'ivf' or 'hnsw', got {self.kind!r}.")
-        for name in ("nlist", "nprobe", "hnsw_m", "ef_search"):
+        if self.kind not in ("flat", "ivf", "ivfpq", "hnsw"):
+            raise ValueError(f"`index.kind` must be 'flat', 'ivf', 'ivfpq' or 'hnsw', got {self.kind!r}.")
+        for name in ("nlist", "nprobe", "pq_m", "hnsw_m", "ef_construction", "ef_search"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`index.{name}` must be >= 1, got {getattr(self, name)}.")
+        if not 1 <= self.pq_nbits <= 16:
+            raise ValueError(f"`index.pq_nbits` must be in [1, 16], got {self.pq_nbits}.")
 
 
 def build_faiss_index(vectors: np.ndarray, config: IndexConfig | None = None) -> Any:
@@ -74,8 +88,23 @@ def build_faiss_index(vectors: np.ndarray, config: IndexConfig | None = None) ->
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.train(vectors)
         index.nprobe = min(config.nprobe, nlist)
+    elif config.kind == "ivfpq":
+        if dim % config.pq_m:
+            raise ValueError(f"`index.pq_m` must divide the embedding dimension {dim}, got {config.pq_m}.")
+        nlist = min(config.nlist, vectors.shape[0])
+        if vectors.shape[0] < 2**config.pq_nbits:
+            raise ValueError(
+                f"`index.pq_nbits`={config.pq_nbits} needs at least {2**config.pq_nbits} vectors to train the "
+                f"product quantizer, got {vectors.shape[0]}; lower `index.pq_nbits` or use kind 'ivf'."
+            )
+        index = faiss.IndexIVFPQ(
+            faiss.IndexFlatIP(dim), dim, nlist, config.pq_m, config.pq_nbits, faiss.METRIC_INNER_PRODUCT
+        )
+        index.train(vectors)
+        index.nprobe = min(config.nprobe, nlist)
     else:
         index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.ef_construction
         index.hnsw.efSearch = config.ef_search
     index.add(vectors)
     return index
@@ -154,6 +183,37 @@ class Recommender:
         with torch.no_grad():
             vectors = self.model.item_embeddings().detach().cpu().numpy()
         return build_faiss_index(vectors, self.index_config)
+
+    def with_seen(self, seen: Interactions, *, popularity: np.ndarray | None = None) -> Recommender:
+        """A view that shares this recommender's model, vocabularies and FAISS index but excludes ``seen``.
+
+        Used to evaluate a log too large for one in-memory CSR one user partition at a time
+        (:func:`pipelines.evaluation.recsys_streaming.evaluate_recommendations_streaming`): a partition's training
+        interactions replace the seen items; ``popularity`` (training counts of the whole log, e.g.
+        :func:`recsys.data.item_frequencies`) replaces the popularity fallback and head/tail split (default: kept).
+        """
+        if (seen.num_users, seen.num_items) != (self.users.size, self.items.size):
+            raise ValueError(
+                f"`seen` indexes {seen.num_users} users / {seen.num_items} items, vocabularies have "
+                f"{self.users.size} / {self.items.size}."
+            )
+        if popularity is not None and np.shape(popularity) != (self.items.size,):
+            raise ValueError(
+                f"`popularity` must have shape ({self.items.size},), got {np.shape(popularity)}."
+            )
+        indptr, items = _csr(seen)
+        return Recommender._from_parts(
+            model=self.model,
+            users=self.users,
+            items=self.items,
+            user_features=self.user_features,
+            item_features=self.item_features,
+            index_config=self.index_config,
+            seen_indptr=indptr,
+            seen_items=items,
+            popularity=self.popularity if popularity is None else np.asarray(popularity, dtype=np.int64),
+            index=self.index,
+        )
 
     def refresh(self) -> None:
         """Re-embed the catalogue after the model changed (e.g. between training epochs)."""
