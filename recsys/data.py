@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from common_regs.io import atomic_path
+from common_regs.io import atomic_dir, atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ __all__ = [
     "clean_log",
     "encode_interactions",
     "item_frequencies",
+    "partition_by_user",
     "read_log_schema",
     "scan_log",
     "validate_log",
@@ -705,3 +706,48 @@ def item_frequencies(source: pl.LazyFrame | str | os.PathLike[str], items: Vocab
     index = items.encode(counts["item_id"])
     known = index != items.oov_index
     return np.bincount(index[known], weights=counts["count"].to_numpy()[known], minlength=items.size).astype(np.int64)
+
+
+def partition_by_user(
+    path: str | os.PathLike[str],
+    users: Vocabulary,
+    out_dir: str | os.PathLike[str],
+    *,
+    parts: int,
+    read_rows: int = 1 << 16,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Split a parquet log into ``parts`` files by user in one streaming pass (memory: one record batch).
+
+    Row ``r`` goes to ``part-{p:05d}.parquet`` with ``p = users.encode(user_id_r) mod parts`` (unknown users share
+    the OOV index, hence one part), so two logs split with the same vocabulary and ``parts`` are co-partitioned:
+    part ``p`` of the training log holds every training row of the users in part ``p`` of the test log. Rows keep
+    their columns and their order within a part; every part file exists (possibly with zero rows). ``out_dir`` is
+    written atomically.
+
+    Raises:
+        ValueError: ``parts`` or ``read_rows`` < 1. LogSchemaError: not a valid log (see :func:`read_log_schema`).
+        FileExistsError: ``out_dir`` exists and ``overwrite`` is false.
+    """
+    if parts < 1:
+        raise ValueError(f"`parts` must be >= 1, got {parts}.")
+    if read_rows < 1:
+        raise ValueError(f"`read_rows` must be >= 1, got {read_rows}.")
+    schema = read_log_schema(path)
+    names = [f"part-{p:05d}.parquet" for p in range(parts)]
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        writers = [pq.ParquetWriter(tmp / name, schema) for name in names]
+        try:
+            for record_batch in pq.ParquetFile(path).iter_batches(batch_size=read_rows):
+                part = users.encode(pl.from_arrow(record_batch.column("user_id")).alias("user_id")) % parts
+                order = np.argsort(part, kind="stable")
+                bounds = np.searchsorted(part[order], np.arange(parts + 1))
+                table = pa.Table.from_batches([record_batch]).take(pa.array(order))
+                for number in np.flatnonzero(np.diff(bounds)):
+                    writers[number].write_table(table.slice(bounds[number], bounds[number + 1] - bounds[number]))
+        finally:
+            for writer in writers:
+                writer.close()
+    out_dir = Path(out_dir)
+    logger.info("%s: %d user partitions under %s", path, parts, out_dir)
+    return [out_dir / name for name in names]
