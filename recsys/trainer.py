@@ -7,7 +7,9 @@ A step: indices → ``model.featurize`` (tower inputs) → ``common_regs`` batch
 Determinism and resume: the batch order of epoch ``e`` depends only on ``(seed, e)``, negatives on
 ``(seed, step)``, and checkpoints hold model, optimizer, hook and estimator states plus the global torch/numpy
 RNG states, so a run resumed from any checkpoint ends with bit-identical parameters to an uninterrupted one
-(same machine, same thread count). Checkpoints are written atomically (``common_regs.io.atomic_path``).
+(same machine, same thread count). Checkpoints ``ckpt-<step:09d>.pt`` are written atomically with a SHA-256
+sidecar and the newest ``keep_checkpoints`` are kept (:class:`common_regs.checkpoint.CheckpointDir`); resuming
+verifies them and falls back to the previous one when the newest is truncated or corrupted.
 
 Evaluation is a callable injected by the caller (``pipelines`` builds it from ``pipelines.evaluation``), so this
 package never imports the metric code.
@@ -32,7 +34,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from common_regs.api import TrainContext
-from common_regs.io import atomic_path
+from common_regs.checkpoint import CheckpointDir, save_with_checksum
 from common_regs.training import RegHooks
 from recsys.data import IndexBatch, InMemoryBatches, NegativeSampler, StreamingBatches
 from recsys.losses import StreamingFrequencyEstimator, bpr_loss, in_batch_softmax_loss, log_q_from_counts
@@ -40,9 +42,9 @@ from recsys.models.base import RecBatch, Recommender, RecOutput
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CHECKPOINT_NAME", "TrainConfig", "TrainResult", "Trainer"]
+__all__ = ["CHECKPOINT_PREFIX", "TrainConfig", "TrainResult", "Trainer"]
 
-CHECKPOINT_NAME = "last.pt"
+CHECKPOINT_PREFIX = "ckpt"  # files ckpt-<step:09d>.pt + ckpt-<step:09d>.pt.sha256
 _FORMAT_VERSION = 1
 
 EvaluateFn = Callable[[Recommender], Mapping[str, float]]
@@ -164,7 +166,8 @@ class Trainer:
         evaluate: ``model -> {metric: value}``, called every ``eval_every`` epochs in eval mode.
         item_counts: training interactions per item (for ``logq="counts"``).
         negative_sampler: for ``loss="bpr"``.
-        checkpoint_dir: where ``last.pt`` (and ``best.pt``) go; None = no checkpoints.
+        checkpoint_dir: where ``ckpt-<step>.pt`` (and ``best.pt``) go, each with a ``.sha256``; None = none.
+        keep_checkpoints: newest checkpoints kept. Default 2 (regkit convention: the latest plus one fallback).
     """
 
     def __init__(
@@ -178,10 +181,16 @@ class Trainer:
         item_counts: np.ndarray | None = None,
         negative_sampler: NegativeSampler | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
+        keep_checkpoints: int = 2,
     ) -> None:
         self.model, self.batches, self.config = model, batches, config
         self.evaluate_fn = evaluate
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.checkpoints = (
+            CheckpointDir(self.checkpoint_dir, keep=keep_checkpoints, prefix=CHECKPOINT_PREFIX)
+            if self.checkpoint_dir is not None
+            else None
+        )
         if config.loss == "bpr" and negative_sampler is None:
             raise ValueError("`negative_sampler` is required for `train.loss`='bpr'.")
         self.negative_sampler = negative_sampler
@@ -368,15 +377,14 @@ class Trainer:
 
     def _save(self, path: Path, *, best_only: bool = False) -> None:
         state = {"format_version": _FORMAT_VERSION, "model": self.model.state_dict()} if best_only else self._state()
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        save_with_checksum(path, lambda tmp: torch.save(state, tmp))
 
     def save_checkpoint(self) -> Path | None:
-        if self.checkpoint_dir is None:
+        """Write ``ckpt-<step>.pt`` (+ ``.sha256``) and prune to the newest ``keep_checkpoints``."""
+        if self.checkpoints is None:
             return None
-        path = self.checkpoint_dir / CHECKPOINT_NAME
-        self._save(path)
-        return path
+        state = self._state()
+        return self.checkpoints.save(self.step, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Restore everything :meth:`save_checkpoint` wrote; training then continues where it stopped."""
@@ -410,11 +418,17 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------------------
 
     def fit(self, *, resume: bool = True) -> TrainResult:
-        """Train until ``epochs`` / ``max_steps`` / early stopping; resumes from ``checkpoint_dir/last.pt``."""
+        """Train until ``epochs`` / ``max_steps`` / early stopping.
+
+        With ``resume``, continues from the newest checkpoint in ``checkpoint_dir`` whose SHA-256 verifies (a
+        damaged newer one is skipped with a warning); raises :class:`common_regs.checkpoint.CheckpointError` when
+        checkpoints exist but none verifies.
+        """
         config = self.config
-        if resume and self.checkpoint_dir is not None and (self.checkpoint_dir / CHECKPOINT_NAME).is_file():
-            self.load_checkpoint(self.checkpoint_dir / CHECKPOINT_NAME)
-        else:
+        resumed = None
+        if resume and self.checkpoints is not None:
+            resumed = self.checkpoints.load_latest(self.load_checkpoint)
+        if resumed is None:
             torch.manual_seed(config.seed)
         self.model.train()
         stop = self.result.stopped_early or (config.max_steps is not None and self.step >= config.max_steps)
