@@ -13,7 +13,9 @@ weight        number                                 no
 propensity    number in (0, 1]                       no
 ============  =====================================  ========
 
-Errors name the file and the column (and the first offending row where there is one).
+Errors name the file and the column (and the first offending row where there is one). Every problem found in a
+file is a :class:`LogSchemaError`, including rows that cannot be decoded (a corrupted data page behind a valid
+footer) and values that cannot be converted (a ``uint64`` timestamp beyond ``int64``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,29 @@ class LogSchemaError(ValueError):
     """An interaction log does not match the schema; the message names the file and column."""
 
 
+_READ_ERRORS: tuple[type[BaseException], ...] = (
+    pl.exceptions.PolarsError,
+    pl.exceptions.PanicException,  # a BaseException: polars' Rust reader panics on some corrupted pages
+    pa.ArrowException,
+    OSError,
+)
+
+
+def _collect(frame: pl.LazyFrame, where: object, *, streaming: bool = True) -> pl.DataFrame:
+    """``frame.collect()``; failures to decode or convert the file's rows are raised as :class:`LogSchemaError`."""
+    try:
+        return frame.collect(engine="streaming") if streaming else frame.collect()
+    except _READ_ERRORS as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise LogSchemaError(f"{where}: could not read the log's rows ({type(err).__name__}: {reason}).") from None
+
+
+def _bad_value_predicate(column: str, dtype: pa.DataType | pl.DataType) -> pl.Expr:
+    """Rows whose numeric ``column`` is null, NaN or ±inf (integers can only be null)."""
+    floating = pa.types.is_floating(dtype) if isinstance(dtype, pa.DataType) else dtype.is_float()
+    return pl.col(column).is_null() | (~pl.col(column).is_finite() if floating else pl.lit(False))
+
+
 @dataclass(frozen=True)
 class LogSummary:
     path: str
@@ -91,6 +116,9 @@ def read_log_schema(path: str | os.PathLike[str]) -> pa.Schema:
         schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as err:
         raise LogSchemaError(f"{path}: not a readable parquet file ({err}).") from None
+    repeated = sorted({name for name in schema.names if schema.names.count(name) > 1})
+    if repeated:
+        raise LogSchemaError(f"{path}: duplicate column names {repeated} (columns present: {schema.names}).")
     for column in ID_COLUMNS:
         if column not in schema.names:
             raise LogSchemaError(f"{path}: missing required column `{column}` (columns present: {schema.names}).")
@@ -120,7 +148,8 @@ def validate_log(path: str | os.PathLike[str]) -> LogSummary:
     """Check schema and content of a log in one streaming pass; return a summary.
 
     Raises:
-        LogSchemaError: schema mismatch, an empty log, null ids, or null / NaN values in a numeric column.
+        LogSchemaError: schema mismatch, an empty log, null ids, null / NaN / infinite values in a numeric column,
+            or rows that cannot be decoded.
     """
     path = Path(path)
     schema = read_log_schema(path)
@@ -138,35 +167,36 @@ def validate_log(path: str | os.PathLike[str]) -> LogSummary:
         pl.col("item_id").drop_nulls().n_unique().alias("items"),
         *[pl.col(c).null_count().alias(f"null:{c}") for c in columns],
         *[
-            pl.col(c).is_nan().sum().alias(f"nan:{c}")
+            (~pl.col(c).is_finite()).sum().alias(f"nan:{c}")
             for c in _NUMERIC_COLUMNS
             if c in columns and pa.types.is_floating(schema.field(c).type)
         ],
     ]
     if time_expr is not None:
         aggregates += [time_expr.min().alias("time_min"), time_expr.max().alias("time_max")]
-    stats = lazy.select(aggregates).collect(engine="streaming").row(0, named=True)
+    stats = _collect(lazy.select(aggregates), path).row(0, named=True)
     key = [c for c in ("user_id", "item_id", "timestamp") if c in columns]
-    unique_rows = lazy.select(key).unique().select(pl.len()).collect(engine="streaming").item()
+    unique_rows = _collect(lazy.select(key).unique().select(pl.len()), path).item()
     if stats["rows"] == 0:
         raise LogSchemaError(f"{path}: the log has no rows.")
     for column in ID_COLUMNS:
         if stats[f"null:{column}"]:
-            first = _first_row(lazy, pl.col(column).is_null())
+            first = _first_row(lazy, pl.col(column).is_null(), path)
             raise LogSchemaError(
                 f"{path}: column `{column}` has {stats[f'null:{column}']} null ids (first at row {first})."
             )
     for column in _NUMERIC_COLUMNS:
         bad = stats.get(f"null:{column}", 0) + stats.get(f"nan:{column}", 0)
         if bad:
-            predicate = pl.col(column).is_null() | pl.col(column).cast(pl.Float64).is_nan()
+            predicate = _bad_value_predicate(column, schema.field(column).type)
             raise LogSchemaError(
-                f"{path}: column `{column}` has {bad} null/NaN values (first at row {_first_row(lazy, predicate)})."
+                f"{path}: column `{column}` has {bad} null/NaN/infinite values "
+                f"(first at row {_first_row(lazy, predicate, path)})."
             )
     if "propensity" in columns:
-        outside = (
-            lazy.filter((pl.col("propensity") <= 0) | (pl.col("propensity") > 1)).select(pl.len()).collect().item()
-        )
+        outside = _collect(
+            lazy.filter((pl.col("propensity") <= 0) | (pl.col("propensity") > 1)).select(pl.len()), path
+        ).item()
         if outside:
             raise LogSchemaError(f"{path}: column `propensity` must lie in (0, 1]; {outside} rows do not.")
     return LogSummary(
@@ -181,8 +211,9 @@ def validate_log(path: str | os.PathLike[str]) -> LogSummary:
     )
 
 
-def _first_row(lazy: pl.LazyFrame, predicate: pl.Expr) -> int:
-    return lazy.with_row_index("_row").filter(predicate).select("_row").head(1).collect().item()
+def _first_row(lazy: pl.LazyFrame, predicate: pl.Expr, where: object = "log") -> int:
+    first = lazy.with_row_index("_row").filter(predicate).select("_row").head(1)
+    return _collect(first, where, streaming=False).item()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -400,36 +431,43 @@ def clean_log(
 ) -> pl.LazyFrame:
     """Check a log's content and return it as implicit feedback (a lazy frame; nothing is read until collected).
 
-    * null ids or NaN / null ratings → :class:`LogSchemaError` naming ``where``, the column, count and first row;
+    * ids that are not integers or strings, a non-numeric ``rating``, null ids or NaN / ±inf / null ratings →
+      :class:`LogSchemaError` naming ``where`` (the file when ``source`` is a path), the column, count and first row;
     * ``rating_threshold``: keep rows with ``rating >= threshold`` (``None`` keeps every row as a positive);
     * duplicate ``(user_id, item_id)`` rows: ``"drop"`` keeps the first (logged with the count), ``"keep"``
       leaves them (they then weigh more in training), ``"error"`` raises.
     """
     if duplicates not in ("drop", "keep", "error"):
         raise ValueError(f"`duplicates` must be 'drop', 'keep' or 'error', got {duplicates!r}.")
+    if where == "log" and isinstance(source, (str, os.PathLike)):
+        where = str(source)
     lazy = _frame(source)
-    names = lazy.collect_schema().names()
+    schema = lazy.collect_schema()
+    names = schema.names()
     for column in ID_COLUMNS:
         if column not in names:
             raise LogSchemaError(f"{where}: missing required column `{column}` (columns present: {names}).")
+        if not (schema[column].is_integer() or schema[column] == pl.String):
+            raise LogSchemaError(f"{where}: column `{column}` must be integer or string, got {schema[column]}.")
+    if "rating" in names and not (schema["rating"].is_integer() or schema["rating"].is_float()):
+        raise LogSchemaError(f"{where}: column `rating` must be numeric, got {schema['rating']}.")
     checks = [pl.col(c).null_count().alias(f"null:{c}") for c in ID_COLUMNS]
-    if "rating" in names:
-        checks.append(
-            (pl.col("rating").is_null() | pl.col("rating").cast(pl.Float64).is_nan()).sum().alias("bad:rating")
-        )
+    bad_rating = _bad_value_predicate("rating", schema["rating"]) if "rating" in names else None
+    if bad_rating is not None:
+        checks.append(bad_rating.sum().alias("bad:rating"))
     checks.append(pl.len().alias("rows"))
-    stats = lazy.select(checks).collect(engine="streaming").row(0, named=True)
+    stats = _collect(lazy.select(checks), where).row(0, named=True)
     for column in ID_COLUMNS:
         if stats[f"null:{column}"]:
-            first = _first_row(lazy, pl.col(column).is_null())
+            first = _first_row(lazy, pl.col(column).is_null(), where)
             raise LogSchemaError(
                 f"{where}: column `{column}` has {stats[f'null:{column}']} null ids (first at row {first})."
             )
-    if stats.get("bad:rating"):
-        first = _first_row(lazy, pl.col("rating").is_null() | pl.col("rating").cast(pl.Float64).is_nan())
+    if bad_rating is not None and stats["bad:rating"]:
+        first = _first_row(lazy, bad_rating, where)
         raise LogSchemaError(
             f"{where}: column `rating` has {stats['bad:rating']} NaN/null values (first at row {first}); "
-            "drop or impute them before training."
+            "ratings must be finite (±inf counts as bad too): drop or impute them before training."
         )
     if stats["rows"] == 0:
         raise LogSchemaError(f"{where}: the log has no rows (empty split?).")
@@ -440,11 +478,9 @@ def clean_log(
             )
         lazy = lazy.filter(pl.col("rating") >= rating_threshold)
     if duplicates != "keep":
-        pairs = (
-            lazy.select(pl.len().alias("rows"), pl.struct(*ID_COLUMNS).n_unique().alias("unique"))
-            .collect(engine="streaming")
-            .row(0, named=True)
-        )
+        pairs = _collect(
+            lazy.select(pl.len().alias("rows"), pl.struct(*ID_COLUMNS).n_unique().alias("unique")), where
+        ).row(0, named=True)
         extra = pairs["rows"] - pairs["unique"]
         if extra and duplicates == "error":
             raise LogSchemaError(
@@ -478,7 +514,7 @@ def encode_interactions(
     if unknown not in ("error", "drop", "keep"):
         raise ValueError(f"`unknown` must be 'error', 'drop' or 'keep', got {unknown!r}.")
     columns = [c for c in (*ID_COLUMNS, "timestamp") if c in _frame(source).collect_schema().names()]
-    frame = _frame(source).select(columns).collect(engine="streaming")
+    frame = _collect(_frame(source).select(columns), where)
     if frame.height == 0:
         raise LogSchemaError(f"{where}: no interactions (empty split, or everything filtered out).")
     user_index = users.encode(frame["user_id"])

@@ -1,8 +1,11 @@
 """BEIR-format datasets: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``.
 
 Loading validates everything up front and names the file, line and field of the first problem found:
-malformed JSON, missing ``_id``, duplicate ids, non-integer relevance, qrels naming unknown queries or
-documents. Files may carry a UTF-8 BOM and CRLF line endings (the official SciFact qrels do).
+malformed JSON (including nesting too deep to parse and integers too long to convert), missing ``_id``, ids
+that are not strings or integers, text that is not valid Unicode (lone surrogates from ``\\ud800``-style
+escapes), duplicate ids, empty ids or non-integer relevance in qrels, qrels naming unknown queries or documents.
+Every such problem is a :class:`BeirFormatError`. Files may carry a UTF-8 BOM and CRLF line endings (the
+official SciFact qrels do).
 Downloading uses the official BEIR archive URL into a cache folder, atomically.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -88,6 +92,25 @@ def _decode(path: Path, line_no: int, raw: bytes) -> str:
         raise BeirFormatError(f"{path}:{line_no}: not UTF-8 (byte {err.start} of the line).") from None
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about arbitrary input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_unicode(path: Path, line_no: int, key: str, value: str) -> None:
+    """JSON ``\\uD800``-style escapes decode to lone surrogates, which no UTF-8 writer (Lucene, TREC runs) accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise BeirFormatError(
+            f"{path}:{line_no}: field `{key}` is not valid Unicode (lone surrogate escape at character {err.start})."
+        ) from None
+
+
 def _jsonl_records(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
     if not path.is_file():
         raise BeirFormatError(f"{path}: file not found (a BEIR folder has corpus.jsonl, queries.jsonl, qrels/).")
@@ -101,13 +124,24 @@ def _jsonl_records(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int,
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise BeirFormatError(f"{path}:{line_no}: malformed JSON ({err.msg} at column {err.colno}).") from None
+            except RecursionError:
+                raise BeirFormatError(f"{path}:{line_no}: malformed JSON (nested too deeply to parse).") from None
+            except ValueError as err:  # e.g. an integer literal longer than sys.get_int_max_str_digits()
+                raise BeirFormatError(f"{path}:{line_no}: malformed JSON ({err}).") from None
             if not isinstance(record, dict):
                 raise BeirFormatError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}.")
             for key in required:
                 if key not in record:
                     raise BeirFormatError(f"{path}:{line_no}: missing field `{key}`.")
-            if not isinstance(record["_id"], (str, int)) or str(record["_id"]) == "":
-                raise BeirFormatError(f"{path}:{line_no}: `_id` must be a non-empty string, got {record['_id']!r}.")
+            identifier = record["_id"]
+            if isinstance(identifier, bool) or not isinstance(identifier, (str, int)) or str(identifier) == "":
+                raise BeirFormatError(
+                    f"{path}:{line_no}: `_id` must be a non-empty string or an integer, got {_shown(identifier)}."
+                )
+            if "\\u" in line:  # only escapes can produce lone surrogates: the bytes were valid UTF-8
+                for key, value in record.items():
+                    if isinstance(value, str):
+                        _check_unicode(path, line_no, key, value)
             seen_any = True
             yield line_no, record
     if not seen_any:
@@ -171,10 +205,15 @@ def read_qrels(path: str | os.PathLike[str]) -> Qrels:
                     f"got {len(parts)}."
                 )
             query_id, doc_id, score = (p.strip() for p in parts)
-            try:
-                relevance = int(score)
-            except ValueError:
-                raise BeirFormatError(f"{path}:{line_no}: score must be an integer, got {score!r}.") from None
+            for number, (column, value) in enumerate((("query-id", query_id), ("corpus-id", doc_id)), start=1):
+                if not value:
+                    raise BeirFormatError(f"{path}:{line_no}: empty {column} (column {number}).")
+            if not _INTEGER.fullmatch(score) or len(score) > 18:
+                raise BeirFormatError(
+                    f"{path}:{line_no}: score must be an integer (column 3, at most 18 ASCII digits), "
+                    f"got {_shown(score)}."
+                )
+            relevance = int(score)
             if doc_id in qrels.setdefault(query_id, {}):
                 raise BeirFormatError(f"{path}:{line_no}: duplicate judgment for query {query_id!r}, doc {doc_id!r}.")
             qrels[query_id][doc_id] = relevance

@@ -4,12 +4,18 @@ trec_eval ignores the rank column and re-sorts each query's documents by score d
 id descending (``strcmp`` order, which equals Python's code-point order for UTF-8). :func:`rank_documents` is that
 order; the writer uses it so that the rank column agrees with what trec_eval (and :mod:`pipelines.evaluation`)
 computes.
+
+The reader checks every line and raises :class:`RunFormatError` naming the file, line and column of the first
+problem: not UTF-8, a field count other than 6, a rank that is not an integer (its value is otherwise ignored), a
+score that is not a finite decimal number in ASCII (``1_0``, ``nan``, ``inf`` and non-ASCII digits are refused,
+although Python's ``float`` would take them), a document listed twice for one query.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +26,14 @@ __all__ = ["RunFormatError", "rank_documents", "read_trec_run", "write_trec_run"
 
 class RunFormatError(ValueError):
     """A run file line is malformed; the message names file and line."""
+
+
+_RANK = re.compile(r"[+-]?[0-9]+")
+_SCORE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[: limit - 1] + "…")
 
 
 def rank_documents(docs: Mapping[str, float], k: int | None = None) -> list[tuple[str, float]]:
@@ -61,8 +75,12 @@ def read_trec_run(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
     if not path.is_file():
         raise RunFormatError(f"{path}: run file not found.")
     run: dict[str, dict[str, float]] = {}
-    with open(path, encoding="utf-8-sig") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise RunFormatError(f"{path}:{line_no}: not UTF-8 (byte {err.start} of the line).") from None
             if not line.strip():
                 continue
             parts = line.split()
@@ -70,13 +88,14 @@ def read_trec_run(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
                 raise RunFormatError(
                     f"{path}:{line_no}: expected 6 fields `qid Q0 docid rank score tag`, got {len(parts)}."
                 )
-            qid, _, docid, _, score, _ = parts
-            try:
-                value = float(score)
-            except ValueError:
-                raise RunFormatError(f"{path}:{line_no}: score {score!r} is not a number.") from None
+            qid, _, docid, rank, score, _ = parts
+            if not _RANK.fullmatch(rank):
+                raise RunFormatError(f"{path}:{line_no}: rank (field 4) {_shown(rank)} is not an integer.")
+            if not _SCORE.fullmatch(score):
+                raise RunFormatError(f"{path}:{line_no}: score {_shown(score)} is not a number (field 5).")
+            value = float(score)
             if not math.isfinite(value):
-                raise RunFormatError(f"{path}:{line_no}: score {score!r} is not finite.")
+                raise RunFormatError(f"{path}:{line_no}: score {_shown(score)} is not finite (field 5).")
             if docid in run.setdefault(qid, {}):
                 raise RunFormatError(f"{path}:{line_no}: document {docid!r} appears twice for query {qid!r}.")
             run[qid][docid] = value
