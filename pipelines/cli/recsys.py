@@ -22,12 +22,20 @@ def train(
     output_dir: Path = typer.Option(None, "--output-dir", help="Run folder (default: the config's output_dir)."),
     seed: int = typer.Option(None, "--seed", help="Seed (overrides the config's seed)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder's model."),
+    force: bool = typer.Option(False, "--force", help="Take over a run-folder lock held from another host."),
 ) -> None:
-    """Train on the configured split, tune epochs on validation, test, and save the served model."""
+    """Train on the configured split, tune epochs on validation, test, and save the served model.
+
+    The run folder is locked while training; rerunning a killed run resumes it from its last verified
+    checkpoint, and ``_SUCCESS.json`` is written last (docs/reliability.md).
+    """
     from pipelines.recsys_run import load_config, train_run
+    from pipelines.run_guard import guarded_run_dir
 
     resolved = load_config(config, [*overrides, *([f"seed={seed}"] if seed is not None else [])])
-    report = train_run(resolved, output_dir=output_dir, overwrite=overwrite)
+    folder = Path(output_dir or resolved["output_dir"])
+    with guarded_run_dir(folder, config=resolved, overwrite=overwrite, force=force, extra={"job": "recsys train"}):
+        report = train_run(resolved, output_dir=folder, overwrite=overwrite)
     table = Table(title=f"{report['model']} on {report['split']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
