@@ -1,7 +1,8 @@
 """Generative-model regularizers and sampler policies (family F10), small-scale faithful versions.
 
 Implemented: generalized-Gaussian prior (#12), cross initialization anchor (#53), adapt-then-unlearn repulsion
-(#13), Smooth Diffusion step-wise variation (#63), adaptive guidance (#43), MISF kernel-prediction filter (#65).
+(#13), Smooth Diffusion step-wise variation (#63), adaptive guidance (#43), MISF kernel-prediction filter (#65),
+RED-diff (#38), bad-noise minimax (#59).
 The anchor-type terms share ``_utils.squared_distance``.
 """
 
@@ -9,17 +10,21 @@ from __future__ import annotations
 
 from common_regs.generative.adapt_then_unlearn import AdaptThenUnlearnRepulsion
 from common_regs.generative.adaptive_guidance import AdaptiveGuidance, AdaptiveGuidanceDenoiser
+from common_regs.generative.bad_noise_minimax import BadNoiseMinimax
 from common_regs.generative.cross_initialization import CrossInitialization
 from common_regs.generative.generalized_gaussian_prior import GeneralizedGaussianPrior
 from common_regs.generative.kernel_prediction_filter import KernelPredictionFilter
+from common_regs.generative.red_diff import REDDiff
 from common_regs.generative.step_variation_regularizer import StepVariationRegularizer
 
 __all__ = [
     "AdaptThenUnlearnRepulsion",
     "AdaptiveGuidance",
     "AdaptiveGuidanceDenoiser",
+    "BadNoiseMinimax",
     "CrossInitialization",
     "GeneralizedGaussianPrior",
     "KernelPredictionFilter",
+    "REDDiff",
     "StepVariationRegularizer",
 ]
