@@ -170,6 +170,9 @@ class Trainer:
         keep_checkpoints: newest checkpoints kept. Default 2 (regkit convention: the latest plus one fallback).
     """
 
+    #: False on the ranks of a distributed run that compute checkpoint states but leave writing to rank 0.
+    is_checkpoint_writer: bool = True
+
     def __init__(
         self,
         model: Recommender,
@@ -377,6 +380,8 @@ class Trainer:
 
     def _save(self, path: Path, *, best_only: bool = False) -> None:
         state = {"format_version": _FORMAT_VERSION, "model": self.model.state_dict()} if best_only else self._state()
+        if not self.is_checkpoint_writer:  # distributed: every rank gathers the state (collective), rank 0 writes
+            return
         save_with_checksum(path, lambda tmp: torch.save(state, tmp))
 
     def save_checkpoint(self) -> Path | None:
@@ -384,6 +389,8 @@ class Trainer:
         if self.checkpoints is None:
             return None
         state = self._state()
+        if not self.is_checkpoint_writer:
+            return self.checkpoints.path(self.step)
         return self.checkpoints.save(self.step, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
