@@ -100,8 +100,11 @@ def build_impact_index(
     threads: int = 2,
     overwrite: bool = False,
     show_progress: bool | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     """Quantize ``{docid: {token: weight}}`` and index it as a Lucene impact index.
+
+    ``metadata`` (JSON values) is added to the index's ``regkit-index.json`` and ``_SUCCESS.json``.
 
     Documents whose every weight rounds to 0 cannot be retrieved; they are not indexed and are counted in the
     metadata (``skipped_empty``) with a warning.
@@ -156,7 +159,8 @@ def build_impact_index(
         )
         finish_index(
             tmp_index, index_dir, expected=kept,
-            metadata={"kind": "impact", "quantization": asdict(quantization), "skipped_empty": len(empty)},
+            metadata={"kind": "impact", "quantization": asdict(quantization), "skipped_empty": len(empty),
+                      **(metadata or {})},
         )
     logger.info("impact index of %d documents at %s (doc_scale=%s)", kept, index_dir, quantization.doc_scale)
     return index_dir

@@ -6,8 +6,9 @@
 stopwords); BM25 parameters are chosen at search time (:class:`retrieval.search.Bm25Searcher`).
 
 Indexing is multi-threaded the way Anserini parallelises: one worker per input file, so the collection is written
-as ``threads`` shard files. Every index folder carries ``regkit-index.json`` (kind, document count, settings) and
-appears complete or not at all (built in a temporary sibling, then renamed).
+as ``threads`` shard files. Every index folder carries ``regkit-index.json`` (kind, document count, settings) and,
+written last, the completion marker ``_SUCCESS.json`` (:mod:`common_regs.run_dir`), and appears complete or not
+at all (built in a temporary sibling, then renamed).
 
 Impact indexes (learned sparse vectors) live in :mod:`retrieval.impact` and share the helpers here.
 """
@@ -26,6 +27,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from common_regs.io import atomic_dir, atomic_write_text
+from common_regs.run_dir import write_success_marker
 from retrieval.beir import Document
 from retrieval.jvm import autoclass, translate_java_errors
 
@@ -102,12 +104,13 @@ def count_indexed_documents(index_dir: Path) -> int:
 
 
 def finish_index(tmp_index: Path, index_dir: Path, *, expected: int, metadata: dict[str, Any]) -> None:
-    """Check the document count of a freshly built index and write its ``regkit-index.json``."""
+    """Check the document count of a freshly built index; write its ``regkit-index.json``, then ``_SUCCESS.json``."""
     indexed = count_indexed_documents(tmp_index)
     if indexed != expected:
         raise IndexBuildError(f"Anserini indexed {indexed} of {expected} documents into {index_dir}.")
     payload = {"format_version": FORMAT_VERSION, "documents": indexed, **metadata}
     atomic_write_text(tmp_index / INDEX_METADATA_FILE, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    write_success_marker(tmp_index, config=payload, extra=payload)
 
 
 def read_index_metadata(index_dir: str | os.PathLike[str]) -> dict[str, Any] | None:

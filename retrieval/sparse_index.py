@@ -2,6 +2,8 @@
 
 * :func:`index_with_model`: encode a corpus with an inference-free sparse encoder (progress bar), quantize
   (:class:`retrieval.impact.ImpactQuantization`, round half up, default scale 100) and build the impact index.
+  With ``work_dir`` the encoding is resumable (:mod:`retrieval.resumable_encoding`): a killed run, rerun, reuses
+  the shards already encoded, and the work folder is removed once the index is published.
 * :func:`search_with_model`: queries → IDF weights of their wordpieces (no neural model at query time) →
   :class:`retrieval.impact.ImpactSearcher` (``min_idf=-1``: a token present in every document is kept).
 * :func:`write_opensearch_bulk`: NDJSON for OpenSearch's ``_bulk`` API, one ``index`` action + one document
@@ -18,14 +20,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from common_regs.io import atomic_path, atomic_write_text
+from common_regs.run_dir import read_success_marker
 from retrieval.encoder import DocumentEncodingStats, encode_documents, query_weights
 from retrieval.impact import MAX_DOC_IMPACT, ImpactQuantization, ImpactSearcher, build_impact_index, quantize_weights
+from retrieval.resumable_encoding import DEFAULT_SHARD_SIZE, encode_documents_resumable
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +54,16 @@ def index_vectors(
     quantization: ImpactQuantization | None = None,
     threads: int = 2,
     overwrite: bool = False,
+    metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the impact index; return quantized-vector statistics (average active terms after quantization)."""
     quantization = quantization or ImpactQuantization()
-    build_impact_index(doc_vectors, index_dir, quantization=quantization, threads=threads, overwrite=overwrite)
+    build_impact_index(doc_vectors, index_dir, quantization=quantization, threads=threads, overwrite=overwrite,
+                       metadata=metadata)
+    return _vector_info(doc_vectors, quantization)
+
+
+def _vector_info(doc_vectors: Mapping[str, Mapping[str, float]], quantization: ImpactQuantization) -> dict[str, Any]:
     quantized = [quantize_weights(v, quantization.doc_scale, where=f"document {d!r}", limit=MAX_DOC_IMPACT)
                  for d, v in doc_vectors.items()]
     return {"avg_active_terms_float": sum(map(len, doc_vectors.values())) / len(doc_vectors),
@@ -70,10 +81,32 @@ def index_with_model(
     batch_size: int = 16,
     overwrite: bool = False,
     show_progress: bool | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> tuple[dict[str, dict[str, float]], DocumentEncodingStats, dict[str, Any]]:
-    """Encode ``documents`` with ``model``'s document route and build the impact index at ``index_dir``."""
-    vectors, stats = encode_documents(model, documents, batch_size=batch_size, show_progress=show_progress)
-    info = index_vectors(vectors, index_dir, quantization=quantization, threads=threads, overwrite=overwrite)
+    """Encode ``documents`` with ``model``'s document route and build the impact index at ``index_dir``.
+
+    With ``work_dir``, encode in resumable shards of ``shard_size`` documents there
+    (:func:`retrieval.resumable_encoding.encode_documents_resumable`); the index records the encoding fingerprint,
+    and the work folder is removed after the index is published. A rerun that finds the index already published
+    with the same fingerprint (killed just before the clean-up) only removes the work folder.
+    """
+    quantization = quantization or ImpactQuantization()
+    if work_dir is None:
+        vectors, stats = encode_documents(model, documents, batch_size=batch_size, show_progress=show_progress)
+        info = index_vectors(vectors, index_dir, quantization=quantization, threads=threads, overwrite=overwrite)
+        return vectors, stats, info
+    vectors, stats, fingerprint = encode_documents_resumable(
+        model, documents, work_dir, shard_size=shard_size, batch_size=batch_size, show_progress=show_progress
+    )
+    published = read_success_marker(index_dir)
+    if not overwrite and published is not None and published.get("encoding_fingerprint") == fingerprint:
+        logger.info("%s was already published by the interrupted run; removing its work folder", index_dir)
+        info = _vector_info(vectors, quantization)
+    else:
+        info = index_vectors(vectors, index_dir, quantization=quantization, threads=threads, overwrite=overwrite,
+                             metadata={"encoding_fingerprint": fingerprint})
+    shutil.rmtree(work_dir, ignore_errors=True)
     return vectors, stats, info
 
 

@@ -23,24 +23,35 @@ def index_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index folder."),
     model: Path = typer.Option(None, "--model", help="Inference-free sparse model folder: build an impact index."),
     opensearch: Path = typer.Option(None, "--opensearch-bulk", help="With --model: also write OpenSearch NDJSON."),
+    shard_size: int = typer.Option(1024, "--shard-size", help="With --model: documents per resumable shard."),
+    force: bool = typer.Option(False, "--force", help="Take over an index lock held from another host."),
 ) -> None:
-    """BM25 "flat" index of a BEIR corpus, or (``--model``) a Lucene impact index of learned sparse vectors."""
+    """BM25 "flat" index of a BEIR corpus, or (``--model``) a Lucene impact index of learned sparse vectors.
+
+    The index is locked while it is built (``.<index>.lock`` beside it) and published by one rename with
+    ``_SUCCESS.json`` inside; with ``--model``, rerunning a killed command reuses the shards already encoded.
+    """
+    from common_regs.run_dir import OutputLock, lock_path_for, remove_stale_temporaries
     from retrieval.beir import read_corpus
     from retrieval.index import build_bm25_index, read_index_metadata
 
     if not data.is_dir():
         raise typer.BadParameter(f"{data}: not a BEIR dataset folder (directory not found).", param_hint="--data")
     corpus = read_corpus(data / "corpus.jsonl")
-    if model is None:
-        build_bm25_index(corpus, index, threads=threads, overwrite=overwrite)
-        console.print(f"BM25 index at {index}: {read_index_metadata(index)['documents']:,} documents")
-        return
-    from retrieval.encoder import load_sparse_encoder
-    from retrieval.sparse_index import index_with_model, write_opensearch_bulk
+    with OutputLock(lock_path_for(index, inside=False), force=force):
+        remove_stale_temporaries(index)  # index folders of killed builds (we hold the lock: none is live)
+        if model is None:
+            build_bm25_index(corpus, index, threads=threads, overwrite=overwrite)
+            console.print(f"BM25 index at {index}: {read_index_metadata(index)['documents']:,} documents")
+            return
+        from retrieval.encoder import load_sparse_encoder
+        from retrieval.resumable_encoding import encoding_work_dir
+        from retrieval.sparse_index import index_with_model, write_opensearch_bulk
 
-    documents = {doc_id: doc.contents for doc_id, doc in corpus.items()}
-    vectors, stats, info = index_with_model(load_sparse_encoder(model), documents, index, threads=threads,
-                                            overwrite=overwrite)
+        documents = {doc_id: doc.contents for doc_id, doc in corpus.items()}
+        vectors, stats, info = index_with_model(load_sparse_encoder(model), documents, index, threads=threads,
+                                                overwrite=overwrite, work_dir=encoding_work_dir(index),
+                                                shard_size=shard_size)
     if opensearch is not None:
         write_opensearch_bulk(vectors, opensearch, index_name=data.name.lower())
     console.print(f"impact index at {index}: {read_index_metadata(index)['documents']:,} documents, "
