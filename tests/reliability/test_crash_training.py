@@ -13,7 +13,14 @@ import torch
 
 from common_regs.run_dir import LOCK_NAME, SUCCESS_NAME
 from pipelines.cli import main
-from pipelines.faults import compare_states, recsys_checkpoints, run_cli, run_until, saved_model_state, write_recsys_config
+from pipelines.faults import (
+    compare_states,
+    recsys_checkpoints,
+    run_cli,
+    run_until,
+    saved_model_state,
+    write_recsys_config,
+)
 
 pytestmark = pytest.mark.torchrec
 
