@@ -43,8 +43,11 @@ def rank_documents(docs: Mapping[str, float], k: int | None = None) -> list[tupl
 
 
 def _check_id(value: str, what: str) -> None:
-    if not value or any(ch.isspace() for ch in value):
-        raise ValueError(f"{what} {value!r} cannot be written to a TREC run: it must be non-empty without whitespace.")
+    # U+FEFF too: at the start of the file it would be read back as a byte-order mark and dropped.
+    if not value or any(ch.isspace() or ch == "\ufeff" for ch in value):
+        raise ValueError(
+            f"{what} {value!r} cannot be written to a TREC run: it must be non-empty, without whitespace or U+FEFF."
+        )
 
 
 def write_trec_run(
