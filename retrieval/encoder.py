@@ -518,8 +518,8 @@ def encode_documents(
                 dense = splade_max_pool(hidden, features["attention_mask"], weight, bias,
                                         activation=pooling.activation_function, compute_dtype=compute_dtype)
                 for doc_id, row in zip(chunk, dense.float().cpu(), strict=True):
-                    ids = row.nonzero(as_tuple=True)[0].tolist()
-                    vectors[doc_id] = {vocab[i]: float(row[i]) for i in ids}
+                    ids = row.nonzero(as_tuple=True)[0]
+                    vectors[doc_id] = dict(zip([vocab[i] for i in ids.tolist()], row[ids].tolist(), strict=True))
                     if lengths[doc_id] > max_length:
                         stats.truncated += 1
                         stats.first_truncated = stats.first_truncated or doc_id

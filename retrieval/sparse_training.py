@@ -59,7 +59,7 @@ from retrieval.mining import TEACHERS, Candidates, mine_candidates
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SparseTrainConfig", "TrainResult", "load_train_config", "train_sparse"]
+__all__ = ["SparseTrainConfig", "TrainResult", "load_train_config", "train_model", "train_sparse", "training_pairs"]
 
 RankingLoss = Literal["infonce", "kd_kl", "kd_margin_mse"]
 
@@ -100,6 +100,8 @@ class SparseTrainConfig:
             ``<out_dir>/../cache``.
         threads: torch and Lucene threads. Default 2.
         seed: random seed. Default 0.
+        device: torch device of the training loop (``"cuda"``, ``"cuda:1"``, ``"cpu"``); None = CPU. Default None.
+            The model and every batch tensor are moved there; candidate mining and caches stay on the CPU.
     """
 
     data: str
@@ -128,6 +130,7 @@ class SparseTrainConfig:
     cache_dir: str | None = None
     threads: int = 2
     seed: int = 0
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if self.ranking_loss not in ("infonce", "kd_kl", "kd_margin_mse"):
@@ -154,6 +157,12 @@ class SparseTrainConfig:
         if unknown:
             raise ValueError(f"`model` has unknown keys {unknown}; known: {known}.")
         SparseEncoderConfig(**self.model)  # validate early
+        if self.device is not None:
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError):
+                raise ValueError(f"`device` must be None or a torch device string such as 'cuda', got "
+                                 f"{self.device!r}.") from None
 
     @property
     def encoder_config(self) -> SparseEncoderConfig:
@@ -260,9 +269,7 @@ def train_sparse(config: SparseTrainConfig, *, show_progress: bool | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(config.cache_dir) if config.cache_dir else out_dir.parent / "cache"
     dataset = load_beir(config.data, split=config.split)
-    positives = {q: [d for d, r in docs.items() if r > 0] for q, docs in dataset.qrels.items()}
-    positives = {q: d for q, d in positives.items() if d}
-    queries = {q: dataset.queries[q] for q in positives if dataset.queries[q].strip()}
+    queries, positives = training_pairs(dataset.queries, dataset.qrels)
     if not queries:
         raise ValueError(f"{config.data}: no training query with a positive judgment in split {config.split!r}.")
     corpus_texts = {d: doc.contents for d, doc in dataset.corpus.items()}
@@ -286,6 +293,44 @@ def train_sparse(config: SparseTrainConfig, *, show_progress: bool | None = None
     seconds = time.perf_counter() - started - setup_seconds
     model_dir = _save(config, model, out_dir, log, seconds, setup_seconds)
     return TrainResult(model_dir=model_dir, seconds=seconds, setup_seconds=setup_seconds, log=log)
+
+
+def training_pairs(
+    queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]]
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """``(queries, positives)`` for training: judged queries with non-blank text and at least one relevance > 0."""
+    positives = {q: [d for d, r in docs.items() if r > 0] for q, docs in qrels.items()}
+    positives = {q: d for q, d in positives.items() if d}
+    return {q: queries[q] for q in positives if q in queries and queries[q].strip()}, positives
+
+
+def train_model(
+    config: SparseTrainConfig,
+    model: Any,
+    queries: Mapping[str, str],
+    positives: Mapping[str, list[str]],
+    candidates: Candidates,
+    corpus: Mapping[str, Any],
+    *,
+    cache: HiddenStates | None = None,
+    show_progress: bool | None = None,
+) -> list[dict[str, float]]:
+    """The optimisation loop of :func:`train_sparse` on prepared inputs; returns the per-step log.
+
+    For callers that bring their own data (e.g. a GPU machine without Lucene, with candidates and teacher scores
+    mined elsewhere): ``queries`` {qid: text}, ``positives`` {qid: [docid]}, ``candidates`` (mined, with both
+    teachers' scores), ``corpus`` {docid: object with ``.contents``}. ``cache`` (backbone states) is needed only
+    for head-only training (``train_encoder=False``). The model is trained in place on ``config.device`` and left
+    there in eval mode.
+    """
+    if not config.train_encoder and cache is None:
+        raise ValueError("head-only training (`train_encoder=False`) needs `cache` (retrieval.hidden_cache).")
+    missing = [q for q in queries if q not in candidates.docs or not positives.get(q)]
+    if missing:
+        raise ValueError(f"{len(missing)} training queries lack candidates or positives (first: {missing[0]!r}).")
+    torch.manual_seed(config.seed)
+    return _train_loop(config, model, queries, positives, candidates, cache, corpus, random.Random(config.seed),
+                       show_progress)
 
 
 def dense_query_embeddings(texts: list[str], model_name: str | None = None) -> np.ndarray:
@@ -318,6 +363,8 @@ def _mine(config, dataset, queries, positives, cache: HiddenStates, cache_dir: P
 
 def _train_loop(config, model, queries, positives, candidates, cache, corpus, rng, show_progress) -> list[dict]:
     transformer, pooling = mlm_parts(model)
+    device = torch.device(config.device or "cpu")
+    model.to(device)
     if not config.train_encoder:
         _untie_output_embeddings(model)
         for p in transformer.parameters():
@@ -356,10 +403,11 @@ def _train_loop(config, model, queries, positives, candidates, cache, corpus, rn
         with document_parts(model) as (hf, head, weight, bias):
             if config.train_encoder:
                 features = tokenizer([corpus[d].contents for d in docs], padding=True, truncation=True,
-                                     max_length=config.train_max_length, return_tensors="pt")
+                                     max_length=config.train_max_length, return_tensors="pt").to(device)
                 states, mask = hf(**features).logits, features["attention_mask"]
             else:
                 hidden, mask = cache.batch([cache.row(d) for d in docs], config.train_max_length)
+                hidden, mask = hidden.to(device), mask.to(device)
                 states = head(hidden)
             doc = splade_max_pool(states, mask, weight, bias, activation=pooling.activation_function,
                                   compute_dtype=compute_dtype)
@@ -385,8 +433,8 @@ def _train_loop(config, model, queries, positives, candidates, cache, corpus, rn
             order += fresh
         chosen, order = order[: config.batch_queries], order[config.batch_queries :]
         _, doc_lists, teacher = _sample_batch(chosen, positives, candidates, width, rng)
-        batch = {"query": table.matrix(chosen), "docs": doc_lists, "teacher": teacher,
-                 "positive_columns": torch.arange(len(chosen)) * width}
+        batch = {"query": table.matrix(chosen).to(device), "docs": doc_lists, "teacher": teacher.to(device),
+                 "positive_columns": (torch.arange(len(chosen)) * width).to(device)}
         loss = reg.step(batch, forward, task_loss, step=step)
         scheduler.step()
         entry = {"step": step, "loss": float(loss), "lr": scheduler.get_last_lr()[0],
