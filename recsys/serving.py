@@ -6,7 +6,8 @@ Index types (all inner product, so ranking equals the training score ⟨u, i⟩ 
 * ``"ivf"``: ``faiss.IndexIVFFlat`` with ``nlist`` k-means cells, ``nprobe`` searched;
 * ``"ivfpq"``: ``faiss.IndexIVFPQ``: ``nlist`` cells, each vector stored as ``pq_m`` codes of ``pq_nbits`` bits
   (``pq_m · pq_nbits / 8`` bytes instead of ``4 D``), ``nprobe`` searched; for catalogues too large for flat
-  vectors in memory;
+  vectors in memory. ``refine_factor`` > 0 re-ranks the ``k · refine_factor`` IVF-PQ candidates by their exact
+  inner product (``faiss.IndexRefineFlat``, index_factory suffix ``RFlat``), which keeps the full vectors too;
 * ``"hnsw"``: ``faiss.IndexHNSWFlat`` with ``hnsw_m`` links per node, ``ef_construction`` and ``ef_search``.
 
 Measured recall@10 / QPS trade-offs on a generated 1M-item catalogue: ``pipelines/bench/bench_faiss_scale.py``
@@ -51,13 +52,15 @@ class IndexConfig:
     ``M=32, efSearch=128`` are common FAISS starting points (FAISS wiki "Guidelines to choose an index");
     ``ef_construction=40`` is FAISS's own ``IndexHNSW`` default; IVF-PQ ``pq_m=8`` sub-quantizers of
     ``pq_nbits=8`` bits follow the FAISS wiki tutorial ("Getting started", ``IndexIVFPQ(quantizer, d, nlist, 8, 8)``).
-    ``pq_m`` must divide the embedding dimension (checked when the index is built)."""
+    ``pq_m`` must divide the embedding dimension (checked when the index is built). ``refine_factor=0`` (off,
+    regkit convention) applies to ``ivfpq`` only."""
 
     kind: Literal["flat", "ivf", "ivfpq", "hnsw"] = "flat"
     nlist: int = 100
     nprobe: int = 8
     pq_m: int = 8
     pq_nbits: int = 8
+    refine_factor: int = 0
     hnsw_m: int = 32
     ef_construction: int = 40
     ef_search: int = 128
@@ -70,6 +73,11 @@ class IndexConfig:
                 raise ValueError(f"`index.{name}` must be >= 1, got {getattr(self, name)}.")
         if not 1 <= self.pq_nbits <= 16:
             raise ValueError(f"`index.pq_nbits` must be in [1, 16], got {self.pq_nbits}.")
+        if self.refine_factor < 0 or (self.refine_factor and self.kind != "ivfpq"):
+            raise ValueError(
+                f"`index.refine_factor` must be >= 0 and is only used with kind 'ivfpq'; got {self.refine_factor} "
+                f"with kind {self.kind!r}."
+            )
 
 
 def build_faiss_index(vectors: np.ndarray, config: IndexConfig | None = None) -> Any:
@@ -102,6 +110,9 @@ def build_faiss_index(vectors: np.ndarray, config: IndexConfig | None = None) ->
         )
         index.train(vectors)
         index.nprobe = min(config.nprobe, nlist)
+        if config.refine_factor:
+            index = faiss.IndexRefineFlat(index)
+            index.k_factor = float(config.refine_factor)
     else:
         index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = config.ef_construction

@@ -37,6 +37,21 @@ def test_ivfpq_is_a_product_quantized_ivf_index_whose_fine_codes_recover_exact_n
     assert _recall(one_cell.search(queries, 10)[1], exact) <= _recall(fine.search(queries, 10)[1], exact)
 
 
+def test_refine_factor_reranks_ivfpq_candidates_by_exact_inner_product() -> None:
+    vectors, queries = _clustered(3000, 16), _clustered(50, 16, seed=2)
+    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    config = {"kind": "ivfpq", "nlist": 16, "nprobe": 16, "pq_m": 2, "pq_nbits": 6}
+    plain = build_faiss_index(vectors, IndexConfig(**config))
+    refined = build_faiss_index(vectors, IndexConfig(**config, refine_factor=10))
+    assert isinstance(refined, faiss.IndexRefineFlat) and refined.k_factor == 10 and refined.ntotal == 3000
+    assert faiss.extract_index_ivf(refined).nprobe == 16
+    scores, ids = refined.search(queries, 10)
+    np.testing.assert_allclose(scores, np.take_along_axis(queries @ vectors.T, ids, axis=1), rtol=1e-5, atol=1e-5)
+    assert _recall(ids, exact) > _recall(plain.search(queries, 10)[1], exact)
+    with pytest.raises(ValueError, match=r"only used with kind 'ivfpq'; got 4 with kind 'hnsw'"):
+        IndexConfig(kind="hnsw", refine_factor=4)
+
+
 def test_ivfpq_and_hnsw_options_are_validated_and_applied() -> None:
     vectors = _clustered(600, 12)
     with pytest.raises(ValueError, match=r"`index.pq_m` must divide the embedding dimension 12, got 5"):
