@@ -3,7 +3,7 @@
 Implemented: generalized-Gaussian prior (#12), cross initialization anchor (#53), adapt-then-unlearn repulsion
 (#13), Smooth Diffusion step-wise variation (#63), adaptive guidance (#43), MISF kernel-prediction filter (#65),
 RED-diff (#38), bad-noise minimax (#59), MEE manifold entropy (#11),
-GIFD gradient-inversion attack (#26, for testing privacy defenses).
+GIFD gradient-inversion attack (#26, for testing privacy defenses), OReX gradient hinge (#27).
 The anchor-type terms share ``_utils.squared_distance``.
 """
 
@@ -17,6 +17,7 @@ from common_regs.generative.generalized_gaussian_prior import GeneralizedGaussia
 from common_regs.generative.gifd_attack import GIFDAttack
 from common_regs.generative.kernel_prediction_filter import KernelPredictionFilter
 from common_regs.generative.manifold_entropy import ManifoldEntropy
+from common_regs.generative.orex_gradient_hinge import OReXGradientHinge
 from common_regs.generative.red_diff import REDDiff
 from common_regs.generative.step_variation_regularizer import StepVariationRegularizer
 
@@ -30,6 +31,7 @@ __all__ = [
     "GeneralizedGaussianPrior",
     "KernelPredictionFilter",
     "ManifoldEntropy",
+    "OReXGradientHinge",
     "REDDiff",
     "StepVariationRegularizer",
 ]
