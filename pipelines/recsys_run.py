@@ -15,7 +15,9 @@ One YAML file configures a run (see ``pipelines/configs/ml100k_*.yaml``); ``regk
 ``train``
     :class:`recsys.trainer.TrainConfig` options.
 ``hooks``
-    ``common_regs`` methods by registry name (``{"name": "dsl", ...}``) and ``embedding_l2`` (``weight``).
+    ``common_regs`` methods by registry name + constructor options (``{"name": "dsl", ...}``), ``embedding_l2``
+    (``weight``), and the in-batch-softmax adapters ``multi_sample_dropout`` / ``ps_kd``
+    (:mod:`pipelines.recsys_hooks`, :mod:`recsys.regularizers`).
 ``ssl``
     ``none`` / ``rfm`` / ``cfm`` or :class:`recsys.ssl.SSLConfig` options: SSL item-tower regularization
     (Yao et al. 2021; :mod:`pipelines.recsys_ssl`); a run with SSL also writes ``report.md`` with the
@@ -49,8 +51,9 @@ import yaml
 from common_regs.io import atomic_write_text
 from pipelines.evaluation.recsys import evaluate_recommendations, make_evaluator
 from pipelines.provenance import run_metadata
-from pipelines.report import Report, bar_plot, line_plot
+from pipelines.recsys_hooks import build_hooks, check_hook_specs
 from pipelines.recsys_ssl import add_ssl_section, resolve_ssl_config, ssl_hooks
+from pipelines.report import Report, bar_plot, line_plot
 from recsys.data import (
     InMemoryBatches,
     Interactions,
@@ -62,9 +65,9 @@ from recsys.data import (
     scan_log,
 )
 from recsys.features import FeatureSpec, FeatureTable
-from recsys.losses import EmbeddingL2
 from recsys.models import build_model
 from recsys.models.base import Recommender as RecModel
+from recsys.regularizers import TrainSetup
 from recsys.serving import IndexConfig, Recommender
 from recsys.splits import Split, given_split, leave_last_out_split, random_holdout_split, temporal_split
 from recsys.ssl import SSLConfig
@@ -249,16 +252,11 @@ class _Data:
 # -- training --------------------------------------------------------------------------------------------------
 
 
-def _hooks(specs: Sequence[Mapping[str, Any]]) -> list[Any]:
-    from common_regs.registry import build
-
-    hooks = []
-    for spec in specs:
-        if spec.get("name") == "embedding_l2":
-            hooks.append(EmbeddingL2(**{k: v for k, v in spec.items() if k != "name"}))
-        else:
-            hooks.append(build(spec))
-    return hooks
+def _hooks(config: Mapping[str, Any], model: RecModel, interactions: Interactions, train: TrainConfig) -> list[Any]:
+    """The ``hooks`` section built for one fit (:func:`pipelines.recsys_hooks.build_hooks`)."""
+    epochs = TrainConfig.from_dict(config["train"]).epochs  # the configured budget, not a refit's shortened one
+    setup = TrainSetup(model=model, train=train, item_counts=interactions.item_counts(), epochs=epochs)
+    return build_hooks(config["hooks"], setup)
 
 
 def _fit(
@@ -305,7 +303,10 @@ def _fit(
         model,
         batches,
         train_config,
-        hooks=[*_hooks(config["hooks"]), *ssl_hooks(config, data.item_features, interactions, train_config.seed)],
+        hooks=[
+            *_hooks(config, model, interactions, train_config),
+            *ssl_hooks(config, data.item_features, interactions, train_config.seed),
+        ],
         evaluate=evaluator,
         item_counts=interactions.item_counts(),
         negative_sampler=NegativeSampler.from_interactions(interactions, seed=train_config.seed),
@@ -348,6 +349,7 @@ def train_run(
     config = _merge(DEFAULTS, config)
     out = Path(output_dir or config["output_dir"])
     ssl = resolve_ssl_config(config, out)
+    check_hook_specs(config["hooks"])  # a bad hook name fails here, before any data is read
     if (out / "model").exists() and not overwrite:
         raise FileExistsError(f"{out / 'model'} exists; pass overwrite=True (--overwrite) or another --output-dir.")
     if overwrite:

@@ -37,7 +37,64 @@ from common_regs.api import TrainContext
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EmbeddingL2", "StreamingFrequencyEstimator", "bpr_loss", "in_batch_softmax_loss", "log_q_from_counts"]
+__all__ = [
+    "EmbeddingL2",
+    "StreamingFrequencyEstimator",
+    "bpr_loss",
+    "in_batch_logit_bias",
+    "in_batch_logits",
+    "in_batch_softmax_loss",
+    "log_q_from_counts",
+]
+
+
+def in_batch_logits(
+    query: Tensor,
+    candidates: Tensor,
+    *,
+    scale: Tensor | float = 1.0,
+    log_q: Tensor | None = None,
+    candidate_ids: Tensor | None = None,
+    log_q_weight: float = 1.0,
+) -> Tensor:
+    """``(B, B)`` corrected in-batch logits ``s^c_ij`` (module docstring); row i's positive is column i.
+
+    Args:
+        query: ``(B, D)`` user embeddings. candidates: ``(B, D)`` embeddings of each row's positive item.
+        scale: logit multiplier s (1/τ). log_q: ``(B,)`` log sampling probability of each candidate.
+        candidate_ids: ``(B,)`` item ids; equal ids in other columns are set to -inf (accidental hits).
+        log_q_weight: w, the strength of the correction (1 = Yi et al.).
+    """
+    if query.shape != candidates.shape or query.dim() != 2:
+        raise ValueError(
+            f"`query` and `candidates` must both be (B, D), got {tuple(query.shape)} and {tuple(candidates.shape)}."
+        )
+    logits = scale * query @ candidates.T
+    bias = in_batch_logit_bias(log_q=log_q, candidate_ids=candidate_ids, log_q_weight=log_q_weight, dtype=logits.dtype)
+    return logits if bias is None else logits + bias
+
+
+def in_batch_logit_bias(
+    *,
+    log_q: Tensor | None = None,
+    candidate_ids: Tensor | None = None,
+    log_q_weight: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor | None:
+    """The additive part of :func:`in_batch_logits`: ``-w log p_j`` in every row, ``-inf`` on accidental hits.
+
+    ``(1, B)`` with only ``log_q``, ``(B, B)`` with ``candidate_ids``, ``None`` with neither. Independent of the
+    embeddings, so a hook that scores several query variants against one batch (multi-sample dropout) builds it once.
+    """
+    bias = None
+    if log_q is not None:
+        bias = -(log_q_weight * log_q.to(dtype))[None, :]
+    if candidate_ids is not None:
+        same = candidate_ids[None, :] == candidate_ids[:, None]
+        same.fill_diagonal_(False)
+        base = bias if bias is not None else torch.zeros((), dtype=dtype, device=candidate_ids.device)
+        bias = base.expand(same.shape).masked_fill(same, float("-inf"))
+    return bias
 
 
 def in_batch_softmax_loss(
@@ -49,25 +106,10 @@ def in_batch_softmax_loss(
     candidate_ids: Tensor | None = None,
     log_q_weight: float = 1.0,
 ) -> Tensor:
-    """In-batch sampled softmax with optional logQ correction (module docstring).
-
-    Args:
-        query: ``(B, D)`` user embeddings. candidates: ``(B, D)`` embeddings of each row's positive item.
-        scale: logit multiplier s (1/τ). log_q: ``(B,)`` log sampling probability of each candidate.
-        candidate_ids: ``(B,)`` item ids; equal ids in other columns are masked out (accidental hits).
-        log_q_weight: w, the strength of the correction (1 = Yi et al.).
-    """
-    if query.shape != candidates.shape or query.dim() != 2:
-        raise ValueError(
-            f"`query` and `candidates` must both be (B, D), got {tuple(query.shape)} and {tuple(candidates.shape)}."
-        )
-    logits = scale * query @ candidates.T
-    if log_q is not None:
-        logits = logits - log_q_weight * log_q.to(logits.dtype)[None, :]
-    if candidate_ids is not None:
-        same = candidate_ids[None, :] == candidate_ids[:, None]
-        same.fill_diagonal_(False)
-        logits = logits.masked_fill(same, float("-inf"))
+    """In-batch sampled softmax with optional logQ correction: cross-entropy of :func:`in_batch_logits` rows."""
+    logits = in_batch_logits(
+        query, candidates, scale=scale, log_q=log_q, candidate_ids=candidate_ids, log_q_weight=log_q_weight
+    )
     targets = torch.arange(query.shape[0], device=query.device)
     return F.cross_entropy(logits, targets)
 
