@@ -73,13 +73,48 @@ _READ_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: " + (str(err).strip().splitlines() or [""])[0]
+
+
+def _decode_pages(path: Path) -> None:
+    """Decode every data page with pyarrow (page checksums verified where the writer stored them).
+
+    pyarrow reports a corrupted page as an exception; polars' reader can abort the whole process on some (a
+    failed multi-exabyte allocation after a flipped length byte), so :func:`validate_log` runs this first.
+    """
+    try:
+        parquet = pq.ParquetFile(path, page_checksum_verification=True)
+        for _ in parquet.iter_batches(batch_size=1 << 16):
+            pass
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise LogSchemaError(
+            f"{path}: not a readable parquet file (a data page does not decode: {_reason(err)})."
+        ) from None
+
+
 def _collect(frame: pl.LazyFrame, where: object, *, streaming: bool = True) -> pl.DataFrame:
     """``frame.collect()``; failures to decode or convert the file's rows are raised as :class:`LogSchemaError`."""
     try:
         return frame.collect(engine="streaming") if streaming else frame.collect()
     except _READ_ERRORS as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise LogSchemaError(f"{where}: could not read the log's rows ({type(err).__name__}: {reason}).") from None
+        raise LogSchemaError(f"{where}: could not read the log's rows ({_reason(err)}).") from None
+
+
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def _check_id_range(lazy: pl.LazyFrame, column: str, unsigned64: bool, where: object) -> None:
+    """Ids are held as int64: a ``uint64`` id above 2**63 - 1 would wrap around to a negative one."""
+    if not unsigned64:
+        return
+    too_big = pl.col(column) > _INT64_MAX
+    count = _collect(lazy.select(too_big.sum()), where).item()
+    if count:
+        raise LogSchemaError(
+            f"{where}: column `{column}` has {count} ids above 2**63 - 1 (first at row "
+            f"{_first_row(lazy, too_big, where)}); ids are held as int64: store such ids as strings."
+        )
 
 
 def _bad_value_predicate(column: str, dtype: pa.DataType | pl.DataType) -> pl.Expr:
@@ -114,8 +149,8 @@ def read_log_schema(path: str | os.PathLike[str]) -> pa.Schema:
         raise LogSchemaError(f"{path}: interaction log not found.")
     try:
         schema = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise LogSchemaError(f"{path}: not a readable parquet file ({err}).") from None
+    except (pa.ArrowException, OSError, ValueError) as err:  # ValueError: e.g. a footer string that is not UTF-8
+        raise LogSchemaError(f"{path}: not a readable parquet file ({_reason(err)}).") from None
     repeated = sorted({name for name in schema.names if schema.names.count(name) > 1})
     if repeated:
         raise LogSchemaError(f"{path}: duplicate column names {repeated} (columns present: {schema.names}).")
@@ -148,11 +183,13 @@ def validate_log(path: str | os.PathLike[str]) -> LogSummary:
     """Check schema and content of a log in one streaming pass; return a summary.
 
     Raises:
-        LogSchemaError: schema mismatch, an empty log, null ids, null / NaN / infinite values in a numeric column,
-            or rows that cannot be decoded.
+        LogSchemaError: schema mismatch, an empty log, null ids, ``uint64`` ids beyond int64, null / NaN /
+            infinite values in a numeric column, or a data page that does not decode (every page is decoded with
+            pyarrow before polars reads the file: run this on untrusted files before training on them).
     """
     path = Path(path)
     schema = read_log_schema(path)
+    _decode_pages(path)
     columns = schema.names
     lazy = pl.scan_parquet(path)
     has_time = "timestamp" in columns
@@ -185,6 +222,7 @@ def validate_log(path: str | os.PathLike[str]) -> LogSummary:
             raise LogSchemaError(
                 f"{path}: column `{column}` has {stats[f'null:{column}']} null ids (first at row {first})."
             )
+        _check_id_range(lazy, column, schema.field(column).type == pa.uint64(), path)
     for column in _NUMERIC_COLUMNS:
         bad = stats.get(f"null:{column}", 0) + stats.get(f"nan:{column}", 0)
         if bad:
@@ -227,12 +265,26 @@ def _as_id_array(values: object, *, what: str) -> np.ndarray:
         array = values.to_numpy()
     else:
         array = np.asarray(values)
+        if array.dtype.kind == "U" and not isinstance(values, np.ndarray):  # keep trailing NULs to check them
+            array = np.asarray(list(values), dtype=object)
     if array.dtype.kind in "iu":
+        if array.dtype.kind == "u" and array.size and int(array.max()) > _INT64_MAX:
+            raise ValueError(
+                f"`{what}` holds unsigned ids above 2**63 - 1 (e.g. {int(array.max())}), which int64 cannot hold; "
+                "store them as strings."
+            )
         return array.astype(np.int64, copy=False)
     if array.dtype.kind in "UO" or array.dtype.kind == "T":
         if array.size and any(value is None for value in array.tolist()):
             raise ValueError(f"`{what}` contains null ids; drop or fill them before encoding.")
-        return np.asarray([str(value) for value in array.tolist()], dtype=np.str_)
+        strings = [str(value) for value in array.tolist()]
+        trailing_nul = next((value for value in strings if value.endswith("\x00")), None)
+        if trailing_nul is not None:  # numpy unicode arrays drop trailing NULs: "a\x00" would merge with "a"
+            raise ValueError(
+                f"`{what}` holds the id {trailing_nul!r}, which ends in NUL; numpy cannot tell it from "
+                f"{trailing_nul.rstrip(chr(0))!r}. Strip or replace the NUL characters."
+            )
+        return np.asarray(strings, dtype=np.str_)
     raise TypeError(f"`{what}` must hold integer or string ids, got dtype {array.dtype}.")
 
 
@@ -292,7 +344,7 @@ class Vocabulary:
         """Vocabulary of ``column`` of a lazy log, counted in one streaming pass (only distinct ids are held)."""
         if column not in log.collect_schema().names():
             raise ValueError(f"`column` {column!r} is not in the log (columns: {log.collect_schema().names()}).")
-        counts = log.group_by(column).agg(pl.len().alias("count")).sort(column).collect(engine="streaming")
+        counts = _collect(log.group_by(column).agg(pl.len().alias("count")).sort(column), f"column `{column}`")
         if counts[column].null_count():
             raise ValueError(f"column `{column}` holds null ids; drop them before building a vocabulary.")
         return cls.from_counts(column, counts[column], counts["count"], min_count=min_count)
@@ -463,6 +515,7 @@ def clean_log(
             raise LogSchemaError(
                 f"{where}: column `{column}` has {stats[f'null:{column}']} null ids (first at row {first})."
             )
+        _check_id_range(lazy, column, schema[column] == pl.UInt64, where)
     if bad_rating is not None and stats["bad:rating"]:
         first = _first_row(lazy, bad_rating, where)
         raise LogSchemaError(
