@@ -188,7 +188,7 @@ def tiny_sparse_model(folder: Path, corpus: Path) -> Path:
     from retrieval.encoder import SparseEncoderConfig, build_sparse_encoder
 
     texts = [doc.contents for doc in read_corpus(corpus).values()]
-    model = build_sparse_encoder(SparseEncoderConfig(max_seq_length=64), corpus_texts=texts)
+    model = build_sparse_encoder(SparseEncoderConfig(max_seq_length=48), corpus_texts=texts)
     model.save_pretrained(str(folder))
     return folder
 
