@@ -124,7 +124,7 @@ class WeakFormResidual:
 
     Example:
         >>> import torch
-        >>> r = weak_form_residuals(lambda x: x[:, 0] ** 2, torch.tensor([[0.5]]), 0.2, f=-2.0)
+        >>> r = weak_form_residuals(lambda x: x[:, 0] ** 2, torch.tensor([[0.5]], dtype=torch.float64), 0.2, f=-2.0)
         >>> abs(float(r[0])) < 1e-12
         True
     """
