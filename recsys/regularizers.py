@@ -26,8 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common_regs.api import TrainContext
-from common_regs.distill._utils import soft_cross_entropy
-from common_regs.distill.progressive_self_distillation import pskd_alpha
+from common_regs.distill.progressive_self_distillation import ProgressiveSelfDistillation, pskd_alpha
 from common_regs.stochastic.multi_sample_dropout import MultiSampleDropout
 from recsys.losses import in_batch_logit_bias, log_q_from_counts
 from recsys.models.base import RecBatch, Recommender, RecOutput
@@ -297,11 +296,11 @@ class InBatchPSKD:
         with torch.no_grad():
             past = self.teacher(batch)
             teacher_probs = F.softmax(self.softmax.logits(past.user, past.item, past.scale, bias), dim=-1)
-            # soft CE is linear in the target: CE(z, p) - CE(z, onehot) = CE(z, p - onehot), one log-softmax
+            # soft CE is linear in the target: CE(z, ỹ) - CE(z, onehot) = α·CE(z, p - onehot), one log-softmax
             target = teacher_probs - torch.eye(student.shape[0], dtype=student.dtype, device=student.device)
         # finite stand-in for the -inf of accidental hits: their target weight is exactly 0 (teacher and label)
         student = student.masked_fill(torch.isneginf(student), torch.finfo(student.dtype).min)
-        return self.alpha(ctx.epoch) * soft_cross_entropy(student, target)
+        return self.alpha(ctx.epoch) * ProgressiveSelfDistillation.loss(student, target)  # the PS-KD soft CE
 
     def state_dict(self) -> dict[str, Any]:
         return {
