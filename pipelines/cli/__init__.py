@@ -29,6 +29,8 @@ app.add_typer(retrieval.app, name="retrieval")
 app.add_typer(beir.app, name="beir")
 app.command(name="demo")(demo.demo)
 
+REGKIT_PACKAGES = ("common_regs", "recsys", "retrieval", "pipelines", "regkit")
+
 
 @app.callback()
 def root(
@@ -38,8 +40,17 @@ def root(
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
         raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    logging.getLogger("faiss.loader").setLevel(max(level, logging.WARNING))  # its CPU-feature probing is noise
+    # Third-party libraries log their start-up at INFO on the root logger (fbgemm's kernels, faiss's CPU probing):
+    # noise for a user, so they get WARNING unless DEBUG is asked for; regkit's own packages log at `level`.
+    logging.basicConfig(
+        level=level if level <= logging.DEBUG else max(level, logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    for package in REGKIT_PACKAGES:
+        logging.getLogger(package).setLevel(level)
+    # torchrec calls torch.fx's deprecated is_fx_tracing(); the warning is about torchrec's code, not the user's.
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(max(level, logging.ERROR))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from common_regs.registry import list_methods
+
+# Methods registered outside common_regs (they need the domain's data types); importing registers them.
+DOMAIN_METHOD_MODULES = ("recsys.feature_masking", "recsys.ssl", "retrieval.losses")
 
 app = typer.Typer(help="Regularization and compression methods of common_regs.", no_args_is_help=True)
 
@@ -15,7 +20,9 @@ app = typer.Typer(help="Regularization and compression methods of common_regs.",
 def list_command(
     kind: str = typer.Option(None, help="Only methods of this hook kind (e.g. loss, mask_scheduler)."),
 ) -> None:
-    """Print every registered method, its hook kind, module and paper."""
+    """Print every registered method (common_regs and the recsys / retrieval ones), its hook kind, module and paper."""
+    for module in DOMAIN_METHOD_MODULES:
+        importlib.import_module(module)
     methods = list_methods(kind)
     if kind is not None and not methods:
         kinds = sorted({method.kind for method in list_methods()})

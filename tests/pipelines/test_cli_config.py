@@ -80,3 +80,12 @@ def test_failures_exit_2_with_one_line(tmp_path, capsys):
     assert error.startswith("regkit: error:") and "no serving.json" in error and "\n" not in error
     assert main(["regs", "list", "--kind", "nope"]) == 2
     assert "kinds:" in capsys.readouterr().err
+
+
+def test_regs_list_includes_methods_registered_by_recsys_and_retrieval(capsys):
+    assert main(["regs", "list", "--kind", "batch_transform"]) == 0
+    listed = capsys.readouterr().out
+    assert "ssl_rfm" in listed and "ssl_cfm" in listed
+    assert main(["regs", "list", "--kind", "loss"]) == 0
+    listed = capsys.readouterr().out
+    assert "idf_aware_flops" in listed and "ssl_infonce" in listed
