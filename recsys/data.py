@@ -104,17 +104,40 @@ def _collect(frame: pl.LazyFrame, where: object, *, streaming: bool = True) -> p
 _INT64_MAX = int(np.iinfo(np.int64).max)
 
 
-def _check_id_range(lazy: pl.LazyFrame, column: str, unsigned64: bool, where: object) -> None:
-    """Ids are held as int64: a ``uint64`` id above 2**63 - 1 would wrap around to a negative one."""
-    if not unsigned64:
-        return
-    too_big = pl.col(column) > _INT64_MAX
-    count = _collect(lazy.select(too_big.sum()), where).item()
-    if count:
+def _unusable_ids(column: str, dtype: pa.DataType | pl.DataType) -> tuple[pl.Expr, str, str] | None:
+    """Ids the vocabularies cannot hold faithfully: ``(predicate, what they are, advice)``, or None for this dtype.
+
+    Integer ids are held as int64, so a ``uint64`` id above 2**63 - 1 would wrap around to a negative one; string
+    ids as numpy unicode arrays, which drop trailing NULs (``"a\\x00"`` would merge with ``"a"``).
+    """
+    if isinstance(dtype, pa.DataType):
+        unsigned64, string = pa.types.is_uint64(dtype), pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+    else:
+        unsigned64, string = dtype == pl.UInt64, dtype == pl.String
+    if unsigned64:
+        return pl.col(column) > _INT64_MAX, "ids above 2**63 - 1", "ids are held as int64: store these as strings"
+    if string:
+        return pl.col(column).str.ends_with("\x00"), "ids ending in NUL", "numpy cannot tell 'a\\x00' from 'a'"
+    return None
+
+
+def _check_ids(lazy: pl.LazyFrame, stats: dict, column: str, dtype: pa.DataType | pl.DataType, where: object) -> None:
+    """Raise on the ids :func:`_unusable_ids` flags, counted in ``stats[f"unusable:{column}"]``."""
+    problem = _unusable_ids(column, dtype)
+    if problem is not None and stats.get(f"unusable:{column}"):
+        predicate, what, advice = problem
         raise LogSchemaError(
-            f"{where}: column `{column}` has {count} ids above 2**63 - 1 (first at row "
-            f"{_first_row(lazy, too_big, where)}); ids are held as int64: store such ids as strings."
+            f"{where}: column `{column}` has {stats[f'unusable:{column}']} {what} (first at row "
+            f"{_first_row(lazy, predicate, where)}); {advice}."
         )
+
+
+def _unusable_id_counts(columns: dict[str, pa.DataType | pl.DataType]) -> list[pl.Expr]:
+    return [
+        problem[0].sum().alias(f"unusable:{column}")
+        for column, dtype in columns.items()
+        if (problem := _unusable_ids(column, dtype)) is not None
+    ]
 
 
 def _bad_value_predicate(column: str, dtype: pa.DataType | pl.DataType) -> pl.Expr:
@@ -203,6 +226,7 @@ def validate_log(path: str | os.PathLike[str]) -> LogSummary:
         pl.col("user_id").drop_nulls().n_unique().alias("users"),
         pl.col("item_id").drop_nulls().n_unique().alias("items"),
         *[pl.col(c).null_count().alias(f"null:{c}") for c in columns],
+        *_unusable_id_counts({c: schema.field(c).type for c in ID_COLUMNS}),
         *[
             (~pl.col(c).is_finite()).sum().alias(f"nan:{c}")
             for c in _NUMERIC_COLUMNS
@@ -222,7 +246,7 @@ def validate_log(path: str | os.PathLike[str]) -> LogSummary:
             raise LogSchemaError(
                 f"{path}: column `{column}` has {stats[f'null:{column}']} null ids (first at row {first})."
             )
-        _check_id_range(lazy, column, schema.field(column).type == pa.uint64(), path)
+        _check_ids(lazy, stats, column, schema.field(column).type, path)
     for column in _NUMERIC_COLUMNS:
         bad = stats.get(f"null:{column}", 0) + stats.get(f"nan:{column}", 0)
         if bad:
@@ -504,6 +528,7 @@ def clean_log(
     if "rating" in names and not (schema["rating"].is_integer() or schema["rating"].is_float()):
         raise LogSchemaError(f"{where}: column `rating` must be numeric, got {schema['rating']}.")
     checks = [pl.col(c).null_count().alias(f"null:{c}") for c in ID_COLUMNS]
+    checks += _unusable_id_counts({c: schema[c] for c in ID_COLUMNS})
     bad_rating = _bad_value_predicate("rating", schema["rating"]) if "rating" in names else None
     if bad_rating is not None:
         checks.append(bad_rating.sum().alias("bad:rating"))
@@ -515,7 +540,7 @@ def clean_log(
             raise LogSchemaError(
                 f"{where}: column `{column}` has {stats[f'null:{column}']} null ids (first at row {first})."
             )
-        _check_id_range(lazy, column, schema[column] == pl.UInt64, where)
+        _check_ids(lazy, stats, column, schema[column], where)
     if bad_rating is not None and stats["bad:rating"]:
         first = _first_row(lazy, bad_rating, where)
         raise LogSchemaError(
@@ -574,7 +599,7 @@ def encode_interactions(
     item_index = items.encode(frame["item_id"])
     bad_users = user_index == users.oov_index
     bad_items = item_index == items.oov_index
-    timestamps = _timestamps(frame) if "timestamp" in columns else None
+    timestamps = _timestamps(frame, where) if "timestamp" in columns else None
     if bad_users.any() or bad_items.any():
         detail = [
             _unknown_detail(frame[column], bad, kind)
@@ -614,11 +639,16 @@ def _unknown_detail(column: pl.Series, bad: np.ndarray, kind: str) -> str:
     )
 
 
-def _timestamps(frame: pl.DataFrame) -> np.ndarray:
+def _timestamps(frame: pl.DataFrame, where: object) -> np.ndarray:
     column = frame["timestamp"]
     if column.dtype == pl.Datetime or isinstance(column.dtype, pl.Datetime):
         column = column.dt.epoch("s")
-    return column.cast(pl.Int64).to_numpy()
+    elif not column.dtype.is_integer():
+        raise LogSchemaError(f"{where}: column `timestamp` must be integer seconds or a datetime, got {column.dtype}.")
+    try:
+        return column.cast(pl.Int64).to_numpy()
+    except _READ_ERRORS as err:  # uint64 seconds beyond int64
+        raise LogSchemaError(f"{where}: column `timestamp` does not fit int64 seconds ({_reason(err)}).") from None
 
 
 @dataclass
