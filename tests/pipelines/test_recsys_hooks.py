@@ -100,7 +100,7 @@ def test_a_bad_name_fails_the_run_before_any_data_is_read(tmp_path) -> None:
 @pytest.mark.torchrec
 def test_the_ml100k_configs_load_and_differ_only_in_hooks() -> None:
     base = load_config(REPO / "pipelines" / "configs" / "ml100k_two_tower_ids.yaml")
-    for name, hook in (("msd", "multi_sample_dropout"), ("pskd", "ps_kd")):
+    for name, hook in (("msd", "multi_sample_dropout"), ("pskd", "ps_kd"), ("pskd_e10", "ps_kd")):
         config = load_config(REPO / "pipelines" / "configs" / f"ml100k_two_tower_{name}.yaml")
         assert [spec["name"] for spec in config["hooks"]] == [hook]
         check_hook_specs(config["hooks"])
@@ -123,10 +123,10 @@ def test_cli_run_with_both_methods(planted, tmp_path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     run = tmp_path / "run"
-    assert main(["recsys", "train", "--config", str(path), "--output-dir", str(run),
-                 "--set", "hooks=[{name: multi_sample_dropout, num_samples: 4, p: 0.3}, {name: ps_kd, alpha_final: 0.5}]"]
-                ) == 0
+    hooks = "hooks=[{name: multi_sample_dropout, num_samples: 4, p: 0.3}, {name: ps_kd, alpha_final: 0.5}]"
+    assert main(["recsys", "train", "--config", str(path), "--output-dir", str(run), "--set", hooks]) == 0
     resolved = yaml.safe_load((run / "resolved_config.yaml").read_text())
+    assert [spec["name"] for spec in resolved["hooks"]] == ["multi_sample_dropout", "ps_kd"]
     assert resolved["hooks"][1] == {"name": "ps_kd", "alpha_final": 0.5}
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["R@10"] > 0.5  # planted clusters: random ranking gives about 0.2
