@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -77,9 +78,16 @@ def save_with_checksum(path: str | os.PathLike[str], write: Callable[[Path], Non
     sidecar, which :func:`verify_checksum` rejects.
     """
     path = Path(path)
-    with atomic_path(path) as tmp:
-        write(tmp)
-        digest = sha256_file(tmp)
+    try:
+        with atomic_path(path) as tmp:
+            write(tmp)
+            digest = sha256_file(tmp)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk / file-size limit as a RuntimeError
+        free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else 0
+        raise OSError(
+            f"writing {path} failed ({type(err).__name__}: {err}); {free / 1e6:,.0f} MB free there. A full disk or "
+            "a file-size limit is the usual cause; the partial file was discarded, earlier files are intact."
+        ) from err
     atomic_write_text(checksum_path(path), f"{digest}  {path.name}\n")
     return path
 
@@ -190,7 +198,7 @@ class CheckpointDir:
             try:
                 verify_checksum(path)
             except (ChecksumError, FileNotFoundError) as err:
-                logger.warning("checkpoint %s is unusable: %s; falling back to the previous one", path, err)
+                logger.warning("unusable checkpoint: %s Falling back to the previous one.", err)
                 rejected.append(f"{path.name}: {err}")
                 continue
             if rejected:

@@ -43,6 +43,7 @@ __all__ = [
     "run_cli",
     "run_until",
     "saved_model_state",
+    "start_cli",
     "tiny_sparse_model",
     "write_recsys_config",
 ]
@@ -80,6 +81,13 @@ def _limit_file_size(limit: int | None) -> Callable[[], None] | None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     return apply
+
+
+def start_cli(args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``regkit <args>`` in the background (output to ``log``); the caller waits for it."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(_command(args), stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=REPO_ROOT)
 
 
 def run_cli(args: Sequence[str], log: Path, *, timeout: float = 600, file_size_limit: int | None = None) -> Outcome:

@@ -73,9 +73,12 @@ def write_collection_shards(
         ]
         disable = not progress_enabled(show_progress)
         bar = tqdm(records, desc="writing collection", unit="doc", total=total, disable=disable)
-        for record in bar:
-            files[written % shards].write(json.dumps(record, ensure_ascii=False) + "\n")
-            written += 1
+        try:
+            for record in bar:
+                files[written % shards].write(json.dumps(record, ensure_ascii=False) + "\n")
+                written += 1
+        except OSError as err:  # e.g. a full disk: name the file, not only the errno
+            raise OSError(err.errno, f"{err.strerror} while writing {files[written % shards].name}") from err
     return written
 
 

@@ -76,7 +76,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(reference_stat
     resumed = _trainer(tmp_path, max_steps=30, init_seed=99)  # another init: everything must come from disk
     with caplog.at_level(logging.WARNING, logger="common_regs.checkpoint"):
         result = resumed.fit()
-    warning = next(r.getMessage() for r in caplog.records if "is unusable" in r.getMessage())
+    warning = next(r.getMessage() for r in caplog.records if "unusable checkpoint" in r.getMessage())
     assert str(newest) in warning
     assert {"truncate": "SHA-256 mismatch", "flip_byte": "SHA-256 mismatch", "drop_sidecar": "no checksum"}[
         damage
