@@ -256,11 +256,13 @@ def validate_log(path: str | os.PathLike[str]) -> LogSummary:
                 f"(first at row {_first_row(lazy, predicate, path)})."
             )
     if "propensity" in columns:
-        outside = _collect(
-            lazy.filter((pl.col("propensity") <= 0) | (pl.col("propensity") > 1)).select(pl.len()), path
-        ).item()
+        out_of_range = (pl.col("propensity") <= 0) | (pl.col("propensity") > 1)
+        outside = _collect(lazy.filter(out_of_range).select(pl.len()), path).item()
         if outside:
-            raise LogSchemaError(f"{path}: column `propensity` must lie in (0, 1]; {outside} rows do not.")
+            raise LogSchemaError(
+                f"{path}: column `propensity` must lie in (0, 1]; {outside} rows do not "
+                f"(first at row {_first_row(lazy, out_of_range, path)})."
+            )
     return LogSummary(
         path=str(path),
         rows=stats["rows"],

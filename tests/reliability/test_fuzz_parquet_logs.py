@@ -194,7 +194,7 @@ def _damage(log: Log, defect: str, rows: list[int], rng: random.Random) -> tuple
         return replace("timestamp", array.to_pylist(), array.type), "timestamp", "must be integer seconds", None
     if defect == "propensity_range":
         values = [rng.choice([0.0, -0.5, 1.5, 1e300]) if r in rows else 0.5 for r in range(n)]
-        return replace("propensity", values, pa.float64()), "propensity", "must lie in (0, 1]", None
+        return replace("propensity", values, pa.float64()), "propensity", f"{len(rows)} rows do not", rows[0]
     if defect == "uint64_id_overflow":
         values = [2**63 + r if r in rows else r for r in range(n)]
         return replace(column, values, pa.uint64()), column, f"has {len(rows)} ids above 2**63 - 1", rows[0]
