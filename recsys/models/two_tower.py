@@ -142,7 +142,9 @@ class Tower(nn.Module):
     def forward(self, inputs: Any) -> Tensor:
         pooled = self.embeddings(inputs)
         if self.backend == "torchrec":
-            pooled = pooled.values()
+            # a sharded EBC (torchrec DistributedModelParallel) returns its keys grouped by shard: restore our order
+            keys = pooled.keys()
+            pooled = pooled.values() if keys == self.keys else torch.cat([pooled[key] for key in self.keys], dim=1)
         return self.mlp(pooled)
 
 
