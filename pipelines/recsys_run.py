@@ -268,6 +268,7 @@ def _fit(
     evaluate_on: pl.DataFrame | None,
     checkpoint_dir: Path | None,
     stream_path: Path | None = None,
+    distributed: str | None = None,
 ) -> tuple[RecModel, Recommender, TrainResult]:
     torch.manual_seed(config["seed"])
     np.random.seed(config["seed"])
@@ -299,20 +300,30 @@ def _fit(
         evaluator = make_evaluator(
             service, evaluate_on, ks=config["eval"]["ks"], head_fraction=config["eval"]["head_fraction"]
         )
-    trainer = Trainer(
+    hooks = [
+        *_hooks(config, model, interactions, train_config),
+        *ssl_hooks(config, data.item_features, interactions, train_config.seed),
+    ]
+    trainer_class = Trainer
+    if distributed is not None:  # torchrun: tables sharded by torchrec DMP, each rank a slice of every batch
+        from recsys.distributed import DistributedTrainer, RankSlicedBatches, init_distributed, shard_two_tower
+
+        env = init_distributed()
+        model = service.model = shard_two_tower(model, env, train_config, sharding_type=distributed, hooks=hooks)
+        batches, trainer_class = RankSlicedBatches(batches, env.rank, env.world_size), DistributedTrainer
+    trainer = trainer_class(
         model,
         batches,
         train_config,
-        hooks=[
-            *_hooks(config, model, interactions, train_config),
-            *ssl_hooks(config, data.item_features, interactions, train_config.seed),
-        ],
+        hooks=hooks,
         evaluate=evaluator,
         item_counts=interactions.item_counts(),
         negative_sampler=NegativeSampler.from_interactions(interactions, seed=train_config.seed),
         checkpoint_dir=checkpoint_dir,
     )
     result = trainer.fit()
+    if distributed is not None:  # gathered into one unsharded model on every rank: serving and tests are local
+        model = service.model = model.unsharded(data.user_features, data.item_features)
     service.refresh()
     return model, service, result
 
@@ -343,9 +354,17 @@ def _run_report(report: dict[str, Any], result: TrainResult) -> Report:
 
 
 def train_run(
-    config: Mapping[str, Any], *, output_dir: str | Path | None = None, overwrite: bool = False
+    config: Mapping[str, Any],
+    *,
+    output_dir: str | Path | None = None,
+    overwrite: bool = False,
+    distributed: str | None = None,
 ) -> dict[str, Any]:
-    """Run one configured experiment end to end; returns (and writes) the metrics."""
+    """Run one configured experiment end to end; returns (and writes) the metrics.
+
+    ``distributed`` (a torchrec sharding type, e.g. ``"table_wise"``) trains under torchrun with
+    :mod:`recsys.distributed`; rank 0 then evaluates and writes the run folder, other ranks return after training.
+    """
     config = _merge(DEFAULTS, config)
     out = Path(output_dir or config["output_dir"])
     ssl = resolve_ssl_config(config, out)
@@ -374,6 +393,7 @@ def train_run(
             evaluate_on=data.valid_log,
             checkpoint_dir=out / "checkpoints" / "validation",
             stream_path=None,
+            distributed=distributed,
         )
         report["validation"] = {
             "split": data.validation_name,
@@ -397,6 +417,7 @@ def train_run(
             evaluate_on=None,
             checkpoint_dir=out / "checkpoints" / "final",
             stream_path=stream_path,
+            distributed=distributed,
         )
     else:
         model, service, result = _fit(
@@ -406,7 +427,10 @@ def train_run(
             train_config,
             evaluate_on=data.valid_log,
             checkpoint_dir=out / "checkpoints" / "validation",
+            distributed=distributed,
         )
+    if distributed is not None and torch.distributed.get_rank() != 0:
+        return report  # the trained model is on every rank; rank 0 tests it and writes the run folder
     test_metrics = evaluate_recommendations(
         service, data.test_log, ks=config["eval"]["ks"], head_fraction=config["eval"]["head_fraction"]
     )

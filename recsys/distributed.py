@@ -597,6 +597,7 @@ class DistributedTrainer(Trainer):
         kwargs["hooks"] = hooks
         self.env = model.env
         self.is_checkpoint_writer = model.env.is_writer
+        self._global_rows = 0
         super().__init__(model, batches, config, **kwargs)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -626,7 +627,14 @@ class DistributedTrainer(Trainer):
             regularized=outputs.regularized,
         )
         items = _gather_rows(batch.items, differentiable=False)
+        self._global_rows = int(items.numel())
         return super().task_loss(gathered, batch.replace(items=items))
+
+    def train_step(self, index_batch: IndexBatch) -> dict[str, float]:
+        """One step; ``result.examples`` (hence ``examples_per_second``) counts the global batch, all ranks."""
+        components = super().train_step(index_batch)
+        self.result.examples += self._global_rows - len(index_batch)
+        return components
 
     def _state(self) -> dict[str, Any]:
         state = super()._state()

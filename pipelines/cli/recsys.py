@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -23,19 +24,28 @@ def train(
     seed: int = typer.Option(None, "--seed", help="Seed (overrides the config's seed)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder's model."),
     force: bool = typer.Option(False, "--force", help="Take over a run-folder lock held from another host."),
+    distributed: bool = typer.Option(
+        False, "--distributed", help="Under torchrun: shard the two-tower's tables with torchrec DMP (gloo/NCCL)."
+    ),
+    sharding_type: str = typer.Option("table_wise", "--sharding-type", help="torchrec sharding type (--distributed)."),
 ) -> None:
     """Train on the configured split, tune epochs on validation, test, and save the served model.
 
     The run folder is locked while training; rerunning a killed run resumes it from its last verified
-    checkpoint, and ``_SUCCESS.json`` is written last (docs/reliability.md).
+    checkpoint, and ``_SUCCESS.json`` is written last (docs/reliability.md). Multi-process:
+    ``torchrun --nproc_per_node N -m pipelines recsys train --config C --distributed`` (docs/scaling_distributed.md).
     """
     from pipelines.recsys_run import load_config, train_run
     from pipelines.run_guard import guarded_run_dir
 
     resolved = load_config(config, [*overrides, *([f"seed={seed}"] if seed is not None else [])])
     folder = Path(output_dir or resolved["output_dir"])
+    sharding = sharding_type if distributed else None
+    if distributed and os.environ.get("RANK", "0") != "0":  # rank 0 holds the folder lock and writes the run
+        train_run(resolved, output_dir=folder, overwrite=overwrite, distributed=sharding)
+        return
     with guarded_run_dir(folder, config=resolved, overwrite=overwrite, force=force, extra={"job": "recsys train"}):
-        report = train_run(resolved, output_dir=folder, overwrite=overwrite)
+        report = train_run(resolved, output_dir=folder, overwrite=overwrite, distributed=sharding)
     table = Table(title=f"{report['model']} on {report['split']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
