@@ -67,18 +67,20 @@ def write_collection_shards(
         raise ValueError(f"`shards` must be >= 1, got {shards}.")
     folder.mkdir(parents=True, exist_ok=True)
     written = 0
-    with ExitStack() as stack:
-        files = [
-            stack.enter_context(open(folder / f"part-{i:03d}.jsonl", "w", encoding="utf-8")) for i in range(shards)
-        ]
-        disable = not progress_enabled(show_progress)
-        bar = tqdm(records, desc="writing collection", unit="doc", total=total, disable=disable)
-        try:
+    try:
+        with ExitStack() as stack:
+            files = [
+                stack.enter_context(open(folder / f"part-{i:03d}.jsonl", "w", encoding="utf-8"))
+                for i in range(shards)
+            ]
+            disable = not progress_enabled(show_progress)
+            bar = tqdm(records, desc="writing collection", unit="doc", total=total, disable=disable)
             for record in bar:
                 files[written % shards].write(json.dumps(record, ensure_ascii=False) + "\n")
                 written += 1
-        except OSError as err:  # e.g. a full disk: name the file, not only the errno
-            raise OSError(err.errno, f"{err.strerror} while writing {files[written % shards].name}") from err
+    except OSError as err:  # e.g. a full disk (raised by a write or by the final flush): name the folder
+        raise OSError(err.errno, f"{err.strerror} while writing the collection files part-*.jsonl in {folder} "
+                                 f"({written} records written)") from err
     return written
 
 
