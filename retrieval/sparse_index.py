@@ -96,6 +96,8 @@ def index_with_model(
         vectors, stats = encode_documents(model, documents, batch_size=batch_size, show_progress=show_progress)
         info = index_vectors(vectors, index_dir, quantization=quantization, threads=threads, overwrite=overwrite)
         return vectors, stats, info
+    if not overwrite and Path(index_dir).exists() and not Path(work_dir).exists():  # finished: fail before encoding
+        raise FileExistsError(f"output directory {index_dir} already exists; pass overwrite=True to replace it.")
     vectors, stats, fingerprint = encode_documents_resumable(
         model, documents, work_dir, shard_size=shard_size, batch_size=batch_size, show_progress=show_progress
     )

@@ -8,6 +8,8 @@ command again in this process (one thread), spying on which shards it encodes.
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -22,7 +24,9 @@ from pipelines.faults import (
     tiny_sparse_model,
 )
 from retrieval import resumable_encoding
-from retrieval.resumable_encoding import encoding_work_dir
+from retrieval.beir import read_corpus
+from retrieval.encoder import load_sparse_encoder
+from retrieval.resumable_encoding import encode_documents_resumable, encoding_work_dir
 
 pytestmark = pytest.mark.java
 
@@ -84,3 +88,19 @@ def test_killed_encoding_resumes_with_every_document_exactly_once(setup, monkeyp
     assert vectors == reference_vectors  # float weights bit-for-bit (JSON floats round-trip exactly)
     fingerprint = read_success_marker(index)["encoding_fingerprint"]
     assert fingerprint == read_success_marker(root / "reference")["encoding_fingerprint"]
+
+
+def test_run_killed_after_publishing_only_cleans_up_and_a_finished_index_is_refused(setup, capsys):
+    root, args = setup
+    published = root / "late"
+    shutil.copytree(root / "reference", published)  # the index was renamed into place ...
+    model = load_sparse_encoder(root / "model")  # ... and the kill came before its work folder was removed
+    documents = {d: doc.contents for d, doc in read_corpus(root / "beir" / "corpus.jsonl").items()}
+    encode_documents_resumable(model, documents, encoding_work_dir(published), shard_size=SHARD, batch_size=16)
+    marker = (published / SUCCESS_NAME).read_text()
+    assert main([str(a) for a in args("late")]) == 0
+    assert not encoding_work_dir(published).exists() and (published / SUCCESS_NAME).read_text() == marker
+
+    capsys.readouterr()
+    assert main([str(a) for a in args("late")]) == 2  # finished, no work folder: refused before any encoding
+    assert "already exists; pass overwrite=True" in capsys.readouterr().err
