@@ -33,6 +33,10 @@ What does not work under sharding, and why (errors name it):
   and keep no ``.grad`` (the update happens inside backward), so they cannot be parametrized nor grown by gradient.
   DSL on the dense layers (``targets: ['*mlp*']``) works and stays identical on every rank.
 * ``train.grad_clip``: the norm would be rank-local (each rank holds other tables, fused tables have no ``.grad``).
+* SSL (and BPR negatives) with Adagrad / Adam: the item tables are looked up three times per step (batch + two SSL
+  views), and the fused optimizer updates a table inside the backward of each lookup, so Adagrad's state gets three
+  partial gradients instead of their sum; it trains, but not exactly like single-process (a warning says so).
+  With SGD (linear in the gradient) SSL under sharding equals single-process training (tested).
 """
 
 from __future__ import annotations
@@ -553,6 +557,21 @@ def _check_mask_schedulers(hooks: Sequence[Any], tables: Sequence[str]) -> None:
             )
 
 
+def _warn_repeated_lookups(hooks: Sequence[Any], config: TrainConfig) -> None:
+    """Fused TBE tables update inside the backward of *each* lookup: several lookups per step = several updates."""
+    extra = [type(hook).__name__ for hook in hooks if getattr(hook, "registry_name", "") == "ssl_infonce"
+             or type(hook).__name__ == "ItemSSLLoss"]
+    if config.loss == "bpr":
+        extra.append("BPR negatives")
+    if extra and config.optimizer != "sgd":
+        logger.warning(
+            "%s looks the item tables up again in each step; the fused %s optimizer updates a table once per lookup "
+            "(its state accumulates each partial gradient separately), so training differs from single-process "
+            "%s on the same batches (SGD is linear in the gradient and matches exactly). See "
+            "docs/scaling_distributed.md.", " and ".join(extra), config.optimizer, config.optimizer,
+        )
+
+
 class _PreparedScheduler:
     """A mask scheduler already prepared on the unsharded model: ``prepare`` only attaches the optimizer."""
 
@@ -595,6 +614,7 @@ class DistributedTrainer(Trainer):
                 )
             hooks[position] = _PreparedScheduler(hook)
         kwargs["hooks"] = hooks
+        _warn_repeated_lookups(hooks, config)
         self.env = model.env
         self.is_checkpoint_writer = model.env.is_writer
         self._global_rows = 0
