@@ -36,7 +36,9 @@ What does not work under sharding, and why (errors name it):
 * SSL (and BPR negatives) with Adagrad / Adam: the item tables are looked up three times per step (batch + two SSL
   views), and the fused optimizer updates a table inside the backward of each lookup, so Adagrad's state gets three
   partial gradients instead of their sum; it trains, but not exactly like single-process (a warning says so).
-  With SGD (linear in the gradient) SSL under sharding equals single-process training (tested).
+  With SGD (linear in the gradient) SSL under sharding equals single-process training (tested). So does
+  ``sharding_type='data_parallel'`` (tables replicated, plain torch optimizer, Adam included on CPU), which is not
+  model parallelism; torchrec's planner refuses the non-fused DENSE kernel for any other sharding type.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -344,14 +345,18 @@ class ShardedTwoTower(Recommender):
     Args:
         model: the single-process two-tower (its current weights are loaded into the shards).
         dmp: the ``DistributedModelParallel`` wrapping ``model``. plan: the torchrec ``ShardingPlan``.
-        env: the :class:`DistributedEnv`.
+        env: the :class:`DistributedEnv`. initial: full single-process weights to start from.
+        sharding: the sharding type of every table.
     """
 
     name = "two_tower"
 
-    def __init__(self, model: TwoTower, dmp: Any, plan: Any, env: DistributedEnv, initial: Mapping[str, Tensor]):
+    def __init__(
+        self, model: TwoTower, dmp: Any, plan: Any, env: DistributedEnv, initial: Mapping[str, Tensor], sharding: str
+    ) -> None:
         super().__init__(model.num_users, model.num_items, model.similarity)
         self.dmp = dmp
+        self.sharding_type = sharding
         self.plan = plan
         self.env = env
         self.has_user_features = model.has_user_features
@@ -488,7 +493,7 @@ def shard_two_tower(
         model, device=env.device, plan=plan, sharders=[sharder],
         data_parallel_wrapper=DefaultDataParallelWrapper(static_graph=False),
     )
-    return ShardedTwoTower(model, dmp, plan, env, initial)
+    return ShardedTwoTower(model, dmp, plan, env, initial, sharding_type)
 
 
 def _initialize_dense_state(optimizer: Any) -> None:
@@ -614,7 +619,8 @@ class DistributedTrainer(Trainer):
                 )
             hooks[position] = _PreparedScheduler(hook)
         kwargs["hooks"] = hooks
-        _warn_repeated_lookups(hooks, config)
+        if model.sharding_type != "data_parallel":  # replicated tables: plain torch optimizer on summed gradients
+            _warn_repeated_lookups(hooks, config)
         self.env = model.env
         self.is_checkpoint_writer = model.env.is_writer
         self._global_rows = 0
