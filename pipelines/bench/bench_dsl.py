@@ -57,6 +57,7 @@ from recsys.losses import EmbeddingL2
 from recsys.models import build_model
 from recsys.models.base import Recommender as RecModel
 from recsys.serving import Recommender
+from recsys.splits import random_holdout_split
 from recsys.trainer import TrainConfig, Trainer
 
 logger = logging.getLogger(__name__)
@@ -73,10 +74,10 @@ CONFIG: dict[str, Any] = {
     "densities": [0.5, 0.2, 0.1, 0.05],
     "seeds": [0, 1, 2],
     "l2": 1e-4,
-    # ΔT in steps. DSL's code uses 3000 for 1000-epoch LightGCN runs; these runs have 800-3200 steps, and on MF
-    # (seed 0, d = 0.2, 30 epochs) ΔT = 25 / 50 / 100 / 300 / 500 / never gave R@20 0.204 / 0.177 (r0 0.2) / 0.189 /
-    # 0.138 (r0 0.2) / 0.134 / 0.112: short runs need frequent updates.
-    "update_interval": 25,
+    # ΔT in steps. DSL's code uses 3000 for 1000-epoch LightGCN runs; these runs have 800-3200 steps. Chosen on a
+    # validation split of u1.base by bench_dsl_interval (MF, d = 0.2, seed 0): ΔT = 10 / 25 / 50 / 100 / 300 / never
+    # gave validation R@20 0.2306 / 0.2240 / 0.2314 / 0.2112 / 0.1834 / 0.1272.
+    "update_interval": 50,
     "ratio": 0.5,  # r0, DSL code --update_ratio
     "ratio_min": 0.005,  # DSL code CosineDecay eta_min
     "prune_at": 0.75,  # fraction of the steps trained dense before one-shot pruning (prune_ft)
@@ -90,9 +91,17 @@ CONFIG: dict[str, Any] = {
 
 
 class _Data:
-    def __init__(self, root: Path) -> None:
-        self.train_log = clean_log(root / "splits" / "u1.base.parquet", where="train").collect()
-        self.test_log = clean_log(root / "splits" / "u1.test.parquet", where="test").collect()
+    """u1.base / u1.test, or with ``validation_fraction`` a per-user random holdout of u1.base (u1.test unread)."""
+
+    def __init__(self, root: Path, validation_fraction: float | None = None) -> None:
+        if validation_fraction is None:
+            self.train_log = clean_log(root / "splits" / "u1.base.parquet", where="train").collect()
+            self.test_log = clean_log(root / "splits" / "u1.test.parquet", where="test").collect()
+        else:
+            split = random_holdout_split(
+                clean_log(root / "splits" / "u1.base.parquet", where="train"), test_fraction=validation_fraction
+            )
+            self.train_log, self.test_log = split.train.collect(), split.test.collect()
         self.users = Vocabulary.from_values("user_id", pl.read_parquet(root / "users.parquet")["user_id"])
         self.items = Vocabulary.from_values("item_id", pl.read_parquet(root / "items.parquet")["item_id"])
         self.user_features = FeatureTable.build(self.users, [FeatureSpec.from_dict({"name": "user_id", "kind": "id"})])
@@ -100,14 +109,14 @@ class _Data:
         self.train: Interactions = encode_interactions(self.train_log, self.users, self.items, where="train")
 
 
-def _prepare_data(out_dir: Path) -> tuple[_Data, Path]:
+def _prepare_data(out_dir: Path, validation_fraction: float | None = None) -> tuple[_Data, Path]:
     raw = Path(os.environ.get("REGKIT_ML100K", "/work/shared/data/ml-100k"))
     converted = out_dir / "data" / "ml100k"
     if not (converted / "splits" / "u1.base.parquet").is_file():
         if not raw.is_dir():
             raise FileNotFoundError(f"ML-100K not found at {raw}; set REGKIT_ML100K to the extracted ml-100k folder.")
         convert_movielens_100k(raw, converted, overwrite=True)
-    return _Data(converted), raw
+    return _Data(converted, validation_fraction), raw
 
 
 # -- hooks -------------------------------------------------------------------------------------------------------
@@ -145,13 +154,15 @@ class _ActiveRecorder:
         return int(sum(self.model.get_parameter(name).numel() for name in TABLES)) if self.model is not None else 0
 
 
-def _method_hooks(method: str, density: float | None, total_steps: int, seed: int) -> tuple[list[Any], Any]:
+def _method_hooks(
+    method: str, density: float | None, total_steps: int, seed: int, update_interval: int | None = None
+) -> tuple[list[Any], Any]:
     """(hooks, scheduler) for a method; every run also gets the embedding L2 penalty."""
     scheduler: Any = None
     if method == "dsl" and density is not None:
         scheduler = DSL(
             density=density,
-            update_interval=CONFIG["update_interval"],
+            update_interval=update_interval or CONFIG["update_interval"],
             ratio=CONFIG["ratio"],
             ratio_min=CONFIG["ratio_min"],
             total_steps=total_steps,
@@ -214,13 +225,13 @@ def _magnitude_prune_tables(model: RecModel, density: float) -> dict[str, torch.
 
 
 def _train_one(
-    data: _Data, model_name: str, method: str, density: float | None, seed: int
+    data: _Data, model_name: str, method: str, density: float | None, seed: int, update_interval: int | None = None
 ) -> tuple[dict[str, Any], RecModel]:
     model = _build(data, model_name, seed)
     epochs = CONFIG["models"][model_name]["epochs"]
     batches = InMemoryBatches(data.train, CONFIG["models"][model_name]["batch_size"], seed=seed)
     total_steps = len(batches) * epochs
-    hooks, scheduler = _method_hooks(method, density, total_steps, seed)
+    hooks, scheduler = _method_hooks(method, density, total_steps, seed, update_interval)
     recorder = _ActiveRecorder(scheduler, CONFIG["record_every"])
     trainer = Trainer(
         model,
