@@ -60,3 +60,15 @@ def test_two_logs_are_co_partitioned_and_bad_arguments_are_named(tmp_path) -> No
     pl.DataFrame({"user": [1]}).write_parquet(tmp_path / "bad.parquet")
     with pytest.raises(LogSchemaError, match="missing required column `user_id`"):
         partition_by_user(tmp_path / "bad.parquet", users, tmp_path / "d", parts=2)
+
+
+def test_iter_record_batches_reads_every_row_once_in_bounded_batches(tmp_path) -> None:
+    from recsys.data import iter_record_batches
+
+    log = _log(np.random.default_rng(2), 1000, strings=False)
+    log.write_parquet(tmp_path / "log.parquet", row_group_size=300)  # 4 row groups: 300, 300, 300, 100
+    batches = list(iter_record_batches(tmp_path / "log.parquet", 128, columns=["timestamp"]))
+    assert [b.num_rows for b in batches] == [128, 128, 44] * 3 + [100]
+    assert all(b.schema.names == ["timestamp"] for b in batches)
+    stamps = np.concatenate([b.column(0).to_numpy() for b in batches])
+    np.testing.assert_array_equal(stamps, np.arange(1000))
