@@ -640,6 +640,16 @@ class DistributedTrainer(Trainer):
         )
         return _unsharded_state_optimizer(dmp.fused_optimizer, dense_optimizer)
 
+    def _make_batch(self, index_batch: IndexBatch) -> RecBatch:
+        """BPR negatives are drawn for the global batch (one ``(seed, step)`` draw, as single-process), then sliced."""
+        if self.config.loss != "bpr" or self.negative_sampler is None:
+            return super()._make_batch(index_batch)
+        users = _gather_rows(index_batch.users, differentiable=False)
+        negatives = self.negative_sampler.sample(users, self.config.num_negatives, self.step)
+        negatives = negatives[rank_slice(int(users.numel()), self.env.rank, self.env.world_size)]
+        batch = RecBatch(users=index_batch.users, items=index_batch.items, rows=index_batch.rows, negatives=negatives)
+        return self.model.featurize(batch)
+
     def task_loss(self, outputs: RecOutput, batch: RecBatch) -> Tensor:
         """The single-process task loss of the global batch (embeddings and ids all-gathered in rank order)."""
         negatives = outputs.negatives
