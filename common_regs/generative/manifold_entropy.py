@@ -144,7 +144,8 @@ class ManifoldEntropy:
     def __call__(self, ctx: TrainContext) -> Tensor:
         codes = ctx.extras.get("codes", ctx.outputs)
         if not isinstance(codes, Tensor):
-            raise ValueError("ManifoldEntropy needs the codes in ctx.extras['codes'] or ctx.outputs (a (B, d) tensor).")
+            raise ValueError("ManifoldEntropy needs the codes in ctx.extras['codes'] or ctx.outputs "
+                             "(a (B, d) tensor).")
         return self.forward(codes)
 
     def state_dict(self) -> dict[str, Any]:

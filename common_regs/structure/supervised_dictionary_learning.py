@@ -88,8 +88,8 @@ class SupervisedDictionaryLearning:
 
     Note:
         float64 throughout. Initialization as the authors' (W, H ~ U[0, 1), β ~ U(−1, 1)); a β = 0 start is a
-        saddle when the reconstructive atoms carry no label signal. The authors' sklearn ``LogisticRegression`` β step (C = 1, refit every sweep) and
-        the W renormalization are replaced by monotone gradient steps.
+        saddle when the reconstructive atoms carry no label signal. The authors' sklearn ``LogisticRegression``
+        β step (C = 1, refit every sweep) and the W renormalization are replaced by monotone gradient steps.
 
     Example:
         >>> import torch

@@ -77,8 +77,8 @@ def weak_form_residuals(u: Field, centers: Tensor, radius: float, a: Field | flo
 
 
 @register("weak_form_residual", kind="loss", seed=54,
-          paper="Zang, Koutsourelakis, DGNO: A Novel Physics-aware Neural Operator for Solving Forward and Inverse PDE "
-                "Problems based on Deep, Generative Probabilistic Modeling, 2025, arXiv:2502.06250")
+          paper="Zang, Koutsourelakis, DGNO: A Novel Physics-aware Neural Operator for Solving Forward and Inverse "
+                "PDE Problems based on Deep, Generative Probabilistic Modeling, 2025, arXiv:2502.06250")
 class WeakFormResidual:
     """Physics regularizer from weak-form residuals against Wendland test functions (DGNO's virtual observables).
 

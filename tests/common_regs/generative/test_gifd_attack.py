@@ -29,7 +29,8 @@ def test_l1_projection_is_the_closest_point_of_the_ball() -> None:
     inside = torch.tensor([[0.2, -0.3, 0.1]], dtype=torch.float64)
     torch.testing.assert_close(project_l1_ball(inside, 1.0), inside)
     many = torch.randn(4, 2, 5, generator=g, dtype=torch.float64) * 4
-    assert torch.allclose(project_l1_ball(many, 2.0).abs().flatten(1).sum(1), torch.full((4,), 2.0, dtype=torch.float64))
+    norms = project_l1_ball(many, 2.0).abs().flatten(1).sum(1)
+    torch.testing.assert_close(norms, torch.full((4,), 2.0, dtype=torch.float64))
 
 
 def _linear_victim() -> tuple[nn.Linear, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
@@ -66,11 +67,12 @@ def test_privacy_defenses_make_the_attack_fail() -> None:
 
 def test_feature_domain_search_beats_the_latent_search_off_the_generator_range() -> None:
     torch.manual_seed(1)
-    blocks = [nn.Sequential(nn.Linear(3, 16), nn.Tanh()).double(), nn.Sequential(nn.Linear(16, 16), nn.Tanh()).double(),
-              nn.Linear(16, 10).double()]
+    blocks = [nn.Sequential(nn.Linear(3, 16), nn.Tanh()).double(),
+              nn.Sequential(nn.Linear(16, 16), nn.Tanh()).double(), nn.Linear(16, 10).double()]
     victim = nn.Sequential(nn.Linear(10, 8), nn.Tanh(), nn.Linear(8, 4)).double()
     with torch.no_grad():  # a private input near, but not on, the generator's range
-        x = nn.Sequential(*blocks)(torch.randn(1, 3, dtype=torch.float64)) + 0.3 * torch.randn(1, 10, dtype=torch.float64)
+        x = nn.Sequential(*blocks)(torch.randn(1, 3, dtype=torch.float64))
+        x = x + 0.3 * torch.randn(1, 10, dtype=torch.float64)
     y = torch.tensor([2])
     grads = torch.autograd.grad(nn.functional.cross_entropy(victim(x), y), list(victim.parameters()))
     z0 = torch.randn(1, 3, dtype=torch.float64)
