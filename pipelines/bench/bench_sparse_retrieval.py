@@ -22,6 +22,8 @@ import logging
 import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,8 @@ def _summary(times: list[float]) -> dict[str, float]:
 class _Collection:
     """One BEIR collection: BM25 index and searcher, backbone cache, dense run, ensemble teacher run."""
 
-    def __init__(self, name: str, cache_dir: Path, out_dir: Path) -> None:
+    def __init__(self, name: str, cache_dir: Path, out_dir: Path, *, cache: Any = None) -> None:
+        """``cache``: an already loaded and checked :class:`retrieval.hidden_cache.HiddenStates` to use as is."""
         import torch
 
         from retrieval.beir import load_beir
@@ -74,9 +77,12 @@ class _Collection:
             build_bm25_index(self.dataset.corpus, self.bm25_index, overwrite=True, show_progress=False)
         texts = {d: doc.contents for d, doc in self.dataset.corpus.items()}
         started = time.perf_counter()
-        probe = build_sparse_encoder(SparseEncoderConfig(), idf=torch.ones(30522))
-        self.cache = build_hidden_cache(probe, texts, cache_dir / f"{name}-model-L256",
-                                        fingerprint=cache_fingerprint(self.data, default_backbone(), 256))
+        if cache is not None:
+            self.cache = cache
+        else:
+            probe = build_sparse_encoder(SparseEncoderConfig(), idf=torch.ones(30522))
+            self.cache = build_hidden_cache(probe, texts, cache_dir / f"{name}-model-L256",
+                                            fingerprint=cache_fingerprint(self.data, default_backbone(), 256))
         self.cache_seconds = time.perf_counter() - started
         self.out_dir = out_dir / name
 
@@ -107,48 +113,70 @@ class _Collection:
         return {label: {**self.evaluate(run), **({"reference": reference[key]} if key in reference else {})}
                 for label, (run, key) in rows.items()}
 
+    @contextmanager
+    def query_idf(self, model: Any, recompute: bool) -> Iterator[None]:
+        """Within the block the model's query side is the IDF of this collection's corpus if ``recompute``."""
+        from retrieval.encoder import corpus_idf, idf_weights, mlm_parts, set_idf
+
+        stored = idf_weights(model)
+        if recompute:
+            set_idf(model, corpus_idf((d.contents for d in self.dataset.corpus.values()),
+                                      mlm_parts(model)[0].tokenizer))
+        try:
+            yield
+        finally:
+            set_idf(model, stored)
+
     def sparse(self, model: Any, label: str, *, recompute_idf: bool = False) -> dict[str, Any]:
         """Evaluate a head-only model on this collection (see the module docstring for the exact shortcuts)."""
         import torch
 
-        from retrieval.encoder import corpus_idf, idf_weights, mlm_parts, query_weights, set_idf
+        from retrieval.encoder import query_weights
         from retrieval.hidden_cache import encode_from_cache
-        from retrieval.impact import MAX_DOC_IMPACT, ImpactQuantization, ImpactSearcher, quantize_weights
-        from retrieval.search import Bm25Searcher
-        from retrieval.sparse_index import flops, index_vectors
+        from retrieval.impact import MAX_DOC_IMPACT, ImpactQuantization, quantize_weights
 
-        stored = idf_weights(model)
-        if recompute_idf:
-            set_idf(model, corpus_idf((d.contents for d in self.dataset.corpus.values()),
-                                      mlm_parts(model)[0].tokenizer))
-        try:
+        with self.query_idf(model, recompute_idf):
             weights = query_weights(model, self.queries)
             vocabulary = sorted({t for w in weights.values() for t in w})
             started = time.perf_counter()
             vectors, stats = encode_from_cache(model, self.cache, vocabulary=vocabulary, show_progress=False)
             encode_seconds = time.perf_counter() - started
-            index_dir = self.out_dir / f"impact-{label}"
-            info = index_vectors(vectors, index_dir, overwrite=True)
             scale = ImpactQuantization().doc_scale
             rows = random.Random(0).sample(range(len(self.cache.doc_ids)), min(SAMPLE_DOCS, len(self.cache.doc_ids)))
             sample, _ = encode_from_cache(model, self.cache, rows=rows, compute_dtype=torch.bfloat16,
                                           show_progress=False)
             lengths = [len(quantize_weights(v, scale, where=d, limit=MAX_DOC_IMPACT)) for d, v in sample.items()]
-            quantized = {d: quantize_weights(v, scale, where=d, limit=MAX_DOC_IMPACT) for d, v in vectors.items()}
-            with ImpactSearcher(index_dir) as impact, Bm25Searcher(self.bm25_index) as bm25:
-                run = impact.search(weights, k=1000, show_progress=False)
-                items = list(self.queries.items())
-                for qid, text in items[:20]:  # JIT warm-up of both paths
-                    impact.search(query_weights(model, {qid: text}), k=1000, threads=1, show_progress=False)
-                    bm25.search({qid: text}, k=1000, threads=1, show_progress=False)
-                sparse_t, bm25_t = [], []
-                for qid, text in items:
-                    sparse_t += _latency(lambda q, t: impact.search(query_weights(model, {q: t}), k=1000, threads=1,
-                                                                    show_progress=False), [(qid, text)])
-                    bm25_t += _latency(lambda q, t: bm25.search({q: t}, k=1000, threads=1, show_progress=False),
-                                       [(qid, text)])
-        finally:
-            set_idf(model, stored)
+            result = self.evaluate_vectors(model, vectors, label, lengths)
+        return {**result, "encode_seconds_query_vocab": encode_seconds, "truncated_docs": stats.truncated,
+                "empty_docs": stats.empty}
+
+    def evaluate_vectors(
+        self, model: Any, vectors: dict[str, dict[str, float]], label: str, lengths: list[int]
+    ) -> dict[str, Any]:
+        """Index ``vectors`` (impact index ``impact-<label>``), search with ``model``'s IDF query side; metrics,
+        FLOPS, active terms (mean ± s.e. of ``lengths``) and latency interleaved with BM25 on the same engine."""
+        from retrieval.encoder import query_weights
+        from retrieval.impact import MAX_DOC_IMPACT, ImpactQuantization, ImpactSearcher, quantize_weights
+        from retrieval.search import Bm25Searcher
+        from retrieval.sparse_index import flops, index_vectors
+
+        weights = query_weights(model, self.queries)
+        index_dir = self.out_dir / f"impact-{label}"
+        info = index_vectors(vectors, index_dir, overwrite=True)
+        scale = ImpactQuantization().doc_scale
+        quantized = {d: quantize_weights(v, scale, where=d, limit=MAX_DOC_IMPACT) for d, v in vectors.items()}
+        with ImpactSearcher(index_dir) as impact, Bm25Searcher(self.bm25_index) as bm25:
+            run = impact.search(weights, k=1000, show_progress=False)
+            items = list(self.queries.items())
+            for qid, text in items[:20]:  # JIT warm-up of both paths
+                impact.search(query_weights(model, {qid: text}), k=1000, threads=1, show_progress=False)
+                bm25.search({qid: text}, k=1000, threads=1, show_progress=False)
+            sparse_t, bm25_t = [], []
+            for qid, text in items:
+                sparse_t += _latency(lambda q, t: impact.search(query_weights(model, {q: t}), k=1000, threads=1,
+                                                                show_progress=False), [(qid, text)])
+                bm25_t += _latency(lambda q, t: bm25.search({q: t}, k=1000, threads=1, show_progress=False),
+                                   [(qid, text)])
         sparse_lat, bm25_lat = _summary(sparse_t), _summary(bm25_t)
         return {
             **self.evaluate(run),
@@ -158,8 +186,7 @@ class _Collection:
             "latency_p50_ms": sparse_lat["p50_ms"], "latency_mean_ms": sparse_lat["mean_ms"],
             "bm25_latency_p50_ms": bm25_lat["p50_ms"], "bm25_latency_mean_ms": bm25_lat["mean_ms"],
             "latency_ratio_vs_bm25_mean": sparse_lat["mean_ms"] / bm25_lat["mean_ms"],
-            "encode_seconds_query_vocab": encode_seconds, "truncated_docs": stats.truncated,
-            "empty_docs": stats.empty, "index": str(index_dir), "indexed_terms_query_vocab": info,
+            "index": str(index_dir), "indexed_terms_query_vocab": info,
         }
 
 
