@@ -148,7 +148,8 @@ class SinkhornNewtonSparse:
 
     Example:
         >>> import torch
-        >>> c = torch.rand(4, 4); h = torch.full((4,), 0.25)
+        >>> c = torch.rand(4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> h = torch.full((4,), 0.25, dtype=torch.float64)
         >>> res = SinkhornNewtonSparse(eps=0.05, density=0.5)(h, h, c)
         >>> bool(res.converged)
         True
