@@ -142,9 +142,17 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} not found.")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not valid YAML ({err}).") from None
+        except RecursionError:  # PyYAML's composer recurses once per nesting level
+            raise ValueError(f"{path}: not valid YAML (nested too deeply).") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a recsys config must be a mapping, got {type(loaded).__name__}.")
+        odd_keys = sorted(repr(key) for key in loaded if not isinstance(key, str))
+        if odd_keys:
+            raise ValueError(f"{path}: section names must be strings, got {odd_keys}.")
     if isinstance(loaded.get("ssl"), str):  # `ssl: cfm` shorthand; `--set ssl.alpha=...` keeps the mode
         loaded["ssl"] = {"mode": loaded["ssl"]}
     config = apply_overrides(_merge(DEFAULTS, loaded), overrides)

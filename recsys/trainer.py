@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from common_regs.api import TrainContext
 from common_regs.checkpoint import CheckpointDir, save_with_checksum
+from common_regs.config_check import check_config_fields
 from common_regs.training import RegHooks
 from recsys.data import IndexBatch, InMemoryBatches, NegativeSampler, StreamingBatches
 from recsys.losses import StreamingFrequencyEstimator, bpr_loss, in_batch_softmax_loss, log_q_from_counts
@@ -122,44 +123,12 @@ class TrainConfig:
         """Build from a parsed YAML ``train:`` section, checking keys and value types first.
 
         Raises:
-            TypeError: ``data`` is not a mapping, or a value has the wrong type (``lr: 1e-3`` is a *string* in
-                YAML 1.1, which PyYAML follows: write ``1.0e-3``; ``true`` is not a number).
-            ValueError: unknown keys, a value outside its allowed set or range, or a non-finite float.
+            ConfigError (a ``TypeError`` and a ``ValueError``): unknown keys, or a value of the wrong type
+                (``lr: 1e-3`` is a *string* in YAML 1.1, which PyYAML follows: write ``1.0e-3``; ``true`` is not
+                a number), outside its allowed set, or a non-finite float.
+            ValueError: a value outside its range (``__post_init__``).
         """
-        import numbers  # noqa: PLC0415 - only needed here
-        from typing import Union, get_args, get_origin, get_type_hints  # noqa: PLC0415
-
-        if not isinstance(data, Mapping):
-            raise TypeError(f"the `train` section must be a mapping of options, got {type(data).__name__}.")
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown `train` options {sorted(unknown, key=str)}; allowed: {sorted(known)}.")
-        hints = get_type_hints(cls)
-        for name, value in data.items():
-            hint, optional = hints[name], False
-            if get_origin(hint) in (Union, type(int | None)):
-                optional = type(None) in get_args(hint)
-                hint = next(arg for arg in get_args(hint) if arg is not type(None))
-            if value is None and optional:
-                continue
-            if get_origin(hint) is Literal:
-                if value not in get_args(hint) or not isinstance(value, str):
-                    raise ValueError(f"`train.{name}` must be one of {list(get_args(hint))}, got {value!r}.")
-                continue
-            expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint)
-            if expected is None:  # a field type this check does not know: left to __post_init__
-                continue
-            wanted = {int: numbers.Integral, float: numbers.Real}.get(hint, hint)  # numpy scalars are fine
-            if not isinstance(value, wanted) or (hint is not bool and isinstance(value, bool)):
-                yaml_string = hint is float and isinstance(value, str)
-                advice = "; YAML reads 1e-3 as a string, write 1.0e-3" if yaml_string else ""
-                raise TypeError(
-                    f"`train.{name}` must be {expected}{' or null' if optional else ''}, got {value!r} "
-                    f"({type(value).__name__}){advice}."
-                )
-            if hint is float and not math.isfinite(value):
-                raise ValueError(f"`train.{name}` must be a finite number, got {value!r}.")
+        check_config_fields(cls, data, section="train")
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:

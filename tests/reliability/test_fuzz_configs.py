@@ -285,8 +285,6 @@ def test_train_sections_build_the_config_or_name_the_field(case) -> None:
         "a: [\n",  # a bare PyYAML ParserError, no "path:" prefix
     ],
 )
-@pytest.mark.xfail(strict=True, reason="pipelines/recsys_run.py load_config raises a foreign exception; see "
-                                       "docs/reliability_fuzz.md (outside this change's files)")
 def test_recsys_run_config_errors_name_the_file(tmp_path, text):
     from pipelines.recsys_run import load_config
 
