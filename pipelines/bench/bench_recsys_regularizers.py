@@ -7,7 +7,9 @@ Protocol (``run(out_dir)``; the recsys baseline's protocol, ``pipelines/bench/be
 * the two-tower (ids only) of ``pipelines/configs/ml100k_two_tower_ids.yaml`` and its variants
   ``ml100k_two_tower_msd.yaml`` (M=8, p=0.5), ``ml100k_two_tower_pskd.yaml`` (α_T=0.8, α ramp over the 40-epoch cap)
   and ``ml100k_two_tower_pskd_e10.yaml`` (ramp over 10 epochs, the baseline's validation-chosen length), which
-  differ from it only in the ``hooks`` entry, through :func:`pipelines.recsys_run.train_run`;
+  differ from it only in the ``hooks`` entry, through :func:`pipelines.recsys_run.train_run`; plus a control, the
+  baseline trained (no early stopping) for multi-sample dropout's seed-0 epoch count, to separate the method from
+  the longer training it is given;
 * epochs: for seed 0 each variant chooses its epoch count on a 10% per-user validation split of u1.base (early
   stopping on validation R@20, evaluated every 5 epochs, patience 2), then is refit on all of u1.base; seeds 1, 2
   reuse their variant's seed-0 epoch count (no second tuning run: the shared machine's budget); u1.test is never
@@ -53,7 +55,10 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "msd": ("+ multi-sample dropout (M=8, p=0.5)", "ml100k_two_tower_msd.yaml"),
     "pskd": ("+ PS-KD (α_T=0.8, ramp over the 40-epoch cap)", "ml100k_two_tower_pskd.yaml"),
     "pskd_e10": ("+ PS-KD (α_T=0.8, ramp over 10 epochs)", "ml100k_two_tower_pskd_e10.yaml"),
+    "baseline_at_msd_epochs": ("two-tower (ids), trained as long as + MSD (control)", "ml100k_two_tower_ids.yaml"),
 }
+#: control variants: trained without tuning for the seed-0 epoch count of another variant
+CONTROLS: dict[str, str] = {"baseline_at_msd_epochs": "msd"}
 SEEDS = (0, 1, 2)
 METRICS = ("R@20", "nDCG@20", "R@10", "nDCG@10")
 
@@ -147,7 +152,7 @@ def _markdown(summary: list[dict[str, Any]], overhead: dict[str, Any] | None) ->
              "|---|---|---|---|---|---|---|---|---|"]
     for e in summary:
         ratios = overhead or {}  # pskd_e10 runs the pskd hook: same per-step cost (an older overhead.json lacks it)
-        ratio = 1.0 if e["variant"] == "baseline" else ratios.get(
+        ratio = 1.0 if e["variant"].startswith("baseline") else ratios.get(
             f"{e['variant']}_over_baseline", ratios.get(f"{e['variant'].split('_')[0]}_over_baseline"))
         cells = [f"{e[k]:.4f} ± {e[f'{k} std']:.4f}" for k in METRICS]
         lines.append(
@@ -177,14 +182,18 @@ def run(out_dir: str | Path) -> dict[str, Any]:
         overhead = _overhead(data)
         atomic_write_text(overhead_path, json.dumps(overhead, indent=2) + "\n")
     logger.info("step-time ratios: %s", {k: v for k, v in overhead.items() if k.endswith("_over_baseline")})
-    # seed 0 of every variant first, then the other seeds, multi-sample dropout (the slowest) last
+    # seed 0 of every variant first (controls after what they copy), then the other seeds, multi-sample dropout
+    # (the slowest) last among the tuned variants
     jobs = sorted(((variant, seed) for seed in seeds for variant in variants),
-                  key=lambda job: (job[1] != 0, job[0] == "msd", job[1]))
+                  key=lambda job: (job[1] != 0, job[0] in CONTROLS, job[0] == "msd", job[1]))
     for variant, seed in jobs:
         if any((row["variant"], row["seed"]) == (variant, seed) for row in rows):
             continue
-        tuned = [row for row in rows if (row["variant"], row["seed"]) == (variant, 0)]
-        epochs = tuned[0]["epochs"] if seed != 0 and tuned else None
+        tuned = [row for row in rows if (row["variant"], row["seed"]) == (CONTROLS.get(variant, variant), 0)]
+        if variant in CONTROLS and not tuned:
+            logger.warning("%s needs %s seed 0 first; skipped", variant, CONTROLS[variant])
+            continue
+        epochs = tuned[0]["epochs"] if (seed != 0 or variant in CONTROLS) and tuned else None
         rows.append(_job(variant, seed, data, out, epochs))
         atomic_write_text(log_path, "".join(json.dumps(row) + "\n" for row in rows))
         logger.info("%s seed %d: %s", variant, seed, {k: rows[-1][k] for k in (*METRICS, "epochs")})
