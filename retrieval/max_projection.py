@@ -15,6 +15,12 @@ only entries with a non-zero upstream gradient (active after ReLU) cost anything
 (B, L, V) × d backward matmul becomes an index-add over the active entries. Results equal sentence-transformers'
 ``SpladePooling`` output (tested), which multiplies padded positions' logits by 0 instead of skipping them; both
 give the same value because φ(0) = 0 ≤ every max.
+
+``method="dense"`` computes the same max the plain way — the (B, L, V) logits in ``compute_dtype``, padded
+positions set to −inf, ``amax`` over L, autograd for the backward — which is what a GPU wants (one large matmul
+instead of a Python loop with a host sync per document; the (B, L, V) bfloat16 tensor of a 64 × 256-wordpiece
+batch is ~1 GB). Values are equal; gradients are equal except where several positions tie for the max (``amax``
+splits the gradient evenly between them, the loop gives it to the first one — both are valid subgradients).
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Activation", "max_logits", "splade_activation", "splade_max_pool"]
+__all__ = ["Activation", "Method", "max_logits", "splade_activation", "splade_max_pool"]
 
 Activation = Literal["relu", "log1p_relu"]
+Method = Literal["loop", "dense"]
 
 
 def splade_activation(logits: Tensor, activation: Activation) -> Tensor:
@@ -59,6 +66,16 @@ def _forward_max(
     if bias is not None:
         values = values + bias.to(values.dtype)
     return values, positions
+
+
+def _dense_max(
+    hidden: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None, compute_dtype: torch.dtype | None
+) -> Tensor:
+    h = hidden if compute_dtype is None else hidden.to(compute_dtype)
+    w = weight if compute_dtype is None else weight.to(compute_dtype)
+    logits = (h @ w.T).masked_fill(~mask.unsqueeze(-1), float("-inf"))  # (B, L, V)
+    values = logits.amax(dim=1).to(hidden.dtype)
+    return values if bias is None else values + bias.to(values.dtype)
 
 
 class _MaxLogits(torch.autograd.Function):
@@ -95,6 +112,7 @@ def max_logits(
     bias: Tensor | None = None,
     *,
     compute_dtype: torch.dtype | None = None,
+    method: Method = "loop",
 ) -> Tensor:
     """``max_{valid i} (hidden[b, i] · weight[t] + bias[t])`` of shape (B, V), differentiable (exact subgradient).
 
@@ -105,6 +123,8 @@ def max_logits(
         bias: (V,) output bias or None.
         compute_dtype: dtype of the (L, V) matmul (e.g. ``torch.bfloat16`` for speed on CPUs with bf16 units);
             None keeps ``hidden``'s dtype. Values are returned in ``hidden``'s dtype.
+        method: ``"loop"`` (one document at a time, sparse backward; for CPUs) or ``"dense"`` (materialises the
+            (B, L, V) logits, autograd backward; for GPUs). Default "loop" (module docstring).
 
     A document with no valid position gets ``-inf`` (φ maps it to 0).
     """
@@ -114,6 +134,10 @@ def max_logits(
         )
     if weight.ndim != 2 or weight.shape[1] != hidden.shape[2]:
         raise ValueError(f"`weight` must be (V, {hidden.shape[2]}), got {tuple(weight.shape)}.")
+    if method not in ("loop", "dense"):
+        raise ValueError(f"`method` must be 'loop' or 'dense', got {method!r}.")
+    if method == "dense":
+        return _dense_max(hidden, mask.to(torch.bool), weight, bias, compute_dtype)
     return _MaxLogits.apply(hidden, mask.to(torch.bool), weight, bias, compute_dtype)
 
 
@@ -125,6 +149,8 @@ def splade_max_pool(
     *,
     activation: Activation = "relu",
     compute_dtype: torch.dtype | None = None,
+    method: Method = "loop",
 ) -> Tensor:
     """SPLADE-max document vectors (B, V): φ(:func:`max_logits`) (module docstring)."""
-    return splade_activation(max_logits(hidden, mask, weight, bias, compute_dtype=compute_dtype), activation)
+    return splade_activation(max_logits(hidden, mask, weight, bias, compute_dtype=compute_dtype, method=method),
+                             activation)

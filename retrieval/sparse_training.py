@@ -81,7 +81,9 @@ class SparseTrainConfig:
         flops_warmup_steps: T of the quadratic λ warm-up. Default 100 (authors: 200 of 2000 steps; scaled to the
             shorter CPU runs).
         l0_threshold: ℓ0 mask τ (only documents with more than τ active terms are penalised); None = off.
-        temperature: KL temperature τ. Default 1.0 (source: authors' code).
+        temperature: KL temperature τ. Default 1.0 (source: authors' code). The KL term is weighted by τ²
+            (Hinton et al. 2015, arXiv:1503.02531, §2) so that its gradient scale does not shrink as 1/τ² against
+            the FLOPS term; at τ = 1 the weight is 1.
         teacher_weights: weights of (bm25, dense) in the ensemble. Default equal (source: authors' code).
         score_scale: ensemble score scale. Default 30.0 (source: authors' ``score_scale``).
         candidates_k: depth of each retriever when mining. Default 50 (authors' l0 data: top-50).
@@ -102,6 +104,10 @@ class SparseTrainConfig:
         seed: random seed. Default 0.
         device: torch device of the training loop (``"cuda"``, ``"cuda:1"``, ``"cpu"``); None = CPU. Default None.
             The model and every batch tensor are moved there; candidate mining and caches stay on the CPU.
+        projection: how the training loop computes the max-pooled vocabulary projection
+            (:func:`retrieval.max_projection.splade_max_pool` ``method``): ``"loop"``, ``"dense"``, or None =
+            ``"dense"`` on CUDA devices and ``"loop"`` elsewhere. Default None (regkit: the loop avoids the
+            (B, L, V) tensor on CPUs; a GPU holds it easily and loses most of its time to the loop).
     """
 
     data: str
@@ -131,6 +137,7 @@ class SparseTrainConfig:
     threads: int = 2
     seed: int = 0
     device: str | None = None
+    projection: Literal["loop", "dense"] | None = None
 
     def __post_init__(self) -> None:
         if self.ranking_loss not in ("infonce", "kd_kl", "kd_margin_mse"):
@@ -139,6 +146,8 @@ class SparseTrainConfig:
             raise ValueError(f"`flops` must be idf_aware or plain, got {self.flops!r}.")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"`compute_dtype` must be float32 or bfloat16, got {self.compute_dtype!r}.")
+        if self.projection not in (None, "loop", "dense"):
+            raise ValueError(f"`projection` must be None, 'loop' or 'dense', got {self.projection!r}.")
         for name in ("docs_per_query", "batch_queries", "steps", "candidates_k", "train_max_length", "threads"):
             value = getattr(self, name)
             minimum = 2 if name == "docs_per_query" else 1
@@ -377,6 +386,7 @@ def _train_loop(config, model, queries, positives, candidates, cache, corpus, rn
     idf = idf_weights(model)
     table = _QueryTable(model, queries)
     compute_dtype = torch.bfloat16 if config.compute_dtype == "bfloat16" else None
+    projection = config.projection or ("dense" if device.type == "cuda" else "loop")
     flops = IdfAwareFlops(idf=idf, mode=config.flops, threshold=config.l0_threshold)
     hooks: list[Any] = []
     weights: dict[int, Any] = {}
@@ -384,7 +394,8 @@ def _train_loop(config, model, queries, positives, candidates, cache, corpus, rn
         hooks.append(MinMaxEnsembleTeacher(
             teachers=[_teacher_reader(t) for t in range(len(TEACHERS))], weights=config.teacher_weights,
             scale=config.score_scale))
-        hooks.append(DistillLoss("kl", temperature=config.temperature) if config.ranking_loss == "kd_kl"
+        hooks.append(DistillLoss("kl", temperature=config.temperature, weight=config.temperature**2)
+                     if config.ranking_loss == "kd_kl"
                      else MarginMSE())
     weights[len(hooks)] = QuadraticWarmup(config.flops_weight, max(1, config.flops_warmup_steps))
     hooks.append(flops)
@@ -410,7 +421,7 @@ def _train_loop(config, model, queries, positives, candidates, cache, corpus, rn
                 hidden, mask = hidden.to(device), mask.to(device)
                 states = head(hidden)
             doc = splade_max_pool(states, mask, weight, bias, activation=pooling.activation_function,
-                                  compute_dtype=compute_dtype)
+                                  compute_dtype=compute_dtype, method=projection)
         seen["reg/idf_aware_flops/nnz"] = float((doc > 0).sum(1).float().mean())
         scores = idf_scores(batch["query"], doc)  # (B, B·C)
         own = torch.stack([scores[i, i * width : (i + 1) * width] for i in range(scores.shape[0])])

@@ -27,9 +27,17 @@ from pipelines.bench.bench_sparse_retrieval import LABELS, ROOT, _Collection, _d
 logger = logging.getLogger(__name__)
 
 
-def _label(variant: str) -> str:
+OVERRIDE_LABELS = {"ranking_loss": "ranking loss {}", "temperature": "KD τ {:g} (×τ²)", "score_scale": "scale {:g}",
+                   "docs_per_query": "{} candidates/query", "flops_weight": "λ {:g}"}
+
+
+def _label(variant: str, entry: dict[str, Any] | None = None) -> str:
+    """Row label: the variant's description, then its lr (``<v>-lr<x>``) or config overrides and step count."""
     base, _, lr = variant.partition("-lr")
-    return f"{LABELS[base]}, full fine-tuning" + (f", lr {lr}" if lr else "")
+    if lr or not entry or "-" not in variant:
+        return f"{LABELS[base]}, full fine-tuning" + (f", lr {lr}" if lr else "")
+    parts = [OVERRIDE_LABELS[k].format(v) for k, v in entry.get("overrides", {}).items()]
+    return ", ".join([f"{LABELS[variant.split('-')[0]]}, full fine-tuning", *parts, f"{entry['steps']} steps"])
 
 
 def _packed(results: Path, entry: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +119,7 @@ def run(results: Path, out_dir: Path, *, compare_only: bool = False) -> dict[str
     queries = build_sparse_encoder(SparseEncoderConfig(), corpus_texts=(
         d.contents for d in scifact.dataset.corpus.values()))
     trained = [v for v, entry in summary["variants"].items() if "skipped" not in entry]
-    index_dirs = {_label(v): scifact.out_dir / f"impact-gpu-{v}-idf-model" for v in trained}
+    index_dirs = {_label(v, summary["variants"][v]): scifact.out_dir / f"impact-gpu-{v}-idf-model" for v in trained}
     if compare_only:
         comparisons = compare_with_bm25(scifact, queries, index_dirs)
         atomic_write_text(out_dir / "comparisons.json", json.dumps(comparisons, indent=2) + "\n")
@@ -131,7 +139,7 @@ def run(results: Path, out_dir: Path, *, compare_only: bool = False) -> dict[str
         packed = _packed(results, entry)
         out["training"][variant] = {"steps": entry["steps"], "train_seconds": entry["train_seconds"],
                                     "lr": entry["config"]["lr"], "device": summary["environment"].get("gpu")}
-        label = _label(variant)
+        label = _label(variant, entry)
         for name, collection in (("scifact", scifact), ("cranfield", cranfield)):
             vectors = packed[name].weights()
             lengths = packed[name].active_terms.tolist()

@@ -81,8 +81,9 @@ def unpack_payload(payload: Path, work: Path) -> dict[str, Path]:
     }
 
 
-def variant_config(variant: str, args: argparse.Namespace, steps: int, backbone: Path, lr: float) -> Any:
-    """The committed config of ``variant`` with full fine-tuning and this script's sizes."""
+def variant_config(variant: str, args: argparse.Namespace, steps: int, backbone: Path, lr: float,
+                   overrides: dict[str, Any] | None = None) -> Any:
+    """The committed config of ``variant`` with full fine-tuning, this script's sizes, then ``overrides``."""
     import yaml
 
     from retrieval.sparse_training import load_train_config
@@ -90,12 +91,35 @@ def variant_config(variant: str, args: argparse.Namespace, steps: int, backbone:
     raw = yaml.safe_load((ROOT / "pipelines" / "configs" / CONFIGS[variant]).read_text(encoding="utf-8"))
     model = {**raw.get("model", {}), "backbone": str(backbone)}
     warm = max(1, steps // 10)
+    sizes = {"batch_queries": args.batch_queries, "docs_per_query": args.docs_per_query,
+             "train_max_length": args.train_max_length}
     return load_train_config(
         ROOT / "pipelines" / "configs" / CONFIGS[variant], data="payload", out_dir=str(args.out), model=model,
         train_encoder=True, steps=steps, lr=lr, warmup_steps=warm, flops_warmup_steps=warm,
-        batch_queries=args.batch_queries, docs_per_query=args.docs_per_query,
-        train_max_length=args.train_max_length, compute_dtype="bfloat16", device=args.device, seed=args.seed,
+        compute_dtype="bfloat16", device=args.device, seed=args.seed,
+        projection=None if getattr(args, "projection", "auto") == "auto" else args.projection,
+        **(sizes | (overrides or {})),
     )
+
+
+OVERRIDABLE = {"ranking_loss": str, "temperature": float, "score_scale": float, "docs_per_query": int,
+               "flops_weight": float, "lr": float}
+
+
+def parse_extra(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``label:variant:key=value,key=value`` → (label, variant, overrides); keys from ``OVERRIDABLE``."""
+    parts = spec.split(":")
+    if len(parts) != 3 or not parts[0] or parts[1] not in CONFIGS:
+        raise argparse.ArgumentTypeError(f"--extra must be LABEL:VARIANT:KEY=VALUE[,KEY=VALUE] with VARIANT in "
+                                         f"{sorted(CONFIGS)}, got {spec!r}")
+    overrides: dict[str, Any] = {}
+    for item in filter(None, parts[2].split(",")):
+        key, _, value = item.partition("=")
+        if key not in OVERRIDABLE or not value:
+            raise argparse.ArgumentTypeError(f"--extra {spec!r}: override {item!r} must be KEY=VALUE with KEY in "
+                                             f"{sorted(OVERRIDABLE)}")
+        overrides[key] = OVERRIDABLE[key](value)
+    return parts[0], parts[1], overrides
 
 
 class Inputs:
@@ -217,20 +241,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.backends.cuda.matmul.allow_tf32 = True
     calibration = variant_config("c", args, args.calibration_steps, paths["backbone"], args.lr)
     probe = _build_model(calibration, inputs.idf)
-    log = train_model(calibration, probe, inputs.queries, inputs.positives, inputs.candidates, inputs.corpus,
-                      show_progress=False)
+    try:
+        log = train_model(calibration, probe, inputs.queries, inputs.positives, inputs.candidates, inputs.corpus,
+                          show_progress=False)
+    except RuntimeError as error:  # e.g. out of memory in the dense projection: fall back to the loop, say so
+        if args.projection == "loop":
+            raise
+        logger.error("calibration failed with projection %r (%s); falling back to the loop", args.projection, error)
+        summary["projection_fallback"] = str(error)
+        args.projection = "loop"
+        del probe
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        calibration = variant_config("c", args, args.calibration_steps, paths["backbone"], args.lr)
+        probe = _build_model(calibration, inputs.idf)
+        log = train_model(calibration, probe, inputs.queries, inputs.positives, inputs.candidates, inputs.corpus,
+                          show_progress=False)
     rate = _steps_per_second(log, skip=min(3, len(log) - 2))
     steps = int(max(args.min_steps, min(args.max_steps, rate * args.train_seconds)))
     del probe
     summary["calibration"] = {"steps": len(log), "steps_per_s": rate, "chosen_steps": steps,
+                              "projection": calibration.projection or "auto",
                               "loss": [e["loss"] for e in log]}
     logger.info("calibration: %.2f steps/s -> %d steps per variant", rate, steps)
     write()
-    plan = [(v, v, args.lr) for v in args.variants]
+    plan: list[tuple[str, str, float, dict[str, Any]]] = [(v, v, args.lr, {}) for v in args.variants]
     if args.extra_lr:
-        plan.append((f"{args.extra_variant}-lr{args.extra_lr:g}", args.extra_variant, args.extra_lr))
+        plan.append((f"{args.extra_variant}-lr{args.extra_lr:g}", args.extra_variant, args.extra_lr, {}))
+    plan += [(label, variant, overrides.pop("lr", args.lr), overrides) for label, variant, overrides in args.extra]
     last_cost = None
-    for label, variant, lr in plan:
+    for label, variant, lr, overrides in plan:
         elapsed = time.perf_counter() - started
         projected = last_cost if last_cost is not None else args.train_seconds + 30
         files = len([p for p in out.iterdir() if p.is_file()])
@@ -248,7 +288,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             continue
         phase = time.perf_counter()
         torch.backends.cuda.matmul.allow_tf32 = True
-        config = variant_config(variant, args, steps, paths["backbone"], lr)
+        config = variant_config(variant, args, steps, paths["backbone"], lr, overrides)
         model = _build_model(config, inputs.idf)
         train_start = time.perf_counter()
         log = train_model(config, model, inputs.queries, inputs.positives, inputs.candidates, inputs.corpus,
@@ -256,7 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if config.device and config.device.startswith("cuda"):
             torch.cuda.synchronize()
         train_s = time.perf_counter() - train_start
-        entry = {"config": asdict(config), "steps": len(log), "train_seconds": train_s,
+        entry = {"config": asdict(config), "overrides": overrides, "steps": len(log), "train_seconds": train_s,
                  "peak_gpu_memory_GiB": (torch.cuda.max_memory_allocated() / 2**30
                                          if torch.cuda.is_available() else None),
                  "final": log[-1], "log": log}
@@ -284,12 +324,17 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--payload", type=Path, default=ROOT / ".gpu_payload")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--variants", nargs="+", choices=sorted(CONFIGS), default=["a", "b", "c"])
+    parser.add_argument("--variants", nargs="*", choices=sorted(CONFIGS), default=["a", "b", "c"])
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--projection", choices=["auto", "loop", "dense"], default="auto",
+                        help="max-pooled vocabulary projection in training: auto = dense on CUDA, loop elsewhere")
     parser.add_argument("--lr", type=float, default=2e-5, help="AdamW lr (authors' configs: 2e-5)")
     parser.add_argument("--extra-variant", choices=sorted(CONFIGS), default="c")
     parser.add_argument("--extra-lr", type=float, default=None,
                         help="also train --extra-variant at this lr, if the deadline allows")
+    parser.add_argument("--extra", type=parse_extra, action="append", default=[],
+                        help="LABEL:VARIANT:KEY=VALUE[,...]: also train VARIANT with these config overrides (keys: "
+                        + ", ".join(sorted(OVERRIDABLE)) + "), in order, if the deadline allows")
     parser.add_argument("--train-seconds", type=float, default=75.0, help="training budget per variant")
     parser.add_argument("--max-steps", type=int, default=2000, help="authors' configs: 2000")
     parser.add_argument("--min-steps", type=int, default=1)

@@ -58,3 +58,27 @@ def test_shape_errors_name_the_argument() -> None:
         max_logits(hidden, MASK, weight[:, :3], bias)
     with pytest.raises(ValueError, match="`activation`"):
         splade_activation(hidden, "gelu")
+
+
+@pytest.mark.parametrize("compute_dtype", [None, torch.bfloat16])
+def test_dense_method_equals_the_loop_in_values_and_gradients(compute_dtype) -> None:
+    hidden, weight, bias = (t.detach().float().requires_grad_(True) for t in _inputs())
+    mask = torch.cat([MASK, torch.zeros(1, 5, dtype=torch.long)])  # plus a document with no valid position
+    hidden = torch.cat([hidden, hidden[:1]]).detach().requires_grad_(True)
+    upstream = torch.rand(4, 7, generator=torch.Generator().manual_seed(2))
+    results = []
+    for method in ("loop", "dense"):
+        out = splade_max_pool(hidden, mask, weight, bias, compute_dtype=compute_dtype, method=method)
+        results.append((out, *torch.autograd.grad((out * upstream).sum(), (hidden, weight, bias))))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-6, rtol=1e-6)  # same max, same values
+    # gradients: exact in float32; in bfloat16 the dense backward multiplies bfloat16 copies (the loop float32 ones)
+    tolerance = {"atol": 1e-6, "rtol": 1e-6} if compute_dtype is None else {"atol": 1e-2, "rtol": 1e-2}
+    for loop, dense in zip(results[0][1:], results[1][1:], strict=True):
+        torch.testing.assert_close(dense, loop, **tolerance)
+    assert results[1][0][3].abs().sum() == 0  # the empty document stays zero
+
+
+def test_unknown_method_is_rejected() -> None:
+    hidden, weight, bias = _inputs()
+    with pytest.raises(ValueError, match="`method`"):
+        max_logits(hidden, MASK, weight, bias, method="fast")

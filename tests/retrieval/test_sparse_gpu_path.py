@@ -125,3 +125,34 @@ def test_device_script_resolves_the_committed_configs_for_full_fine_tuning(tmp_p
         assert config.warmup_steps == config.flops_warmup_steps == 100  # 10 %, as the authors' 200 of 2000
         assert config.model["backbone"] == str(tmp_path / "backbone") and config.model["head_init"] == "identity"
         assert config.device == "cuda" and config.train_max_length == 256
+
+
+def test_dense_projection_trains_like_the_loop(prepared) -> None:
+    """The GPU path (``projection="dense"``, chosen automatically on CUDA) gives the loop's losses and weights."""
+    corpus, queries, positives, candidates, idf = prepared
+    results = []
+    for projection in ("loop", "dense"):
+        config = SparseTrainConfig(data="unused", out_dir="unused", ranking_loss="kd_kl", train_encoder=True,
+                                   steps=2, batch_queries=2, docs_per_query=3, lr=1e-3, warmup_steps=1,
+                                   train_max_length=16, device="cpu", projection=projection)
+        model = build_sparse_encoder(SparseEncoderConfig(), idf=idf)
+        log = train_model(config, model, queries, positives, candidates, corpus)
+        layer = mlm_parts(model)[0].model.bert.encoder.layer[0].attention.self.query.weight
+        results.append(([e["loss"] for e in log], layer.detach().clone()))
+    (loop_loss, loop_layer), (dense_loss, dense_layer) = results
+    np.testing.assert_allclose(dense_loss, loop_loss, rtol=1e-4)
+    torch.testing.assert_close(dense_layer, loop_layer, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="`projection`"):
+        SparseTrainConfig(data="x", out_dir="y", projection="fused")
+
+
+def test_kd_temperature_weights_the_kl_term_by_tau_squared(prepared) -> None:
+    """Hinton et al.'s τ² factor: at step 0 the FLOPS weight is 0 (quadratic warm-up), so loss = τ²·KL."""
+    corpus, queries, positives, candidates, idf = prepared
+    config = SparseTrainConfig(data="unused", out_dir="unused", ranking_loss="kd_kl", temperature=3.0,
+                               train_encoder=True, steps=1, batch_queries=2, docs_per_query=3, lr=1e-3,
+                               warmup_steps=1, flops_warmup_steps=5, train_max_length=16, device="cpu")
+    log = train_model(config, build_sparse_encoder(SparseEncoderConfig(), idf=idf), queries, positives, candidates,
+                      corpus)
+    assert log[0]["flops_lambda"] == 0.0 and log[0]["distill_loss"] > 0
+    assert log[0]["loss"] == pytest.approx(9.0 * log[0]["distill_loss"], rel=1e-5)
