@@ -230,6 +230,33 @@ class _QueryTable:
         return out
 
 
+class _TokenCache:
+    """Wordpiece ids of each training document, tokenized once (truncated to ``max_length``), padded per batch.
+
+    Gives the same ``input_ids`` / ``attention_mask`` as calling the tokenizer on the batch with ``padding=True,
+    truncation=True`` (tested); tokenizing 64 full SciFact abstracts every step costs ~45 ms of one CPU core.
+    """
+
+    def __init__(self, tokenizer: Any, corpus: Mapping[str, Any], max_length: int) -> None:
+        self.tokenizer, self.corpus, self.max_length = tokenizer, corpus, max_length
+        self.ids: dict[str, list[int]] = {}
+
+    def batch(self, docs: list[str]) -> dict[str, Tensor]:
+        missing = list(dict.fromkeys(d for d in docs if d not in self.ids))
+        if missing:
+            encoded = self.tokenizer([self.corpus[d].contents for d in missing], truncation=True,
+                                     max_length=self.max_length)["input_ids"]
+            self.ids.update(zip(missing, encoded, strict=True))
+        rows = [self.ids[d] for d in docs]
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+
 def _untie_output_embeddings(model: Any) -> None:
     """Give the MLM decoder its own weight so head-only training leaves the frozen input embeddings exact."""
     hf = mlm_parts(model)[0].model
@@ -406,15 +433,14 @@ def _train_loop(config, model, queries, positives, candidates, cache, corpus, rn
     reg = RegHooks(hooks, transformer, optimizer, weights=weights)
     qids = list(queries)
     width = config.docs_per_query
-    tokenizer = transformer.tokenizer
+    tokens = _TokenCache(transformer.tokenizer, corpus, config.train_max_length)
     seen: dict[str, float] = {}
 
     def forward(batch: dict[str, Any]) -> dict[str, Tensor]:
         docs = [d for row in batch["docs"] for d in row]
         with document_parts(model) as (hf, head, weight, bias):
             if config.train_encoder:
-                features = tokenizer([corpus[d].contents for d in docs], padding=True, truncation=True,
-                                     max_length=config.train_max_length, return_tensors="pt").to(device)
+                features = {k: v.to(device) for k, v in tokens.batch(docs).items()}
                 states, mask = hf(**features).logits, features["attention_mask"]
             else:
                 hidden, mask = cache.batch([cache.row(d) for d in docs], config.train_max_length)

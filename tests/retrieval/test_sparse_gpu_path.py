@@ -156,3 +156,18 @@ def test_kd_temperature_weights_the_kl_term_by_tau_squared(prepared) -> None:
                       corpus)
     assert log[0]["flops_lambda"] == 0.0 and log[0]["distill_loss"] > 0
     assert log[0]["loss"] == pytest.approx(9.0 * log[0]["distill_loss"], rel=1e-5)
+
+
+def test_token_cache_equals_tokenizing_the_batch(prepared) -> None:
+    from retrieval.sparse_training import _TokenCache
+
+    corpus, idf = prepared[0], prepared[4]
+    tokenizer = mlm_parts(build_sparse_encoder(SparseEncoderConfig(), idf=idf))[0].tokenizer
+    cache = _TokenCache(tokenizer, corpus, max_length=16)
+    for docs in (["d0", "d2", "d0"], ["d3", "d1", "d2", "d0"]):  # repeats and a second, partly cached batch
+        expected = tokenizer([corpus[d].contents for d in docs], padding=True, truncation=True, max_length=16,
+                             return_tensors="pt")
+        got = cache.batch(docs)
+        assert torch.equal(got["input_ids"], expected["input_ids"])
+        assert torch.equal(got["attention_mask"], expected["attention_mask"])
+    assert sorted(cache.ids) == ["d0", "d1", "d2", "d3"]
