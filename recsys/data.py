@@ -86,8 +86,8 @@ def _decode_pages(path: Path) -> None:
     """
     try:
         parquet = pq.ParquetFile(path, page_checksum_verification=True)
-        for _ in parquet.iter_batches(batch_size=1 << 16):
-            pass
+        for group in range(parquet.num_row_groups):  # one row group at a time: see iter_record_batches
+            parquet.read_row_group(group)
     except (pa.ArrowException, OSError, ValueError) as err:
         raise LogSchemaError(
             f"{path}: not a readable parquet file (a data page does not decode: {_reason(err)})."
