@@ -35,6 +35,7 @@ import yaml
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from common_regs.config_check import ConfigError, check_config_fields
 from common_regs.distill import DistillLoss, MinMaxEnsembleTeacher
 from common_regs.io import atomic_dir, atomic_write_text
 from common_regs.schedules import QuadraticWarmup
@@ -189,13 +190,15 @@ def load_train_config(path: str | os.PathLike[str], **overrides: Any) -> SparseT
         raise ValueError(f"{path}: not UTF-8 (byte offset {err.start}).") from None
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: malformed YAML ({err}).") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise ValueError(f"{path}: malformed YAML (nested too deeply).") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of config keys, got {type(raw).__name__}.")
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    known = set(SparseTrainConfig.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {unknown}; known keys: {sorted(known)}.")
+    try:
+        check_config_fields(SparseTrainConfig, raw, section="retrieval train")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     missing = [k for k in ("data", "out_dir") if k not in raw]
     if missing:
         raise ValueError(f"{path}: missing required keys {missing}.")
