@@ -13,6 +13,7 @@ from recsys.models.mf import MatrixFactorization
 from recsys.models.two_tower import TwoTower
 
 __all__ = [
+    "MODELS",
     "LightGCN",
     "MatrixFactorization",
     "RecBatch",
@@ -25,8 +26,13 @@ __all__ = [
 ]
 
 
+# The models a config can name. Explicit rather than Recommender.__subclasses__(): wrappers such as
+# recsys.distributed.ShardedTwoTower subclass Recommender under an existing name and must not replace it.
+MODELS: dict[str, type[Recommender]] = {cls.name: cls for cls in (LightGCN, MatrixFactorization, TwoTower)}
+
+
 def model_names() -> list[str]:
-    return sorted(cls.name for cls in Recommender.__subclasses__())
+    return sorted(MODELS)
 
 
 def build_model(
@@ -42,15 +48,14 @@ def build_model(
     ``users`` / ``items`` give the vocabularies (and features, for the two-tower); LightGCN also needs the
     training ``interactions`` unless ``config`` carries ``graph_nnz`` (rebuilding a saved model).
     """
-    classes = {cls.name: cls for cls in Recommender.__subclasses__()}
-    if name not in classes:
-        raise ValueError(f"`model.name` must be one of {sorted(classes)}, got {name!r}.")
+    if name not in MODELS:
+        raise ValueError(f"`model.name` must be one of {model_names()}, got {name!r}.")
     kwargs = dict(config)
     try:
         if name == "two_tower":
             return TwoTower(users, items, **kwargs)
         if name == "lightgcn":
             return LightGCN(users.entity.size, items.entity.size, interactions, **kwargs)
-        return classes[name](users.entity.size, items.entity.size, **kwargs)
+        return MODELS[name](users.entity.size, items.entity.size, **kwargs)
     except TypeError as err:
         raise TypeError(f"bad `model` options for {name!r}: {err}") from None
