@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from common_regs.io import atomic_write_text
+from pipelines.bench._step_timing import step_time_ratios
 from pipelines.bench.bench_ssl import _ml100k_data
 from pipelines.recsys_hooks import build_hooks
 from pipelines.recsys_run import _Data, load_config, train_run
@@ -104,31 +105,18 @@ def _overhead(data: Path, steps: int = 12) -> dict[str, Any]:
     prepared = _Data({**base["data"], "validation": {"method": "none"}})
     options = {k: v for k, v in base["model"].items() if k != "name"}
     train = TrainConfig.from_dict(base["train"])
-    times: dict[str, list[float]] = {}
-    for _ in range(2):
-        for variant in VARIANTS:
-            torch.manual_seed(0)
-            model = build_model("two_tower", options, users=prepared.user_features, items=prepared.item_features)
-            setup = TrainSetup(model=model, train=train, item_counts=prepared.train.item_counts(), epochs=train.epochs)
-            hooks = build_hooks(_config(variant, data)["hooks"], setup)
-            trainer = Trainer(model, InMemoryBatches(prepared.train, train.batch_size, seed=0), train, hooks=hooks,
-                              item_counts=prepared.train.item_counts())
-            trainer.epoch = 1  # PS-KD's teacher runs from epoch 1 on (its snapshot falls in the warm-up steps)
-            batches = iter(trainer.batches.batches(1))
-            for step in range(steps + 2):
-                batch = next(batches)
-                started = time.perf_counter()
-                trainer.train_step(batch)
-                if step >= 2:
-                    times.setdefault(variant, []).append(time.perf_counter() - started)
-    medians = {variant: statistics.median(values) for variant, values in times.items()}
-    return {
-        "steps_per_variant": 2 * steps,
-        "threads": torch.get_num_threads(),
-        "batch_size": train.batch_size,
-        "median_step_seconds": medians,
-        **{f"{v}_over_baseline": medians[v] / medians["baseline"] for v in medians if v != "baseline"},
-    }
+    def make_trainer(variant: str) -> Trainer:
+        torch.manual_seed(0)
+        model = build_model("two_tower", options, users=prepared.user_features, items=prepared.item_features)
+        setup = TrainSetup(model=model, train=train, item_counts=prepared.train.item_counts(), epochs=train.epochs)
+        hooks = build_hooks(_config(variant, data)["hooks"], setup)
+        trainer = Trainer(model, InMemoryBatches(prepared.train, train.batch_size, seed=0), train, hooks=hooks,
+                          item_counts=prepared.train.item_counts())
+        trainer.epoch = 1  # PS-KD's teacher runs from epoch 1 on (its snapshot falls in the warm-up steps)
+        return trainer
+
+    return {"batch_size": train.batch_size,
+            **step_time_ratios(make_trainer, VARIANTS, "baseline", steps=steps, epoch=1)}
 
 
 def _summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

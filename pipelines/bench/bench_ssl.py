@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from common_regs.io import atomic_write_text
+from pipelines.bench._step_timing import step_time_ratios
 from pipelines.recsys_run import _Data, load_config, train_run
 from pipelines.recsys_ssl import mi_heatmap
 from pipelines.report import Report, bar_plot
@@ -138,34 +139,14 @@ def _overhead(out_dir: Path, steps: int) -> dict[str, Any]:
     data = _Data({**config["data"], "validation": {"method": "none"}})
     options = {k: v for k, v in config["model"].items() if k != "name"}
     train = TrainConfig.from_dict({**config["train"], "show_progress": False})
-    times: dict[str, list[float]] = {}
-    for _ in range(2):
-        for mode in CONFIG["modes"]:
-            torch.manual_seed(0)
-            model = build_model("two_tower", options, users=data.user_features, items=data.item_features)
-            hooks = build_ssl_hooks(SSLConfig(mode=mode, mi_cache_dir=str(out_dir / "cache")), data.item_features)
-            trainer = Trainer(
-                model,
-                InMemoryBatches(data.train, train.batch_size, seed=0),
-                train,
-                hooks=hooks,
-                item_counts=data.train.item_counts(),
-            )
-            batches = iter(trainer.batches.batches(0))
-            for step in range(steps + 2):
-                batch = next(batches)
-                started = time.perf_counter()
-                trainer.train_step(batch)
-                if step >= 2:  # warm-up steps excluded
-                    times.setdefault(mode, []).append(time.perf_counter() - started)
-    medians = {mode: statistics.median(values) for mode, values in times.items()}
-    return {
-        "steps_per_mode": 2 * steps,
-        "threads": torch.get_num_threads(),
-        "batch_size": train.batch_size,
-        "median_step_seconds": medians,
-        **{f"{mode}_over_none": medians[mode] / medians["none"] for mode in medians if mode != "none"},
-    }
+    def make_trainer(mode: str) -> Trainer:
+        torch.manual_seed(0)
+        model = build_model("two_tower", options, users=data.user_features, items=data.item_features)
+        hooks = build_ssl_hooks(SSLConfig(mode=mode, mi_cache_dir=str(out_dir / "cache")), data.item_features)
+        return Trainer(model, InMemoryBatches(data.train, train.batch_size, seed=0), train, hooks=hooks,
+                       item_counts=data.train.item_counts())
+
+    return {"batch_size": train.batch_size, **step_time_ratios(make_trainer, CONFIG["modes"], "none", steps=steps)}
 
 
 def _summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
