@@ -79,7 +79,7 @@ def check_config_fields(cls: type, data: Mapping[Any, Any], *, section: str) -> 
     if not isinstance(data, Mapping):
         raise ConfigError(f"the `{section}` section must be a mapping of options, got {_describe(data)}.")
     known = {f.name for f in fields(cls)}
-    unknown = sorted((str(key) for key in data if key not in known))
+    unknown = sorted(str(key) for key in data if key not in known)
     if unknown:
         raise ConfigError(f"unknown `{section}` options {unknown}; allowed: {sorted(known)}.")
     hints = get_type_hints(cls)
