@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from pipelines.report import Report, ReportPaths
+from pipelines.report import Report
 from recsys.data import Interactions
 from recsys.feature_mi import MIMatrix
 from recsys.features import FeatureTable

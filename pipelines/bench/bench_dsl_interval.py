@@ -47,7 +47,9 @@ def run(out_dir: Path) -> dict[str, Any]:
     )
     atomic_write_text(Path(out_dir) / "table.md", table)
     return {
-        "protocol": f"MF-BPR, d={DENSITY}, seed 0, u1.base split {1 - VALIDATION_FRACTION:.0%}/{VALIDATION_FRACTION:.0%}",
+        "protocol": (
+            f"MF-BPR, d={DENSITY}, seed 0, u1.base split {1 - VALIDATION_FRACTION:.0%}/{VALIDATION_FRACTION:.0%}"
+        ),
         "rows": rows,
         "best_update_interval": best["update_interval"],
         "table_markdown": table,

@@ -12,7 +12,7 @@ import common_regs.training
 from common_regs.api import TrainContext
 from common_regs.registry import build, get, register
 from common_regs.schedules import Linear
-from common_regs.training import RegHooks, fit
+from common_regs.training import RegHooks
 
 EVENTS: list[str] = []
 
