@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import polars as pl
+import torch
+
+from common_regs.api import TrainContext
 
 
 @dataclass
@@ -100,3 +104,17 @@ def recall_at_k(recommended: np.ndarray, test: dict[int, set[int]], k: int) -> f
     """Mean over test users of |top-k ∩ test| / |test| (independent of pipelines.evaluation)."""
     values = [len(set(recommended[user, :k].tolist()) & items) / len(items) for user, items in test.items()]
     return float(np.mean(values))
+
+
+class CrashAt:
+    """A loss hook that raises at one trainer step (a simulated crash) and adds nothing otherwise."""
+
+    hook_kind: ClassVar[str] = "loss"
+
+    def __init__(self, at_step: int | None) -> None:
+        self.at_step = at_step
+
+    def __call__(self, ctx: TrainContext) -> torch.Tensor:
+        if ctx.step == self.at_step:
+            raise RuntimeError("simulated crash")
+        return torch.zeros(())

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
-from planted_log import recall_at_k
+from planted_log import CrashAt, recall_at_k
 
-from common_regs.api import TrainContext
 from recsys.data import InMemoryBatches, NegativeSampler, StreamingBatches, Vocabulary, encode_interactions
 from recsys.features import FeatureSpec, FeatureTable
 from recsys.losses import EmbeddingL2
@@ -83,20 +81,6 @@ def test_models_learn_planted_structure(planted, name, options, train_options, f
     assert learned > 0.6
 
 
-class _Crash:
-    """A loss term that raises at one step (simulated crash) and adds nothing otherwise."""
-
-    hook_kind: ClassVar[str] = "loss"
-
-    def __init__(self, at_step: int | None) -> None:
-        self.at_step = at_step
-
-    def __call__(self, ctx: TrainContext) -> torch.Tensor:
-        if ctx.step == self.at_step:
-            raise RuntimeError("simulated crash")
-        return torch.zeros(())
-
-
 def _resume_trainer(planted, tmp_path, crash_at, seed_for_init):
     user_table, item_table, train, _ = _setup(planted, item_features=True)
     torch.manual_seed(seed_for_init)
@@ -107,7 +91,7 @@ def _resume_trainer(planted, tmp_path, crash_at, seed_for_init):
         epochs=3, max_steps=40, batch_size=64, logq="streaming", checkpoint_every=5, show_progress=False, seed=3
     )
     return Trainer(
-        model, InMemoryBatches(train, 64, seed=3), config, hooks=[_Crash(crash_at)], checkpoint_dir=tmp_path
+        model, InMemoryBatches(train, 64, seed=3), config, hooks=[CrashAt(crash_at)], checkpoint_dir=tmp_path
     )
 
 

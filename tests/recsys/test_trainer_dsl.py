@@ -7,9 +7,8 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
-from planted_log import recall_at_k
+from planted_log import CrashAt, recall_at_k
 
-from common_regs.api import TrainContext
 from common_regs.sparsity import DSL
 from recsys.data import InMemoryBatches, NegativeSampler, Vocabulary, encode_interactions
 from recsys.features import FeatureSpec, FeatureTable
@@ -40,18 +39,6 @@ def _recall10(model, train, test) -> float:
     for user, item in zip(test.users.tolist(), test.items.tolist(), strict=True):
         truth.setdefault(user, set()).add(item)
     return recall_at_k(top, truth, 10)
-
-
-class _Crash:
-    hook_kind: ClassVar[str] = "loss"
-
-    def __init__(self, at_step: int | None) -> None:
-        self.at_step = at_step
-
-    def __call__(self, ctx: TrainContext) -> torch.Tensor:
-        if ctx.step == self.at_step:
-            raise RuntimeError("simulated crash")
-        return torch.zeros(())
 
 
 @pytest.mark.parametrize(("name", "options"), [("mf", {"embedding_dim": 16}), ("lightgcn", {"embedding_dim": 16})])
@@ -96,7 +83,7 @@ def _resume_trainer(planted, folder, crash_at, init_seed):
     dsl = DSL(density=0.25, update_interval=4, total_steps=40, seed=init_seed)
     config = TrainConfig(epochs=3, max_steps=40, batch_size=64, loss="bpr", lr=0.05, checkpoint_every=5,
                          show_progress=False, seed=3)
-    trainer = Trainer(model, InMemoryBatches(train, 64, seed=3), config, hooks=[dsl, _Crash(crash_at)],
+    trainer = Trainer(model, InMemoryBatches(train, 64, seed=3), config, hooks=[dsl, CrashAt(crash_at)],
                       negative_sampler=NegativeSampler.from_interactions(train, seed=3), checkpoint_dir=folder)
     return trainer, dsl
 
