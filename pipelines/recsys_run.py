@@ -9,7 +9,18 @@ One YAML file configures a run (see ``pipelines/configs/ml100k_*.yaml``); ``regk
     ``split_seed``), ``users`` / ``items`` (side tables; ``items`` also defines the catalogue),
     ``user_features`` / ``item_features`` (lists of :class:`recsys.features.FeatureSpec` dicts),
     ``rating_threshold``, ``duplicates``, ``validation`` (``method``, ``fraction``, ``seed``; ``method: none``
-    to skip) and ``streaming`` (read the training log in record batches).
+    to skip), ``streaming`` and ``streaming_part_rows``.
+
+    ``streaming: true`` never collects the training log (a given ``data.train`` file): vocabularies come from
+    the side tables or a streaming group-by (:meth:`recsys.data.Vocabulary.from_log`), item counts (logQ,
+    popularity) from :func:`recsys.data.item_frequencies`, batches from :class:`recsys.data.StreamingBatches`
+    (shuffled within its buffer), and the test metrics from the partitioned evaluator
+    (:func:`pipelines.evaluation.recsys_streaming.evaluate_recommendations_streaming`, at most
+    ``streaming_part_rows`` rows per user partition). BPR negatives are plain uniform draws (no re-draw of a
+    user's training items: that needs every pair). Refused in streaming mode, with the reason: a validation
+    carve, ``rating_threshold``, ``duplicates`` other than ``keep``, ``lightgcn`` and SSL. The served model's
+    seen-item table is built one user partition at a time but holds every distinct training pair (16 bytes
+    each): serving must know them to exclude them.
 ``model``
     ``name`` (``mf`` / ``lightgcn`` / ``two_tower``) and constructor options.
 ``train``
@@ -37,7 +48,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import shutil
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,11 +58,13 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import torch
 import yaml
 
 from common_regs.io import atomic_write_text
 from pipelines.evaluation.recsys import evaluate_recommendations, make_evaluator
+from pipelines.evaluation.recsys_streaming import evaluate_recommendations_streaming
 from pipelines.provenance import run_metadata
 from pipelines.recsys_hooks import build_hooks, check_hook_specs
 from pipelines.recsys_ssl import add_ssl_section, resolve_ssl_config, ssl_hooks
@@ -62,6 +77,8 @@ from recsys.data import (
     Vocabulary,
     clean_log,
     encode_interactions,
+    item_frequencies,
+    partition_by_user,
     scan_log,
 )
 from recsys.features import FeatureSpec, FeatureTable
@@ -98,6 +115,7 @@ DEFAULTS: dict[str, Any] = {
         "duplicates": "drop",
         "validation": {"method": "random_holdout", "fraction": 0.1, "seed": 0},
         "streaming": False,
+        "streaming_part_rows": 2_000_000,  # rows per user partition (evaluator's default: ~100 MB of ids)
     },
     "model": {"name": "mf"},
     "train": {},
@@ -208,37 +226,82 @@ def _carve_validation(train: pl.LazyFrame, validation: Mapping[str, Any]) -> Spl
     )
 
 
+def _check_streaming(config: Mapping[str, Any]) -> None:
+    """Refuse, in one line each, what ``data.streaming`` cannot do without the whole training log in memory."""
+    data = config["data"]
+    method = (data.get("validation") or {}).get("method", "none")
+    refusals = [
+        (data["split"] != "given", f"needs `data.split`='given' (it reads the training file), got {data['split']!r}"),
+        (method not in (None, "none"), "needs `data.validation.method`='none' (a carve holds the whole training "
+         f"log), got {method!r}"),
+        (data["rating_threshold"] is not None, "needs `data.rating_threshold`=null (filter the file beforehand), "
+         f"got {data['rating_threshold']!r}"),
+        (data["duplicates"] != "keep", "needs `data.duplicates`='keep' (finding duplicates holds every pair; "
+         f"deduplicate the file beforehand), got {data['duplicates']!r}"),
+        (config["model"]["name"] == "lightgcn", "cannot train `model.name`='lightgcn' (its graph holds every "
+         "training pair)"),
+        (SSLConfig.from_value(config.get("ssl")).mode != "none", "cannot run `ssl` (its item statistics are "
+         f"computed in memory), got mode {SSLConfig.from_value(config.get('ssl')).mode!r}"),
+    ]
+    for refused, reason in refusals:
+        if refused:
+            raise ValueError(f"`data.streaming`=true {reason}.")
+
+
+def _vocabulary(column: str, side_table: Path | None, log: pl.LazyFrame | pl.DataFrame) -> Vocabulary:
+    """From the side table when given, else from the training log (a lazy log is counted by a streaming pass)."""
+    if side_table is not None:
+        return Vocabulary.from_values(column, pl.read_parquet(side_table, columns=[column])[column])
+    if isinstance(log, pl.LazyFrame):
+        return Vocabulary.from_log(log, column)
+    return Vocabulary.from_values(column, log[column])
+
+
 class _Data:
-    """Everything a run needs from the data section, prepared once."""
+    """Everything a run needs from the data section, prepared once.
+
+    With ``streaming`` the training log stays a lazy frame (``train_log`` / ``test_log`` / ``train`` are None):
+    ``train_path`` is streamed by the batches, ``item_counts`` come from a streaming group-by.
+    """
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.config = data
+        self.streaming = bool(data.get("streaming"))
         split = _split(data)
         self.split_name = split.name
-        self.train_log = clean_log(
-            split.train, where="train", rating_threshold=data["rating_threshold"], duplicates=data["duplicates"]
-        ).collect()
-        self.test_log = clean_log(
-            split.test, where="test", rating_threshold=data["rating_threshold"], duplicates=data["duplicates"]
-        ).collect()
+        self.train_path, self.test_path = _path(data, "train"), _path(data, "test")
+        cleaning = {"rating_threshold": data["rating_threshold"], "duplicates": data["duplicates"]}
+        train_lazy = clean_log(split.train, where="train", **cleaning)  # checks the ids in one streaming pass
+        test_lazy = clean_log(split.test, where="test", **cleaning)
+        self.train_log = None if self.streaming else train_lazy.collect()
+        self.test_log = None if self.streaming else test_lazy.collect()
+        log = train_lazy if self.streaming else self.train_log
         users_path, items_path = _path(data, "users"), _path(data, "items")
-        self.users = (
-            Vocabulary.from_values("user_id", pl.read_parquet(users_path, columns=["user_id"])["user_id"])
-            if users_path
-            else Vocabulary.from_values("user_id", self.train_log["user_id"])
-        )
-        self.items = (
-            Vocabulary.from_values("item_id", pl.read_parquet(items_path, columns=["item_id"])["item_id"])
-            if items_path
-            else Vocabulary.from_values("item_id", self.train_log["item_id"])
-        )
+        self.users = _vocabulary("user_id", users_path, log)
+        self.items = _vocabulary("item_id", items_path, log)
         user_specs = [FeatureSpec.from_dict(spec) for spec in data["user_features"]]
         item_specs = [FeatureSpec.from_dict(spec) for spec in data["item_features"]]
         self.user_features = FeatureTable.build(self.users, user_specs, users_path)
         self.item_features = FeatureTable.build(self.items, item_specs, items_path)
-        self.train = encode_interactions(self.train_log, self.users, self.items, where="train", unknown="error")
-        validation = _carve_validation(self.train_log.lazy(), data["validation"])
         self.fit_log, self.valid_log = (None, None)
+        if self.streaming:
+            for vocabulary, side_table in ((self.users, users_path), (self.items, items_path)):
+                if side_table is not None:  # the in-memory path's unknown="error", from the distinct ids only
+                    logged = Vocabulary.from_log(train_lazy, vocabulary.name)
+                    unknown = logged.ids[~vocabulary.contains(logged.ids)]
+                    if unknown.size:
+                        raise ValueError(
+                            f"train: {unknown.size} `{vocabulary.name}` values are not in {side_table} "
+                            f"(first {unknown.tolist()[0]!r})."
+                        )
+            self.train = None
+            self.item_counts = item_frequencies(train_lazy, self.items)
+            logger.info("data: %s; train streamed from %s (%d rows), %d users, %d items", split.name,
+                        self.train_path, int(self.item_counts.sum()), self.users.size, self.items.size)
+            return
+        self.train = encode_interactions(self.train_log, self.users, self.items, where="train", unknown="error")
+        self.item_counts = self.train.item_counts()
+        validation = _carve_validation(self.train_log.lazy(), data["validation"])
         if validation is not None:
             validation.check()
             self.fit_log, self.valid_log = validation.train.collect(), validation.test.collect()
@@ -256,21 +319,45 @@ class _Data:
     def encode(self, log: pl.DataFrame) -> Interactions:
         return encode_interactions(log, self.users, self.items, where="train", unknown="error")
 
+    def no_interactions(self) -> Interactions:
+        """An empty training set over the vocabularies (the streamed run's service before its seen table)."""
+        empty = np.empty(0, dtype=np.int64)
+        return Interactions(users=empty, items=empty, num_users=self.users.size, num_items=self.items.size)
+
+    def seen_table(self) -> Interactions:
+        """Every distinct training pair, built one user partition at a time (:func:`recsys.data.partition_by_user`).
+
+        Memory: one partition of at most ``streaming_part_rows`` rows while reading, plus the result (16 bytes per
+        distinct pair): the served model must hold every user's training items to exclude them, so this table
+        grows with the log's distinct pairs; it is the one part of a streamed run that is not bounded.
+        """
+        rows = pq.ParquetFile(self.train_path).metadata.num_rows
+        parts = max(1, math.ceil(rows / self.config["streaming_part_rows"]))
+        keys = [np.empty(0, dtype=np.int64)]
+        with tempfile.TemporaryDirectory(prefix="regkit-seen-parts-") as folder:
+            for part in partition_by_user(self.train_path, self.users, Path(folder) / "train", parts=parts):
+                frame = pl.read_parquet(part, columns=["user_id", "item_id"])
+                if frame.height:
+                    encoded = encode_interactions(frame, self.users, self.items, where="train", unknown="drop")
+                    keys.append(encoded.pair_keys())
+        users, items = np.divmod(np.concatenate(keys), self.items.size)
+        return Interactions(users=users, items=items, num_users=self.users.size, num_items=self.items.size)
+
 
 # -- training --------------------------------------------------------------------------------------------------
 
 
-def _hooks(config: Mapping[str, Any], model: RecModel, interactions: Interactions, train: TrainConfig) -> list[Any]:
+def _hooks(config: Mapping[str, Any], model: RecModel, item_counts: np.ndarray, train: TrainConfig) -> list[Any]:
     """The ``hooks`` section built for one fit (:func:`pipelines.recsys_hooks.build_hooks`)."""
     epochs = TrainConfig.from_dict(config["train"]).epochs  # the configured budget, not a refit's shortened one
-    setup = TrainSetup(model=model, train=train, item_counts=interactions.item_counts(), epochs=epochs)
+    setup = TrainSetup(model=model, train=train, item_counts=item_counts, epochs=epochs)
     return build_hooks(config["hooks"], setup)
 
 
 def _fit(
     config: Mapping[str, Any],
     data: _Data,
-    interactions: Interactions,
+    interactions: Interactions | None,
     train_config: TrainConfig,
     *,
     evaluate_on: pl.DataFrame | None,
@@ -278,8 +365,10 @@ def _fit(
     stream_path: Path | None = None,
     distributed: str | None = None,
 ) -> tuple[RecModel, Recommender, TrainResult]:
+    """One fit; ``interactions`` is None when the training log is streamed from ``stream_path``."""
     torch.manual_seed(config["seed"])
     np.random.seed(config["seed"])
+    item_counts = data.item_counts if interactions is None else interactions.item_counts()
     model_options = {k: v for k, v in config["model"].items() if k != "name"}
     model = build_model(
         config["model"]["name"],
@@ -294,24 +383,26 @@ def _fit(
         data.items,
         data.user_features,
         data.item_features,
-        interactions,
+        data.no_interactions() if interactions is None else interactions,  # streamed: seen table set after fit
         IndexConfig(**config["index"]),
     )
     if stream_path is not None:
         batches: InMemoryBatches | StreamingBatches = StreamingBatches(
             stream_path, data.users, data.items, train_config.batch_size, seed=train_config.seed
         )
-    else:
+    elif interactions is not None:
         batches = InMemoryBatches(interactions, train_config.batch_size, seed=train_config.seed)
+    else:
+        raise ValueError("`_fit` needs `interactions` or `stream_path`.")
     evaluator = None
     if evaluate_on is not None:
         evaluator = make_evaluator(
             service, evaluate_on, ks=config["eval"]["ks"], head_fraction=config["eval"]["head_fraction"]
         )
     hooks = [
-        *_hooks(config, model, interactions, train_config),
-        *ssl_hooks(config, data.item_features, interactions, train_config.seed),
-    ]
+        *_hooks(config, model, item_counts, train_config),
+        *(ssl_hooks(config, data.item_features, interactions, train_config.seed) if interactions is not None else []),
+    ]  # a streamed run has refused SSL (_check_streaming)
     trainer_class = Trainer
     if distributed is not None:  # torchrun: tables sharded by torchrec DMP, each rank a slice of every batch
         from recsys.distributed import DistributedTrainer, RankSlicedBatches, init_distributed, shard_two_tower
@@ -325,8 +416,12 @@ def _fit(
         train_config,
         hooks=hooks,
         evaluate=evaluator,
-        item_counts=interactions.item_counts(),
-        negative_sampler=NegativeSampler.from_interactions(interactions, seed=train_config.seed),
+        item_counts=item_counts,
+        negative_sampler=(  # streamed: uniform draws, no re-draw of training pairs (that needs every pair)
+            NegativeSampler(data.items.size, seed=train_config.seed)
+            if interactions is None
+            else NegativeSampler.from_interactions(interactions, seed=train_config.seed)
+        ),
         checkpoint_dir=checkpoint_dir,
     )
     result = trainer.fit()
@@ -384,11 +479,11 @@ def train_run(
     if config.get("num_threads"):
         torch.set_num_threads(int(config["num_threads"]))
     started = time.perf_counter()
+    if config["data"]["streaming"]:
+        _check_streaming(config)
     data = _Data(config["data"])
     train_config = TrainConfig.from_dict(config["train"])
-    stream_path = _path(config["data"], "train") if config["data"]["streaming"] else None
-    if stream_path is not None and config["data"]["split"] != "given":
-        raise ValueError("`data.streaming` reads the training file directly; it needs `data.split`='given'.")
+    stream_path = data.train_path if data.streaming else None
     report: dict[str, Any] = {"split": data.split_name, "model": config["model"]["name"]}
     tuning: TrainResult | None = None
     if data.valid_log is not None:
@@ -439,9 +534,21 @@ def train_run(
         )
     if distributed is not None and torch.distributed.get_rank() != 0:
         return report  # the trained model is on every rank; rank 0 tests it and writes the run folder
-    test_metrics = evaluate_recommendations(
-        service, data.test_log, ks=config["eval"]["ks"], head_fraction=config["eval"]["head_fraction"]
-    )
+    if data.streaming:
+        service = service.with_seen(data.seen_table(), popularity=data.item_counts)
+        test_metrics = evaluate_recommendations_streaming(
+            service,
+            data.train_path,
+            data.test_path,
+            popularity=data.item_counts,
+            ks=config["eval"]["ks"],
+            head_fraction=config["eval"]["head_fraction"],
+            max_rows_per_part=config["data"]["streaming_part_rows"],
+        )
+    else:
+        test_metrics = evaluate_recommendations(
+            service, data.test_log, ks=config["eval"]["ks"], head_fraction=config["eval"]["head_fraction"]
+        )
     report.update(
         {
             "test": test_metrics,
