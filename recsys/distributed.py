@@ -74,6 +74,7 @@ __all__ = [
     "init_distributed",
     "rank_slice",
     "shard_two_tower",
+    "shutdown_distributed",
     "supported_sharding_types",
 ]
 
@@ -100,6 +101,17 @@ class DistributedEnv:
     def is_writer(self) -> bool:
         """Rank 0 writes files (checkpoints, the run folder); every rank computes."""
         return self.rank == 0
+
+
+def shutdown_distributed() -> None:
+    """Leave the default process group once every rank got here (no-op without one).
+
+    The barrier first: a rank that destroys its gloo group while a peer's last collective is still in flight can
+    abort at exit ("terminate called without an active exception"), seen ~1 in 10 runs of the 2-rank test.
+    """
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def init_distributed(

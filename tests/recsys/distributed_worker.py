@@ -54,7 +54,13 @@ def setup(folder: Path, steps: int):
 
 
 def main(folder: str, out: str, steps: str, checkpoints: str | None = None) -> None:
-    from recsys.distributed import DistributedTrainer, RankSlicedBatches, init_distributed, shard_two_tower
+    from recsys.distributed import (
+        DistributedTrainer,
+        RankSlicedBatches,
+        init_distributed,
+        shard_two_tower,
+        shutdown_distributed,
+    )
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -70,7 +76,7 @@ def main(folder: str, out: str, steps: str, checkpoints: str | None = None) -> N
     state = sharded.state_dict()
     if env.is_writer:
         torch.save({"state": state, "steps": result.steps, "examples": result.examples}, out)
-    torch.distributed.destroy_process_group()
+    shutdown_distributed()
 
 
 if __name__ == "__main__":
