@@ -3,6 +3,7 @@
 Rows, all measured in this run on this machine:
 
 * MostPopular (training counts);
+* EASE (Steck 2019; closed form, λ chosen on a validation split of u1.base) as a strong linear reference;
 * ``implicit`` ALS (32 factors, regularization 30, 30 iterations, alpha 5: the issue's reference) and ``implicit``
   BPR (128 factors) — ``implicit`` is a benchmark-only dependency (``pip install 'regkit[bench]'``);
 * regkit MF-BPR, MF (softmax), LightGCN, two-tower (ids), two-tower (ids + features) from
@@ -95,6 +96,7 @@ def _baselines(data: Path) -> list[dict[str, Any]]:
             **_lists_metrics(test, test_users, lists, popularity, items.size),
         }
     )
+    out.append(_ease(train, test, items, n_users, popularity))
     try:
         import implicit
         from threadpoolctl import threadpool_limits
@@ -132,6 +134,52 @@ def _baselines(data: Path) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+EASE_LAMBDAS = (50.0, 100.0, 200.0, 300.0, 500.0, 800.0)
+
+
+def _ease_top(log: pl.DataFrame, users: list[int], items: np.ndarray, n_users: int, lam: float, k: int) -> list:
+    """Top-k lists of EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019, Eq. 8):
+    B = I − P·diag(1/diag(P)) with P = (XᵀX + λI)⁻¹; scores X·B, training items excluded."""
+    item_index = {int(item): index for index, item in enumerate(items)}
+    matrix = np.zeros((n_users, items.size), dtype=np.float64)
+    matrix[log["user_id"].to_numpy() - 1, [item_index[int(i)] for i in log["item_id"].to_numpy()]] = 1.0
+    gram = matrix.T @ matrix + lam * np.eye(items.size)
+    precision = np.linalg.inv(gram)
+    weights = -precision / np.diag(precision)
+    np.fill_diagonal(weights, 0.0)
+    rows = np.asarray(users) - 1
+    scores = matrix[rows] @ weights
+    scores[matrix[rows] > 0] = -np.inf
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return [[int(items[i]) for i in row] for row in top]
+
+
+def _ease(
+    train: pl.DataFrame, test: pl.DataFrame, items: np.ndarray, n_users: int, popularity: dict[int, int]
+) -> dict[str, Any]:
+    """EASE reference row: λ chosen on a 10 % per-user holdout of u1.base (never on u1.test), then refit."""
+    from recsys.splits import random_holdout_split
+
+    holdout = random_holdout_split(train.lazy(), test_fraction=0.1, seed=0)
+    fit, valid = holdout.train.collect(), holdout.test.collect()
+    valid_users = sorted(valid["user_id"].unique().to_list())
+    validation = {
+        lam: _lists_metrics(valid, valid_users, _ease_top(fit, valid_users, items, n_users, lam, 20), popularity,
+                            items.size)["R@20"]
+        for lam in EASE_LAMBDAS
+    }
+    best = max(validation, key=validation.get)
+    started = time.perf_counter()
+    test_users = sorted(test["user_id"].unique().to_list())
+    lists = _ease_top(train, test_users, items, n_users, best, max(KS))
+    return {
+        "model": f"EASE (λ {best:g}, chosen on validation)",
+        "train_seconds": time.perf_counter() - started,
+        "validation_R@20_by_lambda": validation,
+        **_lists_metrics(test, test_users, lists, popularity, items.size),
+    }
 
 
 def _regkit_rows(data: Path, out_dir: Path, only: set[str] | None) -> list[dict[str, Any]]:
