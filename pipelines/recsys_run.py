@@ -532,8 +532,13 @@ def train_run(
             checkpoint_dir=out / "checkpoints" / "validation",
             distributed=distributed,
         )
-    if distributed is not None and torch.distributed.get_rank() != 0:
-        return report  # the trained model is on every rank; rank 0 tests it and writes the run folder
+    if distributed is not None:  # training (and the gather of the full model) was the last collective work
+        from recsys.distributed import shutdown_distributed
+
+        writer = torch.distributed.get_rank() == 0
+        shutdown_distributed()
+        if not writer:
+            return report  # the trained model is on every rank; rank 0 tests it and writes the run folder
     if data.streaming:
         service = service.with_seen(data.seen_table(), popularity=data.item_counts)
         test_metrics = evaluate_recommendations_streaming(
