@@ -14,6 +14,7 @@ truncation, backbone, max_length).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -38,11 +39,15 @@ __all__ = ["HiddenStates", "build_hidden_cache", "cache_fingerprint", "encode_fr
 
 
 def cache_fingerprint(data: str | os.PathLike[str], backbone: str, max_length: int) -> dict[str, Any]:
-    """What a backbone cache depends on: the corpus file (path, size, mtime), the backbone and the truncation."""
-    corpus = Path(data) / "corpus.jsonl"
-    stat = corpus.stat()
-    return {"corpus": str(corpus.resolve()), "size": stat.st_size, "mtime": int(stat.st_mtime),
-            "backbone": str(backbone), "max_length": int(max_length)}
+    """What a backbone cache depends on: the corpus file's content (SHA-256), the backbone and the truncation.
+
+    Content rather than path and mtime: a corpus copied or re-extracted elsewhere keeps its (long to rebuild) cache.
+    """
+    digest = hashlib.sha256()
+    with open(Path(data) / "corpus.jsonl", "rb") as corpus:
+        for block in iter(lambda: corpus.read(1 << 20), b""):
+            digest.update(block)
+    return {"corpus_sha256": digest.hexdigest(), "backbone": str(backbone), "max_length": int(max_length)}
 
 
 @dataclass

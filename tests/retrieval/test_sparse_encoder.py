@@ -174,3 +174,19 @@ def test_cached_backbone_gives_the_same_vectors_and_the_minilm_sentence_embeddin
 def test_corpus_idf_rejects_empty_corpus(model) -> None:
     with pytest.raises(ValueError, match="empty"):
         corpus_idf([], mlm_parts(model)[0].tokenizer)
+
+
+def test_cache_fingerprint_follows_corpus_content_not_path_or_mtime(tmp_path) -> None:
+    import os
+
+    from retrieval.hidden_cache import cache_fingerprint
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        folder.mkdir()
+        (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n')
+    os.utime(second / "corpus.jsonl", (1, 1))  # a re-copied file: same bytes, other mtime and path
+    assert cache_fingerprint(first, "m", 256) == cache_fingerprint(second, "m", 256)
+    (second / "corpus.jsonl").write_text('{"_id": "d1", "text": "y"}\n')
+    assert cache_fingerprint(first, "m", 256) != cache_fingerprint(second, "m", 256)
+    assert cache_fingerprint(first, "m", 256) != cache_fingerprint(first, "m", 128)
