@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from typing import Any
 import torch
 
 from common_regs.io import atomic_write_text
-from pipelines.bench._step_timing import step_time_ratios
+from pipelines.bench._recsys_hook_bench import mean_and_std, step_time_ratios
 from pipelines.recsys_run import _Data, load_config, train_run
 from pipelines.recsys_ssl import mi_heatmap
 from pipelines.report import Report, bar_plot
@@ -162,10 +161,7 @@ def _summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "seeds": len(group),
                 "epochs": group[0]["epochs"],
             }
-            for key in (*METRICS, "train_seconds"):
-                values = [row[key] for row in group]
-                entry[key] = statistics.fmean(values)
-                entry[f"{key} std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            entry.update(mean_and_std(group, (*METRICS, "train_seconds")))
             table.append(entry)
     return table
 

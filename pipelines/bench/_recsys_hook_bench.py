@@ -1,10 +1,10 @@
-"""Per-step overhead of trainer hooks: median step time of each variant against a baseline, same batches."""
+"""Shared pieces of the benchmarks that compare recsys trainer hooks (SSL, regularizers) against a baseline."""
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -45,3 +45,13 @@ def step_time_ratios(
         "median_step_seconds": medians,
         **{f"{v}_over_{baseline}": medians[v] / medians[baseline] for v in medians if v != baseline},
     }
+
+
+def mean_and_std(group: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, float]:
+    """``key`` → mean and ``"<key> std"`` → sample standard deviation (0 for one run) over the runs of ``group``."""
+    summary: dict[str, float] = {}
+    for key in keys:
+        values = [row[key] for row in group]
+        summary[key] = statistics.fmean(values)
+        summary[f"{key} std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return summary
