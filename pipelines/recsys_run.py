@@ -8,8 +8,8 @@ One YAML file configures a run (see ``pipelines/configs/ml100k_*.yaml``); ``regk
     (``random_holdout`` / ``leave_last_out`` / ``temporal`` with ``test_fraction`` / ``leave_last`` /
     ``split_seed``), ``users`` / ``items`` (side tables; ``items`` also defines the catalogue),
     ``user_features`` / ``item_features`` (lists of :class:`recsys.features.FeatureSpec` dicts),
-    ``rating_threshold``, ``duplicates``, ``validation`` (``method``, ``fraction``, ``seed``; ``method: none``
-    to skip), ``streaming`` and ``streaming_part_rows``.
+    ``rating_threshold``, ``duplicates``, ``validation`` (``method``, ``fraction``, ``seed``, ``user_fraction``;
+    ``method: none`` to skip), ``streaming`` and ``streaming_part_rows``.
 
     ``streaming: true`` never collects the training log (a given ``data.train`` file): vocabularies come from
     the side tables or a streaming group-by (:meth:`recsys.data.Vocabulary.from_log`), item counts (logQ,
@@ -216,7 +216,12 @@ def _carve_validation(train: pl.LazyFrame, validation: Mapping[str, Any]) -> Spl
     if method in (None, "none"):
         return None
     if method == "random_holdout":
-        return random_holdout_split(train, test_fraction=validation["fraction"], seed=validation.get("seed", 0))
+        return random_holdout_split(
+            train,
+            test_fraction=validation["fraction"],
+            seed=validation.get("seed", 0),
+            user_fraction=validation.get("user_fraction", 1.0),
+        )
     if method == "leave_last_out":
         return leave_last_out_split(train, n=validation.get("n", 1))
     if method == "temporal":

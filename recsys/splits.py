@@ -3,7 +3,8 @@
 Four protocols:
 
 * :func:`given_split`: the split files shipped with a dataset (MovieLens ``u1.base`` / ``u1.test``);
-* :func:`random_holdout_split`: per user, a seeded random ``test_fraction`` of the interactions is held out;
+* :func:`random_holdout_split`: per user (or per user of a random subset), a seeded random ``test_fraction`` of the
+  interactions is held out;
 * :func:`leave_last_out_split`: per user, the ``n`` most recent interactions by timestamp are held out;
 * :func:`temporal_split`: one global cut-off time; everything after it is test.
 
@@ -71,14 +72,21 @@ def given_split(train: str | os.PathLike[str], test: str | os.PathLike[str]) -> 
     return Split(train=scan_log(train), test=scan_log(test), name=f"given:{Path(train).name}|{Path(test).name}")
 
 
-def random_holdout_split(log: pl.LazyFrame, *, test_fraction: float = 0.2, seed: int = 0) -> Split:
+def random_holdout_split(
+    log: pl.LazyFrame, *, test_fraction: float = 0.2, seed: int = 0, user_fraction: float = 1.0
+) -> Split:
     """Per user, hold out ``floor(test_fraction · n_u)`` interactions chosen by a seeded hash of (user, item, row).
 
+    ``user_fraction`` < 1 holds out interactions of a seeded random subset of the users only (the other users stay
+    entirely in train), the shape of MovieLens-100K's ``u1`` split (≈40 % of the ratings of 459 of 943 users) and of
+    the held-out-users protocol of Liang et al., "Variational Autoencoders for Collaborative Filtering", WWW 2018.
     A user keeps at least one training interaction; users with a single interaction stay entirely in train.
     The selection is a pure function of ``seed`` and each row's (user, item, position in the log): the same
     log and seed always give the same split.
     """
     _check_fraction(test_fraction)
+    if not 0.0 < user_fraction <= 1.0:
+        raise ValueError(f"`user_fraction` must be in (0, 1], got {user_fraction}.")
     keyed = (
         log.with_row_index("_row")
         .with_columns(pl.struct("user_id", "item_id", "_row").hash(seed).alias("_key"))
@@ -89,12 +97,14 @@ def random_holdout_split(log: pl.LazyFrame, *, test_fraction: float = 0.2, seed:
     )
     n_test = pl.min_horizontal((pl.col("_count") * test_fraction).floor(), pl.col("_count") - 1)
     is_test = pl.col("_rank") <= n_test
+    name = f"random_holdout(test_fraction={test_fraction}, seed={seed})"
+    if user_fraction < 1.0:
+        # hash(user) / 2^64 is uniform in [0, 1): a user is held out with probability `user_fraction`
+        chosen = pl.col("user_id").hash(seed + 1).cast(pl.Float64) / 2.0**64 < user_fraction
+        is_test = is_test & chosen
+        name = f"random_holdout(test_fraction={test_fraction}, user_fraction={user_fraction}, seed={seed})"
     drop = [*_HELPER_COLUMNS, "_row"]
-    return Split(
-        train=keyed.filter(~is_test).drop(drop),
-        test=keyed.filter(is_test).drop(drop),
-        name=f"random_holdout(test_fraction={test_fraction}, seed={seed})",
-    )
+    return Split(train=keyed.filter(~is_test).drop(drop), test=keyed.filter(is_test).drop(drop), name=name)
 
 
 def leave_last_out_split(log: pl.LazyFrame, *, n: int = 1) -> Split:

@@ -36,6 +36,19 @@ def test_random_holdout_is_per_user_disjoint_and_seeded(planted):
     assert _keys(again) == _keys(test) and _keys(other) != _keys(test)
 
 
+def test_random_holdout_of_a_user_subset(planted):
+    log = _full_log(planted)
+    full = random_holdout_split(log.lazy(), test_fraction=0.4, seed=3).test.collect()
+    subset = random_holdout_split(log.lazy(), test_fraction=0.4, seed=3, user_fraction=0.5).test.collect()
+    # the chosen users lose exactly what the all-users holdout takes from them; the others lose nothing
+    chosen = set(subset["user_id"].to_list())
+    assert _keys(subset) == _keys(full.filter(pl.col("user_id").is_in(list(chosen))))
+    users = log["user_id"].n_unique()
+    assert abs(len(chosen) - users / 2) <= 3 * math.sqrt(users / 4)  # binomial(users, 0.5) within 3 sigma
+    with pytest.raises(ValueError, match=r"`user_fraction` must be in \(0, 1\], got 0"):
+        random_holdout_split(log.lazy(), user_fraction=0.0)
+
+
 def test_leave_last_out_holds_out_the_latest(planted):
     log = _full_log(planted)
     split = leave_last_out_split(log.lazy(), n=2)
