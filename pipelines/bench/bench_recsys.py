@@ -139,18 +139,22 @@ def _baselines(data: Path) -> list[dict[str, Any]]:
 EASE_LAMBDAS = (50.0, 100.0, 200.0, 300.0, 500.0, 800.0)
 
 
+def ease_scores(matrix: np.ndarray, diagonal_penalty: np.ndarray) -> np.ndarray:
+    """X·B of EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019, Eq. 8):
+    B = I − P·diag(1/diag(P)), P = (XᵀX + diag(penalty))⁻¹; penalty λ for EASE, p/(1−p)·G_ii + λ for EDLAE."""
+    precision = np.linalg.inv(matrix.T @ matrix + np.diag(diagonal_penalty))
+    weights = -precision / np.diag(precision)
+    np.fill_diagonal(weights, 0.0)
+    return matrix @ weights
+
+
 def _ease_top(log: pl.DataFrame, users: list[int], items: np.ndarray, n_users: int, lam: float, k: int) -> list:
-    """Top-k lists of EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019, Eq. 8):
-    B = I − P·diag(1/diag(P)) with P = (XᵀX + λI)⁻¹; scores X·B, training items excluded."""
+    """Top-k lists of EASE with penalty λ, training items excluded."""
     item_index = {int(item): index for index, item in enumerate(items)}
     matrix = np.zeros((n_users, items.size), dtype=np.float64)
     matrix[log["user_id"].to_numpy() - 1, [item_index[int(i)] for i in log["item_id"].to_numpy()]] = 1.0
-    gram = matrix.T @ matrix + lam * np.eye(items.size)
-    precision = np.linalg.inv(gram)
-    weights = -precision / np.diag(precision)
-    np.fill_diagonal(weights, 0.0)
     rows = np.asarray(users) - 1
-    scores = matrix[rows] @ weights
+    scores = ease_scores(matrix, np.full(items.size, lam))[rows]
     scores[matrix[rows] > 0] = -np.inf
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return [[int(items[i]) for i in row] for row in top]
