@@ -8,8 +8,11 @@ One YAML file configures a run (see ``pipelines/configs/ml100k_*.yaml``); ``regk
     (``random_holdout`` / ``leave_last_out`` / ``temporal`` with ``test_fraction`` / ``leave_last`` /
     ``split_seed``), ``users`` / ``items`` (side tables; ``items`` also defines the catalogue),
     ``user_features`` / ``item_features`` (lists of :class:`recsys.features.FeatureSpec` dicts),
-    ``rating_threshold``, ``duplicates``, ``validation`` (``method``, ``fraction``, ``seed``, ``user_fraction``;
-    ``method: none`` to skip), ``streaming`` and ``streaming_part_rows``.
+    ``rating_threshold``, ``duplicates``, ``validation`` (``method``: ``random_holdout`` with ``fraction``,
+    ``seed``, ``user_fraction``, ``leave_last_out`` with ``n``, ``temporal`` with ``fraction``: carved from the
+    training log, which the final model is refit on (``eval.refit``); ``given`` with ``file``: a held-out log
+    beside the train / test files, the model early-stopped on it is served, streaming included; ``none`` to skip),
+    ``streaming`` and ``streaming_part_rows``.
 
     ``streaming: true`` never collects the training log (a given ``data.train`` file): vocabularies come from
     the side tables or a streaming group-by (:meth:`recsys.data.Vocabulary.from_log`), item counts (logQ,
@@ -18,7 +21,8 @@ One YAML file configures a run (see ``pipelines/configs/ml100k_*.yaml``); ``regk
     (:func:`pipelines.evaluation.recsys_streaming.evaluate_recommendations_streaming`, at most
     ``streaming_part_rows`` rows per user partition). BPR negatives are plain uniform draws (no re-draw of a
     user's training items: that needs every pair). Refused in streaming mode, with the reason: a validation
-    carve, ``rating_threshold``, ``duplicates`` other than ``keep``, ``lightgcn`` and SSL. The served model's
+    carve (a ``given`` validation file works: it is held in memory, ranked against the seen table below),
+    ``rating_threshold``, ``duplicates`` other than ``keep``, ``lightgcn`` and SSL. The served model's
     seen-item table is built one user partition at a time but holds every distinct training pair (16 bytes
     each): serving must know them to exclude them.
 ``model``
@@ -46,6 +50,7 @@ served model (``model/``) under ``output_dir``.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import math
@@ -185,8 +190,11 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[
 
 def _path(data: Mapping[str, Any], key: str) -> Path | None:
     value = data.get(key)
-    if value is None:
-        return None
+    return None if value is None else _under_data_dir(data, value)
+
+
+def _under_data_dir(data: Mapping[str, Any], value: str | Path) -> Path:
+    """A configured path; relative ones are taken under ``data.dir`` when it is set."""
     path = Path(value)
     return Path(data["dir"]) / path if data.get("dir") and not path.is_absolute() else path
 
@@ -227,7 +235,7 @@ def _carve_validation(train: pl.LazyFrame, validation: Mapping[str, Any]) -> Spl
     if method == "temporal":
         return temporal_split(train, test_fraction=validation["fraction"])
     raise ValueError(
-        f"`data.validation.method` must be none / random_holdout / leave_last_out / temporal, got {method!r}."
+        f"`data.validation.method` must be none / given / random_holdout / leave_last_out / temporal, got {method!r}."
     )
 
 
@@ -237,8 +245,8 @@ def _check_streaming(config: Mapping[str, Any]) -> None:
     method = (data.get("validation") or {}).get("method", "none")
     refusals = [
         (data["split"] != "given", f"needs `data.split`='given' (it reads the training file), got {data['split']!r}"),
-        (method not in (None, "none"), "needs `data.validation.method`='none' (a carve holds the whole training "
-         f"log), got {method!r}"),
+        (method not in (None, "none", "given"), "needs `data.validation.method`='none' or 'given' (a carve holds "
+         f"the whole training log), got {method!r}"),
         (data["rating_threshold"] is not None, "needs `data.rating_threshold`=null (filter the file beforehand), "
          f"got {data['rating_threshold']!r}"),
         (data["duplicates"] != "keep", "needs `data.duplicates`='keep' (finding duplicates holds every pair; "
@@ -289,6 +297,10 @@ class _Data:
         self.user_features = FeatureTable.build(self.users, user_specs, users_path)
         self.item_features = FeatureTable.build(self.items, item_specs, items_path)
         self.fit_log, self.valid_log = (None, None)
+        validation = data["validation"] or {}
+        self.given_validation = validation.get("method") == "given"
+        if self.given_validation:
+            self._read_given_validation(validation, cleaning)
         if self.streaming:
             for vocabulary, side_table in ((self.users, users_path), (self.items, items_path)):
                 if side_table is not None:  # the in-memory path's unknown="error", from the distinct ids only
@@ -306,11 +318,11 @@ class _Data:
             return
         self.train = encode_interactions(self.train_log, self.users, self.items, where="train", unknown="error")
         self.item_counts = self.train.item_counts()
-        validation = _carve_validation(self.train_log.lazy(), data["validation"])
-        if validation is not None:
-            validation.check()
-            self.fit_log, self.valid_log = validation.train.collect(), validation.test.collect()
-            self.validation_name = validation.name
+        carved = None if self.given_validation else _carve_validation(self.train_log.lazy(), validation)
+        if carved is not None:
+            carved.check()
+            self.fit_log, self.valid_log = carved.train.collect(), carved.test.collect()
+            self.validation_name = carved.name
         logger.info(
             "data: %s; train %d rows, test %d rows, %d users, %d items%s",
             split.name,
@@ -321,6 +333,14 @@ class _Data:
             f", validation {self.valid_log.height} rows" if self.valid_log is not None else "",
         )
 
+    def _read_given_validation(self, validation: Mapping[str, Any], cleaning: Mapping[str, Any]) -> None:
+        """``data.validation: {method: given, file: ...}``: a held-out file beside the train / test files."""
+        if not validation.get("file"):
+            raise ValueError("`data.validation.method`='given' needs `data.validation.file` (a parquet log).")
+        path = _under_data_dir(self.config, validation["file"])
+        self.valid_log = clean_log(scan_log(path), where="validation", **cleaning).collect()
+        self.validation_name = f"given:{path.name}"
+
     def encode(self, log: pl.DataFrame) -> Interactions:
         return encode_interactions(log, self.users, self.items, where="train", unknown="error")
 
@@ -329,8 +349,10 @@ class _Data:
         empty = np.empty(0, dtype=np.int64)
         return Interactions(users=empty, items=empty, num_users=self.users.size, num_items=self.items.size)
 
+    @functools.cached_property
     def seen_table(self) -> Interactions:
-        """Every distinct training pair, built one user partition at a time (:func:`recsys.data.partition_by_user`).
+        """Every distinct training pair of a streamed log, built once (for validation and test), one user partition
+        at a time (:func:`recsys.data.partition_by_user`).
 
         Memory: one partition of at most ``streaming_part_rows`` rows while reading, plus the result (16 bytes per
         distinct pair): the served model must hold every user's training items to exclude them, so this table
@@ -399,11 +421,6 @@ def _fit(
         batches = InMemoryBatches(interactions, train_config.batch_size, seed=train_config.seed)
     else:
         raise ValueError("`_fit` needs `interactions` or `stream_path`.")
-    evaluator = None
-    if evaluate_on is not None:
-        evaluator = make_evaluator(
-            service, evaluate_on, ks=config["eval"]["ks"], head_fraction=config["eval"]["head_fraction"]
-        )
     hooks = [
         *_hooks(config, model, item_counts, train_config),
         *(ssl_hooks(config, data.item_features, interactions, train_config.seed) if interactions is not None else []),
@@ -415,6 +432,13 @@ def _fit(
         env = init_distributed()
         model = service.model = shard_two_tower(model, env, train_config, sharding_type=distributed, hooks=hooks)
         batches, trainer_class = RankSlicedBatches(batches, env.rank, env.world_size), DistributedTrainer
+    evaluator = None
+    if evaluate_on is not None:
+        # a streamed fit's service has no seen table yet: evaluate through a view that excludes the training pairs
+        evaluated = service if interactions is not None else service.with_seen(data.seen_table, popularity=item_counts)
+        evaluator = make_evaluator(
+            evaluated, evaluate_on, ks=config["eval"]["ks"], head_fraction=config["eval"]["head_fraction"]
+        )
     trainer = trainer_class(
         model,
         batches,
@@ -492,17 +516,17 @@ def train_run(
     report: dict[str, Any] = {"split": data.split_name, "model": config["model"]["name"]}
     tuning: TrainResult | None = None
     if data.valid_log is not None:
-        fit_interactions = data.encode(data.fit_log)
-        _, _, tuning = _fit(
+        tuned = _fit(
             config,
             data,
-            fit_interactions,
+            data.train if data.given_validation else data.encode(data.fit_log),
             train_config,
             evaluate_on=data.valid_log,
             checkpoint_dir=out / "checkpoints" / "validation",
-            stream_path=None,
+            stream_path=stream_path,
             distributed=distributed,
         )
+        tuning = tuned[2]
         report["validation"] = {
             "split": data.validation_name,
             "best_epoch": tuning.best_epoch,
@@ -510,8 +534,10 @@ def train_run(
             "history": tuning.history,
             "train_seconds": tuning.train_seconds,
         }
-    refit = data.valid_log is None or config["eval"]["refit"]
-    if refit:
+    # a given validation file is held-out data, not training data: the early-stopped model is the final one
+    if data.given_validation and config["eval"]["refit"]:
+        logger.info("`eval.refit` does not apply to a given validation file: serving the best validation epoch")
+    if tuning is None or (config["eval"]["refit"] and not data.given_validation):
         final_config = train_config
         if tuning is not None and tuning.best_epoch is not None:
             final_config = TrainConfig.from_dict(
@@ -528,15 +554,7 @@ def train_run(
             distributed=distributed,
         )
     else:
-        model, service, result = _fit(
-            config,
-            data,
-            data.encode(data.fit_log),
-            train_config,
-            evaluate_on=data.valid_log,
-            checkpoint_dir=out / "checkpoints" / "validation",
-            distributed=distributed,
-        )
+        model, service, result = tuned
     if distributed is not None:  # training (and the gather of the full model) was the last collective work
         from recsys.distributed import shutdown_distributed
 
@@ -545,7 +563,7 @@ def train_run(
         if not writer:
             return report  # the trained model is on every rank; rank 0 tests it and writes the run folder
     if data.streaming:
-        service = service.with_seen(data.seen_table(), popularity=data.item_counts)
+        service = service.with_seen(data.seen_table, popularity=data.item_counts)
         test_metrics = evaluate_recommendations_streaming(
             service,
             data.train_path,
