@@ -19,8 +19,8 @@ One YAML file configures a run (see ``pipelines/configs/ml100k_*.yaml``); ``regk
     popularity) from :func:`recsys.data.item_frequencies`, batches from :class:`recsys.data.StreamingBatches`
     (shuffled within its buffer), and the test metrics from the partitioned evaluator
     (:func:`pipelines.evaluation.recsys_streaming.evaluate_recommendations_streaming`, at most
-    ``streaming_part_rows`` rows per user partition). BPR negatives are plain uniform draws (no re-draw of a
-    user's training items: that needs every pair). Refused in streaming mode, with the reason: a validation
+    ``streaming_part_rows`` rows per user partition). BPR negatives avoid a user's training items through the
+    seen table (below), built before training in that case. Refused in streaming mode, with the reason: a validation
     carve (a ``given`` validation file works: it is held in memory, ranked against the seen table below),
     ``rating_threshold``, ``duplicates`` other than ``keep``, ``lightgcn`` and SSL. The served model's
     seen-item table is built one user partition at a time but holds every distinct training pair (16 bytes
@@ -381,6 +381,15 @@ def _hooks(config: Mapping[str, Any], model: RecModel, item_counts: np.ndarray, 
     return build_hooks(config["hooks"], setup)
 
 
+def _negative_sampler(data: _Data, interactions: Interactions | None, train: TrainConfig) -> NegativeSampler:
+    """Uniform negatives re-drawn when they hit a training pair; a streamed log's pairs come from its seen table
+    (built once and served with the model anyway), which a streamed softmax run, drawing no negatives, skips."""
+    if interactions is None and train.loss != "bpr":
+        return NegativeSampler(data.items.size, seed=train.seed)
+    pairs = data.seen_table if interactions is None else interactions
+    return NegativeSampler.from_interactions(pairs, seed=train.seed)
+
+
 def _fit(
     config: Mapping[str, Any],
     data: _Data,
@@ -446,11 +455,7 @@ def _fit(
         hooks=hooks,
         evaluate=evaluator,
         item_counts=item_counts,
-        negative_sampler=(  # streamed: uniform draws, no re-draw of training pairs (that needs every pair)
-            NegativeSampler(data.items.size, seed=train_config.seed)
-            if interactions is None
-            else NegativeSampler.from_interactions(interactions, seed=train_config.seed)
-        ),
+        negative_sampler=_negative_sampler(data, interactions, train_config),
         checkpoint_dir=checkpoint_dir,
     )
     result = trainer.fit()
