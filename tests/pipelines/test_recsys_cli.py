@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
+import planted_log
 import pytest
 import yaml
 
 from pipelines.cli import main
-
-_spec = importlib.util.spec_from_file_location("planted_log", Path(__file__).parents[1] / "recsys" / "planted_log.py")
-planted_log = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("planted_log", planted_log)
-_spec.loader.exec_module(planted_log)
 
 
 @pytest.mark.torchrec

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
+import planted_log
 import polars as pl
 import pytest
 
@@ -15,11 +14,6 @@ from pipelines.recsys_run import train_run
 from recsys.data import LogSchemaError
 from recsys.serving import Recommender
 from recsys.splits import random_holdout_split
-
-_spec = importlib.util.spec_from_file_location("planted_log", Path(__file__).parents[1] / "recsys" / "planted_log.py")
-planted_log = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("planted_log", planted_log)
-_spec.loader.exec_module(planted_log)
 
 KS = [5, 10]
 

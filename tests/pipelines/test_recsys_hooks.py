@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+import planted_log
 import pytest
 import torch
 import yaml
@@ -21,11 +20,6 @@ from recsys.losses import EmbeddingL2
 from recsys.models import TwoTower
 from recsys.regularizers import InBatchPSKD, TrainSetup, TwoTowerMultiSampleDropout
 from recsys.trainer import TrainConfig
-
-_spec = importlib.util.spec_from_file_location("planted_log", Path(__file__).parents[1] / "recsys" / "planted_log.py")
-planted_log = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("planted_log", planted_log)
-_spec.loader.exec_module(planted_log)
 
 REPO = Path(__file__).resolve().parents[2]
 

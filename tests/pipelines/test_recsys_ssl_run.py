@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
+import planted_log
 import pytest
 import yaml
 
@@ -16,11 +15,6 @@ from pipelines.recsys_run import load_config, train_run
 from recsys.data import Vocabulary
 from recsys.feature_mi import mutual_information_matrix
 from recsys.features import FeatureSpec, FeatureTable
-
-_spec = importlib.util.spec_from_file_location("planted_log", Path(__file__).parents[1] / "recsys" / "planted_log.py")
-planted_log = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("planted_log", planted_log)
-_spec.loader.exec_module(planted_log)
 
 ITEM_FEATURES = [
     {"name": "item_id", "kind": "id"},

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
+import planted_log
 import polars as pl
 import pytest
 import yaml
@@ -16,11 +15,6 @@ from pipelines.cli import main
 from pipelines.recsys_run import train_run
 from recsys.data import NegativeSampler
 from recsys.serving import Recommender
-
-_spec = importlib.util.spec_from_file_location("planted_log", Path(__file__).parents[1] / "recsys" / "planted_log.py")
-planted_log = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("planted_log", planted_log)
-_spec.loader.exec_module(planted_log)
 
 
 def _config(folder: Path, *, streaming: bool) -> dict:
