@@ -8,7 +8,8 @@ users held out, the shape of u1.test, which holds 39 % of the ratings of 459 of 
 * ALS with the issue's settings (the reference) and a grid around them (factors, regularization, alpha);
 * EASE (Steck, WWW 2019, Eq. 8) over a λ grid;
 * EDLAE, EASE with a dropout-emphasis penalty (Steck, "Autoencoders that don't overfit towards the Identity",
-  NeurIPS 2020, §3: Λ = p/(1−p)·diag(XᵀX) + λI in place of λI);
+  NeurIPS 2020): Λ = p/(1−p)·diag(XᵀX) + λI in place of λI — the full-rank form as recalled, not checked against
+  the paper here (no copy at hand); it is one more strong linear reference either way;
 * RP3β (Paudel, Christoffel, Newell, Bernstein, "Updatable, Accurate, Diverse, and Scalable Recommendations for
   Interactive Applications", TiiS 2017: 3-step random walk user → item → user → item, item popularity^−β);
 * a per-user z-scored ensemble of ALS and EASE;
