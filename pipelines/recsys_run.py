@@ -58,8 +58,9 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -67,6 +68,7 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
+from common_regs.config_check import check_config_fields
 from common_regs.io import atomic_write_text
 from pipelines.evaluation.recsys import evaluate_recommendations, make_evaluator
 from pipelines.evaluation.recsys_streaming import evaluate_recommendations_streaming
@@ -219,33 +221,49 @@ def _split(data: Mapping[str, Any]) -> Split:
     raise ValueError(f"`data.split` must be given / random_holdout / leave_last_out / temporal, got {method!r}.")
 
 
-def _carve_validation(train: pl.LazyFrame, validation: Mapping[str, Any]) -> Split | None:
-    method = validation.get("method", "none")
-    if method in (None, "none"):
-        return None
-    if method == "random_holdout":
+@dataclass(frozen=True)
+class ValidationConfig:
+    """``data.validation``: the split that early stopping watches (module docstring for the methods)."""
+
+    method: Literal["none", "given", "random_holdout", "leave_last_out", "temporal"] = "none"
+    fraction: float = 0.1
+    seed: int = 0
+    user_fraction: float = 1.0
+    n: int = 1
+    file: str | None = None
+
+    @classmethod
+    def from_value(cls, value: Mapping[str, Any] | None) -> ValidationConfig:
+        """From the config section (``None`` = no validation); a wrong key or type is a one-line ``ConfigError``."""
+        if value is None:
+            return cls()
+        check_config_fields(cls, value, section="data.validation")
+        config = cls(**value)
+        if config.method == "given" and not config.file:
+            raise ValueError("`data.validation.method`='given' needs `data.validation.file` (a parquet log).")
+        return config
+
+
+def _carve_validation(train: pl.LazyFrame, validation: ValidationConfig) -> Split | None:
+    """The validation split carved from the training log (``none`` / ``given``: nothing to carve)."""
+    if validation.method == "random_holdout":
         return random_holdout_split(
-            train,
-            test_fraction=validation["fraction"],
-            seed=validation.get("seed", 0),
-            user_fraction=validation.get("user_fraction", 1.0),
+            train, test_fraction=validation.fraction, seed=validation.seed, user_fraction=validation.user_fraction
         )
-    if method == "leave_last_out":
-        return leave_last_out_split(train, n=validation.get("n", 1))
-    if method == "temporal":
-        return temporal_split(train, test_fraction=validation["fraction"])
-    raise ValueError(
-        f"`data.validation.method` must be none / given / random_holdout / leave_last_out / temporal, got {method!r}."
-    )
+    if validation.method == "leave_last_out":
+        return leave_last_out_split(train, n=validation.n)
+    if validation.method == "temporal":
+        return temporal_split(train, test_fraction=validation.fraction)
+    return None
 
 
 def _check_streaming(config: Mapping[str, Any]) -> None:
     """Refuse, in one line each, what ``data.streaming`` cannot do without the whole training log in memory."""
     data = config["data"]
-    method = (data.get("validation") or {}).get("method", "none")
+    method = ValidationConfig.from_value(data.get("validation")).method
     refusals = [
         (data["split"] != "given", f"needs `data.split`='given' (it reads the training file), got {data['split']!r}"),
-        (method not in (None, "none", "given"), "needs `data.validation.method`='none' or 'given' (a carve holds "
+        (method not in ("none", "given"), "needs `data.validation.method`='none' or 'given' (a carve holds "
          f"the whole training log), got {method!r}"),
         (data["rating_threshold"] is not None, "needs `data.rating_threshold`=null (filter the file beforehand), "
          f"got {data['rating_threshold']!r}"),
@@ -279,6 +297,7 @@ class _Data:
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.config = data
+        validation = ValidationConfig.from_value(data["validation"])  # checked before any data is read
         self.streaming = bool(data.get("streaming"))
         split = _split(data)
         self.split_name = split.name
@@ -297,8 +316,7 @@ class _Data:
         self.user_features = FeatureTable.build(self.users, user_specs, users_path)
         self.item_features = FeatureTable.build(self.items, item_specs, items_path)
         self.fit_log, self.valid_log = (None, None)
-        validation = data["validation"] or {}
-        self.given_validation = validation.get("method") == "given"
+        self.given_validation = validation.method == "given"
         if self.given_validation:
             self._read_given_validation(validation, cleaning)
         if self.streaming:
@@ -333,11 +351,9 @@ class _Data:
             f", validation {self.valid_log.height} rows" if self.valid_log is not None else "",
         )
 
-    def _read_given_validation(self, validation: Mapping[str, Any], cleaning: Mapping[str, Any]) -> None:
+    def _read_given_validation(self, validation: ValidationConfig, cleaning: Mapping[str, Any]) -> None:
         """``data.validation: {method: given, file: ...}``: a held-out file beside the train / test files."""
-        if not validation.get("file"):
-            raise ValueError("`data.validation.method`='given' needs `data.validation.file` (a parquet log).")
-        path = _under_data_dir(self.config, validation["file"])
+        path = _under_data_dir(self.config, validation.file)
         self.valid_log = clean_log(scan_log(path), where="validation", **cleaning).collect()
         self.validation_name = f"given:{path.name}"
 

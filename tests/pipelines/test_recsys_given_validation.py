@@ -9,6 +9,7 @@ import planted_log
 import polars as pl
 import pytest
 
+from common_regs.config_check import ConfigError
 from pipelines.evaluation.recsys import evaluate_recommendations
 from pipelines.recsys_run import train_run
 from recsys.data import LogSchemaError
@@ -74,11 +75,18 @@ def test_the_served_model_is_the_best_validation_epoch(three_files, tmp_path, st
     assert np.isfinite(report["test"]["R@10"])
 
 
-def test_given_validation_needs_its_file(three_files, tmp_path):
+@pytest.mark.parametrize(
+    ("validation", "error", "message"),
+    [
+        ({"method": "given"}, ValueError, r"'given' needs `data.validation.file`"),
+        ({"method": "given", "file": "gone.parquet"}, LogSchemaError, r"gone\.parquet: interaction log not found"),
+        ({"method": "random_holdout", "fraction": "0.1"}, ConfigError, r"`data.validation.fraction` must be a number"),
+        ({"method": "holdout"}, ConfigError, r"`data.validation.method` must be one of \['none', 'given'"),
+        ({"method": "random_holdout", "frac": 0.2}, ConfigError, r"unknown `data.validation` options \['frac'\]"),
+    ],
+)
+def test_bad_validation_sections_are_refused_clearly(three_files, tmp_path, validation, error, message):
     config = _config(three_files, streaming=False)
-    config["data"]["validation"] = {"method": "given"}
-    with pytest.raises(ValueError, match=r"'given' needs `data.validation.file`"):
-        train_run(config, output_dir=tmp_path / "run")
-    config["data"]["validation"] = {"method": "given", "file": "missing.parquet"}
-    with pytest.raises(LogSchemaError, match=r"missing\.parquet: interaction log not found"):
+    config["data"]["validation"] = validation
+    with pytest.raises(error, match=message):
         train_run(config, output_dir=tmp_path / "run")
