@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,7 @@ from torch import Tensor, nn
 __all__ = [
     "HOOK_KINDS",
     "BatchTransform",
+    "ConfigFromKeys",
     "GradTransform",
     "HookKind",
     "LossTerm",
@@ -149,3 +150,16 @@ class PostHoc(Protocol):
     """A one-shot transform of a trained model (pruning, merging); returns the transformed model."""
 
     def apply(self, model: nn.Module, *args: Any, **kwargs: Any) -> nn.Module: ...
+
+
+class ConfigFromKeys:
+    """``get_config_dict()`` = the constructor arguments named in ``config_keys``, each stored under its own name.
+
+    For methods whose constructor arguments are all JSON values kept as attributes; ``cls(**get_config_dict())``
+    rebuilds the method (the round trip of every method's config).
+    """
+
+    config_keys: ClassVar[tuple[str, ...]] = ()
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.config_keys}

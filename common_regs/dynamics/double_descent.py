@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def effective_lr_scan(features: Tensor, targets: Tensor, lrs: Sequence[float], *
 @register("double_descent_diagnostics", kind="solver", seed=45,
           paper="Liu, Flanigan, Understanding the Role of Optimization in Double Descent, NeurIPS 2023 OPT "
                 "workshop, arXiv:2312.03951")
-class DoubleDescentDiagnostics:
+class DoubleDescentDiagnostics(ConfigFromKeys):
     """Experiment helpers relating double descent to the conditioning of the feature covariance.
 
     The test-error peak of min-norm least squares at p ≈ n coincides with the smallest non-zero eigenvalue of
@@ -126,6 +127,3 @@ class DoubleDescentDiagnostics:
     def __call__(self, n_train: int, widths: Sequence[int]) -> dict[str, list[float]]:
         return random_features_curve(n_train, widths, dim=self.dim, noise=self.noise, ridge=self.ridge,
                                      seed=self.seed)
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

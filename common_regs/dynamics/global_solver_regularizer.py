@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.dynamics._rk import ODEFunc, RKStats, integrate
 from common_regs.registry import register
 
@@ -35,7 +35,7 @@ def solver_heuristic_penalty(stats: RKStats, error_weight: float = 1.0, stiffnes
 @register("global_solver_regularizer", kind="loss", seed=18,
           paper="Pal, Ma, Shah, Rackauckas, Opening the Blackbox: Accelerating Neural Differential Equations by "
                 "Regularizing Internal Solver Heuristics, ICML 2021, arXiv:2105.03918")
-class GlobalSolverRegularizer:
+class GlobalSolverRegularizer(ConfigFromKeys):
     """Penalize the accumulated local-error estimate (and stiffness) of an adaptive solver over the whole solve.
 
     Adaptive solvers take many steps when the learned dynamics are hard to integrate; these heuristics come for
@@ -96,6 +96,3 @@ class GlobalSolverRegularizer:
         if not isinstance(stats, RKStats):
             raise ValueError("GlobalSolverRegularizer needs ctx.extras['solver_stats'] from `solve_with_heuristics`.")
         return solver_heuristic_penalty(stats, self.error_weight, self.stiffness_weight)
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

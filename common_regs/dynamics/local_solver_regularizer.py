@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.dynamics._rk import ODEFunc, dopri5_step, integrate, scaled_rms
 from common_regs.registry import register
 
@@ -36,7 +36,7 @@ def local_error_penalty(func: ODEFunc, t: float, y: Tensor, h: float, *, rtol: f
 @register("local_solver_regularizer", kind="loss", seed=2,
           paper="Pal, Edelman, Rackauckas, Locally Regularized Neural Differential Equations: Some Black Boxes Were "
                 "Meant to Remain Closed!, ICML 2023, arXiv:2303.02262")
-class LocalSolverRegularizer:
+class LocalSolverRegularizer(ConfigFromKeys):
     """Solver-heuristic regularization at randomly sampled steps, usable with any ODE solver and sensitivity.
 
     Instead of differentiating every step of the solve (global regularization), sample a time tⱼ of an accepted
@@ -102,6 +102,3 @@ class LocalSolverRegularizer:
             raise ValueError("LocalSolverRegularizer needs ctx.extras['ode_func'] and ctx.extras['ode_samples'].")
         terms = [local_error_penalty(func, t, y, h, rtol=self.rtol, atol=self.atol) for t, y, h in samples]
         return torch.stack(terms).mean()
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

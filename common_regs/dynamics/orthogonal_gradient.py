@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def orthogonalize_grads_(params: Iterable[nn.Parameter], *, renormalize: bool = 
 @register("orthogonal_gradient", kind="grad_transform", seed=32,
           paper="Prieto, Barsbey, Mediano, Birdal, Grokking at the Edge of Numerical Stability, ICLR 2025, "
                 "arXiv:2501.04697")
-class OrthogonalGradient:
+class OrthogonalGradient(ConfigFromKeys):
     """Project each parameter's gradient onto the orthogonal complement of the parameter (⊥Grad / OrthoGrad).
 
     Past zero training error the cross-entropy gradient mostly scales the weights up (naïve loss minimization),
@@ -90,6 +90,3 @@ class OrthogonalGradient:
     def apply(self, ctx: TrainContext) -> None:
         params = [p for p in ctx.model.parameters() if self.include_bias or p.ndim > 1]
         orthogonalize_grads_(params, renormalize=self.renormalize)
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def stablemax_cross_entropy(logits: Tensor, targets: Tensor, *, dtype: torch.dty
 @register("stablemax_cross_entropy", kind="loss", seed=32,
           paper="Prieto, Barsbey, Mediano, Birdal, Grokking at the Edge of Numerical Stability, ICLR 2025, "
                 "arXiv:2501.04697")
-class StableMaxCrossEntropy:
+class StableMaxCrossEntropy(ConfigFromKeys):
     """Cross-entropy through StableMax instead of softmax, for training past zero training error.
 
     Softmax probabilities round to exactly 1 in float32 once the correct logit leads by ~100 (softmax collapse),
@@ -110,6 +110,3 @@ class StableMaxCrossEntropy:
                 raise ValueError("StableMaxCrossEntropy needs targets in ctx.extras['targets'] or ctx.batch[1].")
             targets = ctx.batch[1]
         return self.forward(ctx.outputs, targets)
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.generative._utils import squared_distance
 from common_regs.registry import register
 
@@ -33,7 +33,7 @@ def repulsion_penalty(sq_dist: Tensor, kernel: Kernel = "exp", sigma: float = 1.
 @register("adapt_then_unlearn", kind="loss", seed=13,
           paper="Tiwary, Guha, Mondal, Biswas, Adapt then Unlearn: Exploiting Parameter Space Semantics for "
                 "Unlearning in Generative Adversarial Networks, TMLR 2025, arXiv:2309.14054")
-class AdaptThenUnlearnRepulsion:
+class AdaptThenUnlearnRepulsion(ConfigFromKeys):
     """Parameter-space repulsion from a copy of the model adapted to negative (unwanted) samples.
 
     Stage 1 adapts the pretrained generator to a few negative samples (θ_N); stage 2 trains the original
@@ -104,6 +104,3 @@ class AdaptThenUnlearnRepulsion:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.anchor = state["anchor"]
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class AdaptiveGuidanceDenoiser(nn.Module):
 @register("adaptive_guidance", kind="post_hoc", seed=43,
           paper="Castillo, Kalchbrenner, Chung, Kessler, Adaptive Guidance: Training-free Acceleration of Conditional "
                 "Diffusion Models, 2023, arXiv:2312.12487")
-class AdaptiveGuidance:
+class AdaptiveGuidance(ConfigFromKeys):
     """Sampler policy that stops classifier-free guidance when it stops mattering, saving ~25 % of NFEs.
 
     Late in sampling the conditional and unconditional noise predictions become nearly parallel, so CFG's extra
@@ -103,6 +104,3 @@ class AdaptiveGuidance:
 
     def apply(self, model: nn.Module) -> AdaptiveGuidanceDenoiser:
         return AdaptiveGuidanceDenoiser(model, self.scale, self.threshold)
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

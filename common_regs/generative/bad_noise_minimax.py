@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def bad_noise(model: VelocityModel, x0: Tensor, noise: Tensor, t: Tensor, cond: 
 @register("bad_noise_minimax", kind="loss", seed=59,
           paper="Zi, Peng, Qi, Wang, Zhao, Xiao, Wong, MiniMax-Remover: Taming Bad Noise Helps Video Object Removal, "
                 "2025, arXiv:2505.24873")
-class BadNoiseMinimax:
+class BadNoiseMinimax(ConfigFromKeys):
     """Min–max training loss over the *input noise* of a conditional flow model (stage 2 of MiniMax-Remover).
 
     The inner step searches, on the noise sphere, for "bad noise" that makes the current model fail (e.g. a removal
@@ -150,6 +150,3 @@ class BadNoiseMinimax:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         del state
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def per_pixel_filter(image: Tensor, kernels: Tensor, kernel_size: int) -> Tensor
 @register("kernel_prediction_filter", kind="solver", seed=65,
           paper="Li, Guo, Lin, Ouyang, Zhang, Wang, Lin, MISF: Multi-level Interactive Siamese Filtering for High-"
                 "Fidelity Image Inpainting, CVPR 2022, arXiv:2203.06304")
-class KernelPredictionFilter(nn.Module):
+class KernelPredictionFilter(ConfigFromKeys, nn.Module):
     """Predict a normalized k×k kernel per pixel from features and filter the image with it.
 
     MISF's image-level branch fills holes by predictive filtering: a small network predicts, for every pixel, a
@@ -85,6 +86,3 @@ class KernelPredictionFilter(nn.Module):
         logits = self.predictor(features)
         kernels = torch.softmax(logits, dim=1) if self.normalize else logits
         return per_pixel_filter(image, kernels, self.kernel_size)
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

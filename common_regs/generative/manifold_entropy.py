@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def disomap_loss(encoder: Callable[[Tensor], Tensor], x_real: Tensor, x_fake: Te
 @register("manifold_entropy", kind="loss", seed=11,
           paper="Liu, Li, Wu, Liang, Huang, Li, Ghanem, Zheng, Combating Mode Collapse in GANs via Manifold Entropy "
                 "Estimation, AAAI 2023, arXiv:2208.12055")
-class ManifoldEntropy:
+class ManifoldEntropy(ConfigFromKeys):
     """Entropy bonus on embedding codes: push each code away from its nearest neighbour in a replay buffer.
 
     In MEE the discriminator is an embedding network (shaped by the DLLE and DIsoMap terms, see
@@ -156,6 +156,3 @@ class ManifoldEntropy:
             raise ValueError(f"`buffer` must be ({self.buffer_size}, {self.code_dim}), "
                              f"got {tuple(state['buffer'].shape)}.")
         self.buffer = state["buffer"].clone()
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def iterative_bce(logits_per_iteration: Sequence[Tensor], labels: Tensor) -> Ten
 @register("orex_gradient_hinge", kind="loss", seed=27,
           paper="Sawdayee, Vaxman, Bermano, OReX: Object Reconstruction from Planar Cross-sections Using Neural "
                 "Fields, CVPR 2023, arXiv:2211.12886")
-class OReXGradientHinge:
+class OReXGradientHinge(ConfigFromKeys):
     """Penalize spatial gradients of an inside/outside logit field that exceed a bound (anti-ripple term).
 
     A neural field fit to in/out labels on a few planes (slices) grows very steep logits around the input contours;
@@ -118,6 +118,3 @@ class OReXGradientHinge:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         del state
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

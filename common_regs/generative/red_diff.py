@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def gaussian_prior_eps(mean: Tensor, cov: Tensor) -> Callable[[Tensor, Tensor], 
 @register("red_diff", kind="solver", seed=38,
           paper="Mardani, Song, Kautz, Vahdat, A Variational Perspective on Solving Inverse Problems with Diffusion "
                 "Models, ICLR 2024, arXiv:2305.04391")
-class REDDiff:
+class REDDiff(ConfigFromKeys):
     """RED-diff sampler-as-optimizer: fit the mean μ of a variational posterior with Adam, timestep by timestep.
 
     For an inverse problem ``y = H(x₀) + noise`` with a pretrained diffusion prior, RED-diff minimizes a data-fit
@@ -168,6 +169,3 @@ class REDDiff:
             loss.backward()
             optimizer.step()
         return mu.detach()
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def jacobian_vector_norms(x_t: Tensor, x0_pred: Tensor, alpha_bar: Tensor, gener
 @register("step_variation_regularizer", kind="loss", seed=63,
           paper="Guo, Xu, Wang, Chang, Wang, Wang, Shi, Smooth Diffusion: Crafting Smooth Latent Spaces in Diffusion "
                 "Models, CVPR 2024, arXiv:2312.04410")
-class StepVariationRegularizer:
+class StepVariationRegularizer(ConfigFromKeys):
     """Path-length-style penalty making the denoiser's x̂₀ vary uniformly with x_t (smooth latent space).
 
     A small change of the noisy latent should change the predicted clean image by a proportional, roughly
@@ -101,6 +101,3 @@ class StepVariationRegularizer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.mean = float(state["mean"])
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.ot._utils import entropic_cost, sq_euclidean
 from common_regs.registry import register
 
@@ -52,7 +52,7 @@ def sinkhorn_divergence(x: Tensor, y: Tensor, *, eps: float, cost_fn: CostFn = s
 @register("monge_gap", kind="loss", seed=1,
           paper="Uscidda, Cuturi, The Monge Gap: A Regularizer to Learn All Transport Maps, ICML 2023, "
                 "arXiv:2302.04953")
-class MongeGap:
+class MongeGap(ConfigFromKeys):
     """Monge gap of a map T on reference samples: displacement cost minus the entropic OT cost of (x, T(x)).
 
     Add it to a fitting loss between T♯μ and ν so that among all maps that push μ to ν the fit prefers the
@@ -125,9 +125,6 @@ class MongeGap:
             raise TypeError("MongeGap needs tensors x (ctx.batch or ctx.extras['source']) and T(x) (ctx.outputs or "
                             f"ctx.extras['mapped']), got {type(source).__name__} and {type(mapped).__name__}.")
         return self.forward(source, mapped)
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}
 
 
 def fit_monge_map(source: Tensor, target: Tensor, map_fn: nn.Module, *, steps: int = 200, lr: float = 1e-2,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from common_regs.api import ConfigFromKeys
 from common_regs.ot._utils import OTResult, check_problem, log_plan, sinkhorn_sweep
 from common_regs.registry import register
 
@@ -49,7 +50,7 @@ def sinkhorn(
 @register("sinkhorn", kind="solver",
           paper="Cuturi, Sinkhorn Distances: Lightspeed Computation of Optimal Transport, NeurIPS 2013, "
                 "arXiv:1306.0895")
-class Sinkhorn:
+class Sinkhorn(ConfigFromKeys):
     """Entropic OT solver (log-domain Sinkhorn), the baseline of :class:`SinkhornNewtonSparse`.
 
     Use it for entropic OT plans and costs between two histograms; it is linearly convergent and slows down sharply
@@ -104,6 +105,3 @@ class Sinkhorn:
 
     def __call__(self, a: Tensor, b: Tensor, cost: Tensor) -> OTResult:
         return sinkhorn(a, b, cost, self.eps, max_iter=self.max_iter, tol=self.tol)
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

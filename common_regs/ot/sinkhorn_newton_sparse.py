@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -12,6 +12,7 @@ import scipy.sparse.linalg as spla
 import torch
 from torch import Tensor
 
+from common_regs.api import ConfigFromKeys
 from common_regs.ot._utils import OTResult, check_problem, dual_objective, log_plan
 from common_regs.ot.sinkhorn import sinkhorn
 from common_regs.registry import register
@@ -105,7 +106,7 @@ def sinkhorn_newton_sparse(
 @register("sinkhorn_newton_sparse", kind="solver", seed=41,
           paper="Tang, Shavlovsky, Rahmanian, Tardini, Thekumparampil, Xiao, Ying, Accelerating Sinkhorn Algorithm "
                 "with Sparse Newton Iterations, ICLR 2024, arXiv:2401.12253")
-class SinkhornNewtonSparse:
+class SinkhornNewtonSparse(ConfigFromKeys):
     """Entropic OT by Sinkhorn warm start followed by Newton steps with a sparsified Hessian (SNS).
 
     Same fixed point (plan) as :class:`~common_regs.ot.sinkhorn.Sinkhorn`, reached in far fewer iterations at small
@@ -178,6 +179,3 @@ class SinkhornNewtonSparse:
     def __call__(self, a: Tensor, b: Tensor, cost: Tensor) -> OTResult:
         return sinkhorn_newton_sparse(a, b, cost, self.eps, sinkhorn_iters=self.sinkhorn_iters,
                                       newton_iters=self.newton_iters, density=self.density, tol=self.tol)
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from scipy.optimize import minimize
 from torch import Tensor
 
+from common_regs.api import ConfigFromKeys
 from common_regs.ot._utils import OTResult, check_problem
 from common_regs.registry import register
 
@@ -62,7 +63,7 @@ def sparsity_constrained_ot(a: Tensor, b: Tensor, cost: Tensor, max_nz: int, gam
 
 @register("sparsity_constrained_ot", kind="solver", seed=70,
           paper="Liu, Puigcerver, Blondel, Sparsity-Constrained Optimal Transport, ICLR 2023, arXiv:2209.15466")
-class SparsityConstrainedOT:
+class SparsityConstrainedOT(ConfigFromKeys):
     """Quadratically-regularized OT whose plan has at most k non-zeros in every column.
 
     Use it for capacity-controlled assignments (e.g. tokens → experts, items → clusters) where each target may draw
@@ -123,6 +124,3 @@ class SparsityConstrainedOT:
 
     def __call__(self, a: Tensor, b: Tensor, cost: Tensor) -> OTResult:
         return sparsity_constrained_ot(a, b, cost, self.max_nz, self.gamma, max_iter=self.max_iter, tol=self.tol)
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

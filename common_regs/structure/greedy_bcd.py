@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def block_coordinate_descent(a: Tensor, b: Tensor, blocks: Sequence[Sequence[int
 @register("greedy_bcd", kind="solver", seed=68,
           paper="Nutini, Laradji, Schmidt, Let's Make Block Coordinate Descent Converge Faster: Faster Greedy Rules, "
                 "Message-Passing, Active-Set Complexity, and Superlinear Convergence, JMLR 2022, arXiv:1712.08859")
-class GreedyBCD:
+class GreedyBCD(ConfigFromKeys):
     """Block coordinate descent with greedy (Gauss–Southwell-type) block selection and Newton block updates.
 
     Picking the block with the largest guaranteed progress (gradient scaled by the block's Lipschitz constant or
@@ -138,6 +139,3 @@ class GreedyBCD:
     def __call__(self, a: Tensor, b: Tensor, blocks: Sequence[Sequence[int]]) -> tuple[Tensor, list[float]]:
         return block_coordinate_descent(a, b, blocks, rule=self.rule, update=self.update, iters=self.iters,
                                         seed=self.seed)
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}

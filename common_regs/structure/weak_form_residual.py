@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def weak_form_residuals(u: Field, centers: Tensor, radius: float, a: Field | flo
 @register("weak_form_residual", kind="loss", seed=54,
           paper="Zang, Koutsourelakis, DGNO: A Novel Physics-aware Neural Operator for Solving Forward and Inverse "
                 "PDE Problems based on Deep, Generative Probabilistic Modeling, 2025, arXiv:2502.06250")
-class WeakFormResidual:
+class WeakFormResidual(ConfigFromKeys):
     """Physics regularizer from weak-form residuals against Wendland test functions (DGNO's virtual observables).
 
     Instead of a strong-form PINN residual (second derivatives at collocation points), the PDE is tested against
@@ -169,6 +169,3 @@ class WeakFormResidual:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         del state
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.config_keys}
