@@ -225,7 +225,7 @@ def _split(data: Mapping[str, Any]) -> Split:
 class ValidationConfig:
     """``data.validation``: the split that early stopping watches (module docstring for the methods)."""
 
-    method: Literal["none", "given", "random_holdout", "leave_last_out", "temporal"] = "none"
+    method: Literal["none", "given", "random_holdout", "leave_last_out", "temporal"] | None = "none"  # null = none
     fraction: float = 0.1
     seed: int = 0
     user_fraction: float = 1.0
@@ -263,7 +263,7 @@ def _check_streaming(config: Mapping[str, Any]) -> None:
     method = ValidationConfig.from_value(data.get("validation")).method
     refusals = [
         (data["split"] != "given", f"needs `data.split`='given' (it reads the training file), got {data['split']!r}"),
-        (method not in ("none", "given"), "needs `data.validation.method`='none' or 'given' (a carve holds "
+        (method not in (None, "none", "given"), "needs `data.validation.method`='none' or 'given' (a carve holds "
          f"the whole training log), got {method!r}"),
         (data["rating_threshold"] is not None, "needs `data.rating_threshold`=null (filter the file beforehand), "
          f"got {data['rating_threshold']!r}"),
