@@ -3,19 +3,39 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OReXGradientHinge", "input_gradient_hinge", "iterative_bce"]
+__all__ = ["FourierFeatureField", "OReXGradientHinge", "input_gradient_hinge", "iterative_bce"]
+
+
+class FourierFeatureField(nn.Module):
+    """A small 2-D coordinate network for in/out logit fields: x ↦ [x, sin(2^k π x), cos(2^k π x)]_{k<freqs} → softplus
+    (β=100) MLP with two hidden layers of ``width`` → one logit per point.
+
+    The kind of positional-encoding field OReX regularizes (regkit's test and benchmark model), not the paper's exact
+    architecture.
+    """
+
+    def __init__(self, freqs: int = 5, width: int = 32) -> None:
+        super().__init__()
+        self.register_buffer("freqs", 2.0 ** torch.arange(freqs) * math.pi)
+        self.net = nn.Sequential(nn.Linear(2 + 4 * freqs, width), nn.Softplus(beta=100), nn.Linear(width, width),
+                                 nn.Softplus(beta=100), nn.Linear(width, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        encoded = x[:, :, None] * self.freqs
+        return self.net(torch.cat([x, encoded.sin().flatten(1), encoded.cos().flatten(1)], 1)).squeeze(-1)
 
 
 def input_gradient_hinge(points: Tensor, logits: Tensor, alpha: float) -> tuple[Tensor, Tensor]:

@@ -36,7 +36,12 @@ from torch import nn
 from common_regs.generative.bad_noise_minimax import BadNoiseMinimax, bad_noise, flow_matching_loss
 from common_regs.generative.gifd_attack import GIFDAttack, noisy_gradients, prune_gradients
 from common_regs.generative.manifold_entropy import ManifoldEntropy
-from common_regs.generative.orex_gradient_hinge import OReXGradientHinge, input_gradient_hinge, iterative_bce
+from common_regs.generative.orex_gradient_hinge import (
+    FourierFeatureField,
+    OReXGradientHinge,
+    input_gradient_hinge,
+    iterative_bce,
+)
 from common_regs.generative.red_diff import REDDiff, gaussian_prior_eps
 from common_regs.structure.supervised_dictionary_learning import SupervisedDictionaryLearning
 from common_regs.structure.weak_form_residual import WeakFormResidual, weak_form_residuals
@@ -258,18 +263,6 @@ def _inside_trefoil(p: torch.Tensor) -> torch.Tensor:
     return (r < 0.5 + 0.15 * torch.cos(3 * theta)).float()
 
 
-class _Field(nn.Module):
-    def __init__(self, freqs: int = 5, width: int = 64) -> None:
-        super().__init__()
-        self.register_buffer("freqs", 2.0 ** torch.arange(freqs) * math.pi)
-        self.net = nn.Sequential(nn.Linear(2 + 4 * freqs, width), nn.Softplus(beta=100), nn.Linear(width, width),
-                                 nn.Softplus(beta=100), nn.Linear(width, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        e = x[:, :, None] * self.freqs
-        return self.net(torch.cat([x, e.sin().flatten(1), e.cos().flatten(1)], 1)).squeeze(-1)
-
-
 def _bench_orex(cfg: dict[str, Any]) -> dict[str, Any]:
     g = torch.Generator().manual_seed(cfg["seed"])
     ys = torch.tensor([-0.6, -0.3, 0.0, 0.3, 0.6])
@@ -286,7 +279,7 @@ def _bench_orex(cfg: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for weight in cfg["weights"]:
         torch.manual_seed(cfg["seed"])
-        field, hinge = _Field(), OReXGradientHinge(alpha=cfg["alpha"])
+        field, hinge = FourierFeatureField(width=64), OReXGradientHinge(alpha=cfg["alpha"])
         optimizer = torch.optim.Adam(field.parameters(), lr=3e-3)
         for _ in range(cfg["steps"]):
             xp = points.clone().requires_grad_(True)

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import nn
 
 from common_regs.api import TrainContext
-from common_regs.generative.orex_gradient_hinge import OReXGradientHinge, input_gradient_hinge, iterative_bce
+from common_regs.generative.orex_gradient_hinge import (
+    FourierFeatureField,
+    OReXGradientHinge,
+    input_gradient_hinge,
+    iterative_bce,
+)
 
 
 def test_hinge_closed_form_on_a_linear_field() -> None:
@@ -31,20 +34,6 @@ def test_iterative_bce_averages_iterations() -> None:
     torch.testing.assert_close(iterative_bce([a, b], labels), expected)
 
 
-class _Field(nn.Module):
-    """OReX-style coordinate network: positional (Fourier) embedding, softplus MLP, one logit."""
-
-    def __init__(self, freqs: int = 5, width: int = 32) -> None:
-        super().__init__()
-        self.register_buffer("freqs", 2.0 ** torch.arange(freqs) * math.pi)
-        self.net = nn.Sequential(nn.Linear(2 + 4 * freqs, width), nn.Softplus(beta=100), nn.Linear(width, width),
-                                 nn.Softplus(beta=100), nn.Linear(width, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        e = x[:, :, None] * self.freqs
-        return self.net(torch.cat([x, e.sin().flatten(1), e.cos().flatten(1)], 1)).squeeze(-1)
-
-
 def _inside(p: torch.Tensor) -> torch.Tensor:
     r, theta = p.norm(dim=-1), torch.atan2(p[:, 1], p[:, 0])
     return (r < 0.5 + 0.15 * torch.cos(3 * theta)).float()
@@ -63,11 +52,11 @@ def _slices(g: torch.Generator) -> torch.Tensor:
     return torch.cat(pts)
 
 
-def _fit(weight: float) -> tuple[_Field, torch.Tensor, torch.Tensor]:
+def _fit(weight: float) -> tuple[FourierFeatureField, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     points = _slices(torch.Generator().manual_seed(0))
     labels = 1 - _inside(points)  # official convention: inside 0, outside 1
-    field, hinge = _Field(), OReXGradientHinge(alpha=10.0)
+    field, hinge = FourierFeatureField(), OReXGradientHinge(alpha=10.0)
     optimizer = torch.optim.Adam(field.parameters(), lr=3e-3)
     for _ in range(150):
         x = points.clone().requires_grad_(True)
