@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from planted_log import CrashAt
 
 from common_regs.api import TrainContext
 from recsys.data import InMemoryBatches, Vocabulary, encode_interactions
@@ -379,19 +380,6 @@ def test_ssl_loss_reaches_only_the_item_tower_and_the_default_rows(planted) -> N
         loss(TrainContext(model=model, batch=batch.replace(extras={})))
 
 
-class _Crash:
-    kind = hook_kind = "loss"  # `hook_kind` is what RegHooks dispatches on (registry-set for registered classes)
-    weight = 0.0
-
-    def __init__(self, at_step: int | None) -> None:
-        self.at_step = at_step
-
-    def __call__(self, ctx: TrainContext) -> torch.Tensor:
-        if ctx.step == self.at_step:
-            raise RuntimeError("simulated crash")
-        return torch.zeros(())
-
-
 def _trainer(planted, folder, crash_at):
     model, item_table, train = _two_tower(planted, seed=0)
     hooks = build_ssl_hooks(SSLConfig(mode="rfm", alpha=0.5, dropout=0.3), item_table, seed=5)
@@ -402,7 +390,7 @@ def _trainer(planted, folder, crash_at):
         model,
         InMemoryBatches(train, 64, seed=3),
         config,
-        hooks=[*hooks, _Crash(crash_at)],
+        hooks=[*hooks, CrashAt(crash_at)],
         item_counts=train.item_counts(),
         checkpoint_dir=folder,
     )
