@@ -59,7 +59,7 @@ def flops_penalty(doc: Tensor, *, token_weights: Tensor | None = None, threshold
 
 def idf_scores(query_idf: Tensor, doc: Tensor) -> Tensor:
     """Dot products ``query_idf @ doc.T`` (Q, N): query vectors hold idf(t) on the query's tokens, 0 elsewhere."""
-    return query_idf @ doc.T
+    return query_idf.to(doc.dtype) @ doc.T
 
 
 def inbatch_infonce(scores: Tensor, positives: Tensor) -> Tensor:
