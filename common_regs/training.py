@@ -46,9 +46,19 @@ class RegHooks:
     Args:
         hooks: method objects (each has a ``hook_kind`` attribute, set by the registry).
         model: the model; reparametrizations and mask schedulers are prepared on it here.
-        optimizer: the optimizer; mask schedulers zero its state at pruned entries.
+        optimizer: the optimizer; mask schedulers zero its state at pruned entries. Trainable parameters that
+            preparing the hooks creates (a reparametrization's factors, e.g. SORSA's A, S, B) did not exist when
+            it was built, so they are added to it as one new param group with its defaults (``lr``, ...).
         weights: optional per-loss-term weight (number or schedule), keyed by position in ``hooks``;
             a loss term without one uses its own ``weight`` attribute, else 1.
+
+    Attributes:
+        new_parameters: the trainable parameters created by preparing the hooks, in model order. Without an
+            ``optimizer``, build yours after ``RegHooks`` from ``model.parameters()`` so that it holds them.
+
+    Note:
+        Build learning-rate schedulers after ``RegHooks``: a scheduler made before does not know the added group.
+        Parameters that a reparametrization replaced stay in the optimizer; they get no gradient, so it skips them.
     """
 
     def __init__(
@@ -68,10 +78,13 @@ class RegHooks:
             self.by_kind[kind].append(hook)
             if kind == "loss":
                 self.loss_weights.append(as_schedule(weights.get(position, getattr(hook, "weight", 1.0))))
+        existing = {id(parameter) for parameter in model.parameters()}
         for reparam in self.by_kind["reparam"]:
             reparam.prepare(model)
         for scheduler in self.by_kind["mask_scheduler"]:
             scheduler.prepare(model, optimizer)
+        self.new_parameters = [p for p in model.parameters() if p.requires_grad and id(p) not in existing]
+        _give_to_optimizer(self.new_parameters, optimizer)
         self.last_terms: dict[str, float] = {}
 
     def transform(self, batch: Any) -> Any:
@@ -133,6 +146,21 @@ class RegHooks:
         self.optimizer.step()
         self.after_optimizer_step(ctx)
         return loss.detach()
+
+
+def _give_to_optimizer(parameters: list[nn.Parameter], optimizer: torch.optim.Optimizer | None) -> None:
+    """Add the parameters the optimizer does not hold yet as one param group with its defaults."""
+    if optimizer is None:
+        if parameters:
+            logger.info("RegHooks: preparing the hooks created %d trainable tensor(s); build the optimizer after "
+                        "RegHooks so that it holds them.", len(parameters))
+        return
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    missing = [p for p in parameters if id(p) not in held]
+    if missing:
+        optimizer.add_param_group({"params": missing})
+        logger.info("RegHooks: added %d trainable tensor(s) (%d values) created by the hooks to the optimizer.",
+                    len(missing), sum(p.numel() for p in missing))
 
 
 def _device_of(model: nn.Module) -> torch.device:

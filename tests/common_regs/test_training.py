@@ -10,7 +10,7 @@ from torch import nn
 
 import common_regs.training
 from common_regs.api import TrainContext
-from common_regs.registry import build, get, register
+from common_regs.registry import build, get, list_methods, load_all, register
 from common_regs.schedules import Linear
 from common_regs.training import RegHooks
 
@@ -105,3 +105,38 @@ def test_registry_builds_by_name_and_reports_mistakes():
         register("_test_penalty", kind="loss", paper="x")(type("Other", (), {}))
     with pytest.raises(ValueError, match="`kind` must be one of"):
         register("_bad", kind="regularizer", paper="x")
+
+
+def _reparam_names() -> list[str]:
+    load_all()
+    return [info.name for info in list_methods("reparam")]
+
+
+@pytest.mark.parametrize("name", _reparam_names())
+def test_fit_trains_the_parameters_a_reparam_creates(name: str) -> None:
+    # the optimizer is built the usual way, before `prepare` creates the factors (SORSA's A, S, B, ...)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    x, y = torch.randn(32, 8), torch.randint(0, 4, (32,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    reparam = build({"name": name})
+    hooks = RegHooks([reparam], model, optimizer)
+    factors = reparam.trainable_parameters()
+    assert factors and {id(p) for p in factors} <= {id(p) for p in hooks.new_parameters}
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert {id(p) for p in factors} <= held
+    before = [p.detach().clone() for p in factors]
+    for step in range(3):
+        hooks.step((x, y), lambda b: model(b[0]), lambda out, b: nn.functional.cross_entropy(out, b[1]), step=step)
+    unchanged = [i for i, (old, p) in enumerate(zip(before, factors, strict=True)) if torch.equal(old, p.detach())]
+    assert not unchanged, f"{name}: trainable tensors {unchanged} did not change in 3 optimizer steps"
+
+
+def test_without_an_optimizer_the_new_parameters_are_listed_for_one_built_after() -> None:
+    from common_regs.lowrank import SORSA
+
+    model = nn.Sequential(nn.Linear(8, 6))
+    hooks = RegHooks([SORSA(rank=2)], model)
+    assert [tuple(p.shape) for p in hooks.new_parameters] == [(2, 8), (2,), (6, 2)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # built after RegHooks: holds them
+    assert {id(p) for p in hooks.new_parameters} <= {id(p) for p in optimizer.param_groups[0]["params"]}

@@ -50,12 +50,21 @@ def test_scale_alpha_over_rank_and_exact_init() -> None:
     torch.testing.assert_close(model[0].weight.detach(), w0 + 3.0 * (b * s) @ a, atol=1e-5, rtol=1e-5)
 
 
-def test_reg_hooks_keep_factors_near_orthonormal() -> None:
+def _orthonormality_after_fit(weight: float) -> float:
+    """Train SORSA factors through ``fit`` for 60 steps with the penalty at ``weight``; the unweighted penalty after."""
     model = _model()
     x, y = torch.randn(64, 8), torch.randint(0, 4, (64,))
-    hooks = [SORSA(rank=3), SorsaOrthonormalPenalty(weight=1.0)]
+    hooks = [SORSA(rank=3), SorsaOrthonormalPenalty(weight=weight)]
     losses = fit(model, torch.optim.SGD(model.parameters(), lr=0.05), lambda: [(x, y)],
                  lambda b: model(b[0]), lambda out, b: nn.functional.cross_entropy(out, b[1]), hooks=hooks,
-                 epochs=30)
+                 epochs=60)
     assert losses[-1] < losses[0]
-    assert float(SorsaOrthonormalPenalty()(TrainContext(model=model)).detach()) < 0.05
+    return float(SorsaOrthonormalPenalty()(TrainContext(model=model)).detach())
+
+
+def test_reg_hooks_keep_factors_near_orthonormal() -> None:
+    # the factors start orthonormal (penalty ~0): without the penalty they drift (they really train), with it
+    # they stay several times closer (measured 0.098 vs 0.023)
+    free, regularized = _orthonormality_after_fit(0.0), _orthonormality_after_fit(1.0)
+    assert free > 0.05
+    assert regularized < 0.5 * free
