@@ -1,21 +1,7 @@
-"""Interaction logs in parquet, read lazily with polars and validated up front.
+"""Interaction logs as training data: cleaning, encoding to vocabulary indices, batches and negatives.
 
-Schema of an interaction log (one row per interaction):
-
-============  =====================================  ========
-column        type                                   required
-============  =====================================  ========
-user_id       integer or string                      yes
-item_id       integer or string                      yes
-timestamp     integer (unix seconds) or datetime     no
-rating        number                                 no
-weight        number                                 no
-propensity    number in (0, 1]                       no
-============  =====================================  ========
-
-Errors name the file and the column (and the first offending row where there is one). Every problem found in a
-file is a :class:`LogSchemaError`, including rows that cannot be decoded (a corrupted data page behind a valid
-footer) and values that cannot be converted (a ``uint64`` timestamp beyond ``int64``).
+The schema and its checks live in :mod:`recsys.log_validation`, the id vocabularies in :mod:`recsys.vocab`; their
+public names are importable from here too.
 """
 
 from __future__ import annotations
@@ -23,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -34,12 +20,27 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from common_regs.io import atomic_dir, atomic_path
+from common_regs.io import atomic_dir
+from recsys.log_validation import (
+    _READ_ERRORS,
+    ID_COLUMNS,
+    MAX_ID_LENGTH,
+    LogSchemaError,
+    LogSummary,
+    _collect,
+    _reason,
+    check_log_content,
+    read_log_schema,
+    scan_log,
+    validate_log,
+)
+from recsys.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ID_COLUMNS",
+    "MAX_ID_LENGTH",
     "InMemoryBatches",
     "IndexBatch",
     "Interactions",
@@ -48,6 +49,7 @@ __all__ = [
     "NegativeSampler",
     "StreamingBatches",
     "Vocabulary",
+    "check_log_content",
     "clean_log",
     "encode_interactions",
     "item_frequencies",
@@ -58,391 +60,6 @@ __all__ = [
     "validate_log",
 ]
 
-ID_COLUMNS = ("user_id", "item_id")
-_NUMERIC_COLUMNS = ("rating", "weight", "propensity")
-
-
-class LogSchemaError(ValueError):
-    """An interaction log does not match the schema; the message names the file and column."""
-
-
-_READ_ERRORS: tuple[type[BaseException], ...] = (
-    pl.exceptions.PolarsError,
-    pl.exceptions.PanicException,  # a BaseException: polars' Rust reader panics on some corrupted pages
-    pa.ArrowException,
-    OSError,
-)
-
-
-def _reason(err: BaseException) -> str:
-    return f"{type(err).__name__}: " + (str(err).strip().splitlines() or [""])[0]
-
-
-def _decode_pages(path: Path) -> None:
-    """Decode every data page with pyarrow (page checksums verified where the writer stored them).
-
-    pyarrow reports a corrupted page as an exception; polars' reader can abort the whole process on some (a
-    failed multi-exabyte allocation after a flipped length byte), so :func:`validate_log` runs this first.
-    """
-    try:
-        parquet = pq.ParquetFile(path, page_checksum_verification=True)
-        for group in range(parquet.num_row_groups):  # one row group at a time: see iter_record_batches
-            parquet.read_row_group(group)
-    except (pa.ArrowException, OSError, ValueError) as err:
-        raise LogSchemaError(
-            f"{path}: not a readable parquet file (a data page does not decode: {_reason(err)})."
-        ) from None
-
-
-def _collect(frame: pl.LazyFrame, where: object, *, streaming: bool = True) -> pl.DataFrame:
-    """``frame.collect()``; failures to decode or convert the file's rows are raised as :class:`LogSchemaError`."""
-    try:
-        return frame.collect(engine="streaming") if streaming else frame.collect()
-    except _READ_ERRORS as err:
-        raise LogSchemaError(f"{where}: could not read the log's rows ({_reason(err)}).") from None
-
-
-_INT64_MAX = int(np.iinfo(np.int64).max)
-
-
-def _unusable_ids(column: str, dtype: pa.DataType | pl.DataType) -> tuple[pl.Expr, str, str] | None:
-    """Ids the vocabularies cannot hold faithfully: ``(predicate, what they are, advice)``, or None for this dtype.
-
-    Integer ids are held as int64, so a ``uint64`` id above 2**63 - 1 would wrap around to a negative one; string
-    ids as numpy unicode arrays, which drop trailing NULs (``"a\\x00"`` would merge with ``"a"``).
-    """
-    if isinstance(dtype, pa.DataType):
-        unsigned64, string = pa.types.is_uint64(dtype), pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
-    else:
-        unsigned64, string = dtype == pl.UInt64, dtype == pl.String
-    if unsigned64:
-        return pl.col(column) > _INT64_MAX, "ids above 2**63 - 1", "ids are held as int64: store these as strings"
-    if string:
-        return pl.col(column).str.ends_with("\x00"), "ids ending in NUL", "numpy cannot tell 'a\\x00' from 'a'"
-    return None
-
-
-def _check_ids(lazy: pl.LazyFrame, stats: dict, column: str, dtype: pa.DataType | pl.DataType, where: object) -> None:
-    """Raise on the ids :func:`_unusable_ids` flags, counted in ``stats[f"unusable:{column}"]``."""
-    problem = _unusable_ids(column, dtype)
-    if problem is not None and stats.get(f"unusable:{column}"):
-        predicate, what, advice = problem
-        raise LogSchemaError(
-            f"{where}: column `{column}` has {stats[f'unusable:{column}']} {what} (first at row "
-            f"{_first_row(lazy, predicate, where)}); {advice}."
-        )
-
-
-def _unusable_id_counts(columns: dict[str, pa.DataType | pl.DataType]) -> list[pl.Expr]:
-    return [
-        problem[0].sum().alias(f"unusable:{column}")
-        for column, dtype in columns.items()
-        if (problem := _unusable_ids(column, dtype)) is not None
-    ]
-
-
-def _bad_value_predicate(column: str, dtype: pa.DataType | pl.DataType) -> pl.Expr:
-    """Rows whose numeric ``column`` is null, NaN or ±inf (integers can only be null)."""
-    floating = pa.types.is_floating(dtype) if isinstance(dtype, pa.DataType) else dtype.is_float()
-    return pl.col(column).is_null() | (~pl.col(column).is_finite() if floating else pl.lit(False))
-
-
-@dataclass(frozen=True)
-class LogSummary:
-    path: str
-    rows: int
-    users: int
-    items: int
-    time_min: int | None
-    time_max: int | None
-    duplicate_rows: int
-    nulls: dict[str, int]
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def _is_id_type(dtype: pa.DataType) -> bool:
-    return pa.types.is_integer(dtype) or pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
-
-
-def read_log_schema(path: str | os.PathLike[str]) -> pa.Schema:
-    """Read and check the parquet schema of an interaction log without reading its rows."""
-    path = Path(path)
-    if not path.is_file():
-        raise LogSchemaError(f"{path}: interaction log not found.")
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowException, OSError, ValueError) as err:  # ValueError: e.g. a footer string that is not UTF-8
-        raise LogSchemaError(f"{path}: not a readable parquet file ({_reason(err)}).") from None
-    repeated = sorted({name for name in schema.names if schema.names.count(name) > 1})
-    if repeated:
-        raise LogSchemaError(f"{path}: duplicate column names {repeated} (columns present: {schema.names}).")
-    for column in ID_COLUMNS:
-        if column not in schema.names:
-            raise LogSchemaError(f"{path}: missing required column `{column}` (columns present: {schema.names}).")
-        if not _is_id_type(schema.field(column).type):
-            raise LogSchemaError(
-                f"{path}: column `{column}` must be integer or string, got {schema.field(column).type}."
-            )
-    if "timestamp" in schema.names:
-        dtype = schema.field("timestamp").type
-        if not (pa.types.is_integer(dtype) or pa.types.is_timestamp(dtype)):
-            raise LogSchemaError(f"{path}: column `timestamp` must be integer seconds or a timestamp, got {dtype}.")
-    for column in _NUMERIC_COLUMNS:
-        if column in schema.names:
-            dtype = schema.field(column).type
-            if not (pa.types.is_integer(dtype) or pa.types.is_floating(dtype)):
-                raise LogSchemaError(f"{path}: column `{column}` must be numeric, got {dtype}.")
-    return schema
-
-
-def scan_log(path: str | os.PathLike[str]) -> pl.LazyFrame:
-    """A lazy, schema-checked scan of an interaction log (rows are read only when collected)."""
-    read_log_schema(path)
-    return pl.scan_parquet(path)
-
-
-def validate_log(path: str | os.PathLike[str]) -> LogSummary:
-    """Check schema and content of a log in one streaming pass; return a summary.
-
-    Raises:
-        LogSchemaError: schema mismatch, an empty log, null ids, ``uint64`` ids beyond int64, null / NaN /
-            infinite values in a numeric column, or a data page that does not decode (every page is decoded with
-            pyarrow before polars reads the file: run this on untrusted files before training on them).
-    """
-    path = Path(path)
-    schema = read_log_schema(path)
-    _decode_pages(path)
-    columns = schema.names
-    lazy = pl.scan_parquet(path)
-    has_time = "timestamp" in columns
-    time_expr = (
-        pl.col("timestamp").cast(pl.Int64)
-        if has_time and pa.types.is_integer(schema.field("timestamp").type)
-        else (pl.col("timestamp").dt.epoch("s") if has_time else None)
-    )
-    aggregates = [
-        pl.len().alias("rows"),
-        pl.col("user_id").drop_nulls().n_unique().alias("users"),
-        pl.col("item_id").drop_nulls().n_unique().alias("items"),
-        *[pl.col(c).null_count().alias(f"null:{c}") for c in columns],
-        *_unusable_id_counts({c: schema.field(c).type for c in ID_COLUMNS}),
-        *[
-            (~pl.col(c).is_finite()).sum().alias(f"nan:{c}")
-            for c in _NUMERIC_COLUMNS
-            if c in columns and pa.types.is_floating(schema.field(c).type)
-        ],
-    ]
-    if time_expr is not None:
-        aggregates += [time_expr.min().alias("time_min"), time_expr.max().alias("time_max")]
-    stats = _collect(lazy.select(aggregates), path).row(0, named=True)
-    key = [c for c in ("user_id", "item_id", "timestamp") if c in columns]
-    unique_rows = _collect(lazy.select(key).unique().select(pl.len()), path).item()
-    if stats["rows"] == 0:
-        raise LogSchemaError(f"{path}: the log has no rows.")
-    for column in ID_COLUMNS:
-        if stats[f"null:{column}"]:
-            first = _first_row(lazy, pl.col(column).is_null(), path)
-            raise LogSchemaError(
-                f"{path}: column `{column}` has {stats[f'null:{column}']} null ids (first at row {first})."
-            )
-        _check_ids(lazy, stats, column, schema.field(column).type, path)
-    for column in _NUMERIC_COLUMNS:
-        bad = stats.get(f"null:{column}", 0) + stats.get(f"nan:{column}", 0)
-        if bad:
-            predicate = _bad_value_predicate(column, schema.field(column).type)
-            raise LogSchemaError(
-                f"{path}: column `{column}` has {bad} null/NaN/infinite values "
-                f"(first at row {_first_row(lazy, predicate, path)})."
-            )
-    if "propensity" in columns:
-        out_of_range = (pl.col("propensity") <= 0) | (pl.col("propensity") > 1)
-        outside = _collect(lazy.filter(out_of_range).select(pl.len()), path).item()
-        if outside:
-            raise LogSchemaError(
-                f"{path}: column `propensity` must lie in (0, 1]; {outside} rows do not "
-                f"(first at row {_first_row(lazy, out_of_range, path)})."
-            )
-    return LogSummary(
-        path=str(path),
-        rows=stats["rows"],
-        users=stats["users"],
-        items=stats["items"],
-        time_min=stats.get("time_min"),
-        time_max=stats.get("time_max"),
-        duplicate_rows=stats["rows"] - unique_rows,
-        nulls={c: stats[f"null:{c}"] for c in columns},
-    )
-
-
-def _first_row(lazy: pl.LazyFrame, predicate: pl.Expr, where: object = "log") -> int:
-    first = lazy.with_row_index("_row").filter(predicate).select("_row").head(1)
-    return _collect(first, where, streaming=False).item()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Id vocabularies
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _as_id_array(values: object, *, what: str) -> np.ndarray:
-    """Raw ids (polars Series, numpy array or sequence) → a numpy array of int64 or unicode strings."""
-    if isinstance(values, pl.Series):
-        array = values.to_numpy()
-    else:
-        array = np.asarray(values)
-        if array.dtype.kind == "U" and not isinstance(values, np.ndarray):  # keep trailing NULs to check them
-            array = np.asarray(list(values), dtype=object)
-    if array.dtype.kind in "iu":
-        if array.dtype.kind == "u" and array.size and int(array.max()) > _INT64_MAX:
-            raise ValueError(
-                f"`{what}` holds unsigned ids above 2**63 - 1 (e.g. {int(array.max())}), which int64 cannot hold; "
-                "store them as strings."
-            )
-        return array.astype(np.int64, copy=False)
-    if array.dtype.kind in "UO" or array.dtype.kind == "T":
-        if array.size and any(value is None for value in array.tolist()):
-            raise ValueError(f"`{what}` contains null ids; drop or fill them before encoding.")
-        strings = [str(value) for value in array.tolist()]
-        trailing_nul = next((value for value in strings if value.endswith("\x00")), None)
-        if trailing_nul is not None:  # numpy unicode arrays drop trailing NULs: "a\x00" would merge with "a"
-            raise ValueError(
-                f"`{what}` holds the id {trailing_nul!r}, which ends in NUL; numpy cannot tell it from "
-                f"{trailing_nul.rstrip(chr(0))!r}. Strip or replace the NUL characters."
-            )
-        return np.asarray(strings, dtype=np.str_)
-    raise TypeError(f"`{what}` must hold integer or string ids, got dtype {array.dtype}.")
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """Raw ids ↔ contiguous indices ``0 … size-1``; every unknown id maps to one out-of-vocabulary bucket.
-
-    The OOV bucket is index ``size`` (the last row of an embedding table of ``num_embeddings = size + 1`` rows),
-    so known ids keep the same index whether or not the OOV row exists downstream (FAISS holds known items only).
-
-    Args:
-        name: what the ids are (``"user_id"``, ``"item_id"``, ``"genres"``), used in error messages.
-        ids: sorted unique raw ids (int64 or unicode); position = index.
-        counts: optional occurrence count of each id in the data it was built from.
-    """
-
-    name: str
-    ids: np.ndarray
-    counts: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if self.ids.ndim != 1:
-            raise ValueError(f"`ids` of vocabulary {self.name!r} must be 1-D, got shape {self.ids.shape}.")
-        if self.ids.size > 1 and not bool(np.all(self.ids[1:] > self.ids[:-1])):
-            raise ValueError(f"`ids` of vocabulary {self.name!r} must be sorted and unique.")
-        if self.counts is not None and self.counts.shape != self.ids.shape:
-            raise ValueError(
-                f"`counts` of vocabulary {self.name!r} must have shape {self.ids.shape}, got {self.counts.shape}."
-            )
-
-    @property
-    def size(self) -> int:
-        """Number of known ids."""
-        return int(self.ids.size)
-
-    @property
-    def oov_index(self) -> int:
-        return self.size
-
-    @property
-    def num_embeddings(self) -> int:
-        """Rows an embedding table needs: every known id plus the OOV bucket."""
-        return self.size + 1
-
-    @classmethod
-    def from_values(cls, name: str, values: object, *, min_count: int = 1) -> Vocabulary:
-        """Vocabulary of the distinct ``values`` seen at least ``min_count`` times (rarer ones fall into OOV)."""
-        if min_count < 1:
-            raise ValueError(f"`min_count` must be >= 1, got {min_count}.")
-        array = _as_id_array(values, what=name)
-        ids, counts = np.unique(array, return_counts=True)
-        keep = counts >= min_count
-        return cls(name=name, ids=ids[keep], counts=counts[keep].astype(np.int64))
-
-    @classmethod
-    def from_log(cls, log: pl.LazyFrame, column: str, *, min_count: int = 1) -> Vocabulary:
-        """Vocabulary of ``column`` of a lazy log, counted in one streaming pass (only distinct ids are held)."""
-        if column not in log.collect_schema().names():
-            raise ValueError(f"`column` {column!r} is not in the log (columns: {log.collect_schema().names()}).")
-        counts = _collect(log.group_by(column).agg(pl.len().alias("count")).sort(column), f"column `{column}`")
-        if counts[column].null_count():
-            raise ValueError(f"column `{column}` holds null ids; drop them before building a vocabulary.")
-        return cls.from_counts(column, counts[column], counts["count"], min_count=min_count)
-
-    @classmethod
-    def from_counts(cls, name: str, ids: object, counts: object, *, min_count: int = 1) -> Vocabulary:
-        array = _as_id_array(ids, what=name)
-        count_array = np.asarray(counts.to_numpy() if isinstance(counts, pl.Series) else counts, dtype=np.int64)
-        order = np.argsort(array, kind="stable")
-        array, count_array = array[order], count_array[order]
-        if array.size > 1 and not bool(np.all(array[1:] > array[:-1])):
-            raise ValueError(f"`ids` of vocabulary {name!r} are not unique.")
-        keep = count_array >= min_count
-        return cls(name=name, ids=array[keep], counts=count_array[keep])
-
-    def _check_kind(self, array: np.ndarray) -> None:
-        if self.size and array.size and (array.dtype.kind == "U") != (self.ids.dtype.kind == "U"):
-            raise TypeError(
-                f"ids for vocabulary {self.name!r} are {array.dtype} but the vocabulary holds {self.ids.dtype}; "
-                "cast the column to the vocabulary's id type."
-            )
-
-    def contains(self, values: object) -> np.ndarray:
-        """Boolean mask: which raw ids are known."""
-        return self.encode(values) != self.oov_index
-
-    def encode(self, values: object) -> np.ndarray:
-        """Raw ids → int64 indices; unknown ids get :attr:`oov_index`."""
-        array = _as_id_array(values, what=self.name)
-        self._check_kind(array)
-        if self.size == 0:
-            return np.full(array.shape, self.oov_index, dtype=np.int64)
-        position = np.searchsorted(self.ids, array)
-        clipped = np.minimum(position, self.size - 1)
-        known = self.ids[clipped] == array
-        return np.where(known, clipped, self.oov_index).astype(np.int64)
-
-    def decode(self, indices: object) -> np.ndarray:
-        """Indices → raw ids. Raises on the OOV index or out-of-range values (no raw id exists for them)."""
-        index_array = np.asarray(indices, dtype=np.int64)
-        bad = (index_array < 0) | (index_array >= self.size)
-        if bad.any():
-            raise ValueError(
-                f"`indices` for vocabulary {self.name!r} must lie in [0, {self.size}), got {int(index_array[bad][0])}."
-            )
-        return self.ids[index_array]
-
-    def to_frame(self) -> pl.DataFrame:
-        data: dict[str, object] = {"id": self.ids}
-        if self.counts is not None:
-            data["count"] = self.counts
-        return pl.DataFrame(data)
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the vocabulary as parquet (``id`` and optional ``count`` columns), atomically."""
-        with atomic_path(path) as tmp:
-            self.to_frame().write_parquet(tmp)
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], name: str | None = None) -> Vocabulary:
-        frame = pl.read_parquet(path)
-        if "id" not in frame.columns:
-            raise ValueError(f"{path}: not a vocabulary file (no `id` column; columns: {frame.columns}).")
-        counts = frame["count"].to_numpy().astype(np.int64) if "count" in frame.columns else None
-        return cls(name=name or Path(path).stem, ids=_as_id_array(frame["id"], what=str(path)), counts=counts)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Encoded interactions and batches
-# ---------------------------------------------------------------------------------------------------------------
 
 DuplicatePolicy = Literal["drop", "keep", "error"]
 UnknownPolicy = Literal["error", "drop", "keep"]
@@ -510,8 +127,10 @@ def clean_log(
 ) -> pl.LazyFrame:
     """Check a log's content and return it as implicit feedback (a lazy frame; nothing is read until collected).
 
-    * ids that are not integers or strings, a non-numeric ``rating``, null ids or NaN / ±inf / null ratings →
-      :class:`LogSchemaError` naming ``where`` (the file when ``source`` is a path), the column, count and first row;
+    * :func:`recsys.log_validation.check_log_content` first: mistyped, null or unusable ids (ids longer than
+      :data:`MAX_ID_LENGTH` characters included), a non-numeric or non-finite ``rating``, no rows →
+      :class:`LogSchemaError` naming ``where`` (the file when ``source`` is a path), the column, count and first row
+      (rows of ``source`` as given: pass the file itself to have rows of the file);
     * ``rating_threshold``: keep rows with ``rating >= threshold`` (``None`` keeps every row as a positive);
     * duplicate ``(user_id, item_id)`` rows: ``"drop"`` keeps the first (logged with the count), ``"keep"``
       leaves them (they then weigh more in training), ``"error"`` raises.
@@ -521,37 +140,8 @@ def clean_log(
     if where == "log" and isinstance(source, (str, os.PathLike)):
         where = str(source)
     lazy = _frame(source)
-    schema = lazy.collect_schema()
-    names = schema.names()
-    for column in ID_COLUMNS:
-        if column not in names:
-            raise LogSchemaError(f"{where}: missing required column `{column}` (columns present: {names}).")
-        if not (schema[column].is_integer() or schema[column] == pl.String):
-            raise LogSchemaError(f"{where}: column `{column}` must be integer or string, got {schema[column]}.")
-    if "rating" in names and not (schema["rating"].is_integer() or schema["rating"].is_float()):
-        raise LogSchemaError(f"{where}: column `rating` must be numeric, got {schema['rating']}.")
-    checks = [pl.col(c).null_count().alias(f"null:{c}") for c in ID_COLUMNS]
-    checks += _unusable_id_counts({c: schema[c] for c in ID_COLUMNS})
-    bad_rating = _bad_value_predicate("rating", schema["rating"]) if "rating" in names else None
-    if bad_rating is not None:
-        checks.append(bad_rating.sum().alias("bad:rating"))
-    checks.append(pl.len().alias("rows"))
-    stats = _collect(lazy.select(checks), where).row(0, named=True)
-    for column in ID_COLUMNS:
-        if stats[f"null:{column}"]:
-            first = _first_row(lazy, pl.col(column).is_null(), where)
-            raise LogSchemaError(
-                f"{where}: column `{column}` has {stats[f'null:{column}']} null ids (first at row {first})."
-            )
-        _check_ids(lazy, stats, column, schema[column], where)
-    if bad_rating is not None and stats["bad:rating"]:
-        first = _first_row(lazy, bad_rating, where)
-        raise LogSchemaError(
-            f"{where}: column `rating` has {stats['bad:rating']} NaN/null values (first at row {first}); "
-            "ratings must be finite (±inf counts as bad too): drop or impute them before training."
-        )
-    if stats["rows"] == 0:
-        raise LogSchemaError(f"{where}: the log has no rows (empty split?).")
+    check_log_content(lazy, where=where)
+    names = lazy.collect_schema().names()
     if rating_threshold is not None:
         if "rating" not in names:
             raise LogSchemaError(
@@ -871,7 +461,7 @@ def partition_by_user(
         raise ValueError(f"`read_rows` must be >= 1, got {read_rows}.")
     schema = read_log_schema(path)
     names = [f"part-{p:05d}.parquet" for p in range(parts)]
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite, markers=(names[0],)) as tmp:
         writers = [pq.ParquetWriter(tmp / name, schema) for name in names]
         try:
             for record_batch in iter_record_batches(path, read_rows):

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from common_regs.io import atomic_path
 from recsys.data import Vocabulary
+from recsys.vocab import pack_ids, unpack_ids
 
 logger = logging.getLogger(__name__)
 
@@ -241,13 +242,13 @@ class FeatureTable:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """One ``.npz`` file (atomic) holding the entity ids, every feature's arrays and its spec."""
-        arrays: dict[str, np.ndarray] = {"entity_ids": self.entity.ids}
+        arrays: dict[str, np.ndarray] = pack_ids(self.entity.ids, "entity_ids")
         meta: dict[str, Any] = {"entity": self.entity.name, "features": []}
         for name, feature in self.features.items():
             arrays[f"{name}/values"] = feature.values
             arrays[f"{name}/offsets"] = feature.offsets
             if feature.categories is not None:
-                arrays[f"{name}/categories"] = feature.categories.ids
+                arrays.update(pack_ids(feature.categories.ids, f"{name}/categories"))
             if feature.boundaries is not None:
                 arrays[f"{name}/boundaries"] = feature.boundaries
             meta["features"].append(
@@ -266,11 +267,11 @@ class FeatureTable:
     def load(cls, path: str | os.PathLike[str]) -> FeatureTable:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            entity = Vocabulary(name=meta["entity"], ids=data["entity_ids"])
+            entity = Vocabulary(name=meta["entity"], ids=unpack_ids(data, "entity_ids"))
             features = []
             for item in meta["features"]:
                 spec = FeatureSpec.from_dict(item["spec"])
-                categories = data.get(f"{spec.name}/categories")
+                categories = unpack_ids(data, f"{spec.name}/categories")
                 boundaries = data.get(f"{spec.name}/boundaries")
                 features.append(
                     EncodedFeature(
