@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
+import torch
 from torch import nn
 
 from common_regs.api import TrainContext
@@ -111,7 +113,10 @@ class NMSparsity(MaskSchedulerBase):
     Note:
         Masks are recomputed after each optimizer step, i.e. before each forward pass, which is when the paper's
         code recomputes them. The pruned raw weights are *not* zero (that is the method); the N:M pattern holds for
-        the effective weight once ``d_t = 0``. ``squash()`` removes the parametrization and leaves N:M weights.
+        the effective weight once ``d_t = 0``. ``squash()`` removes the parametrization and always leaves exact
+        ``n``:``m`` weights: when training stopped before the hard pattern (``d_t > 0``, a structure-decay frame
+        above ``n``, or the dense phase) it prunes the rest itself and warns if that moved the effective weights by
+        more than 1 % (relative Frobenius norm); :meth:`final_step` says when the hard pattern starts.
 
     Example:
         >>> import torch
@@ -202,6 +207,43 @@ class NMSparsity(MaskSchedulerBase):
         if self.total_steps is not None and self.fine_tune_steps and step >= self.total_steps - self.fine_tune_steps:
             return 0.0
         return mask_decay_factor(self.decay, self.decay_coef, step - self.dense_steps)
+
+    def final_step(self) -> int | None:
+        """First step whose forward pass uses the hard ``n``:``m`` pattern (``d_t = 0``); None if ``d_t`` never is 0."""
+        candidates = []
+        if self.fine_tune_steps and self.total_steps is not None:
+            candidates.append(self.total_steps - self.fine_tune_steps)
+        if self.srste or self.decay == "step":
+            candidates.append(self.dense_steps)
+        elif self.decay == "linear" and self.decay_coef > 0:
+            t = math.ceil(1.0 / self.decay_coef)
+            candidates.append(self.dense_steps + t + (mask_decay_factor("linear", self.decay_coef, t) > 0))
+        if not candidates:
+            return None
+        last_frame = self._frames[-1][0] if self._frames is not None else 0
+        return max(min(candidates), last_frame, self.dense_steps)
+
+    def squash(self) -> nn.Module:
+        """Bake exact ``n``:``m`` weights into plain parameters (pruning now what the decay has not yet removed)."""
+        self._check_prepared()
+        before = {name: self.effective(name).detach().clone() for name in self._masks}
+        with torch.no_grad():
+            for _, mask, weight in self._items():
+                mask.copy_(nm_mask(weight, self.n, self.m))
+        self.set_fill(0.0)
+        change = sum(float(((self.effective(name).detach() - old) ** 2).sum()) for name, old in before.items())
+        moved = math.sqrt(change / max(sum(float((old**2).sum()) for old in before.values()), 1e-30))
+        if moved > 0.01:
+            final = self.final_step()
+            when = "never (set `fine_tune_steps`)" if final is None else f"at step {final}"
+            warnings.warn(
+                f"NMSparsity.squash: training stopped at step {self.steps_done}, before the hard {self.n}:{self.m} "
+                f"pattern (it starts {when}; d_t={self.current_fill(self.steps_done):.3g}); squash pruned the rest "
+                f"itself, which moved the effective weights by {moved:.1%}. Train until `final_step()`, raise "
+                "`decay_coef`, or set `fine_tune_steps`.",
+                stacklevel=2,
+            )
+        return super().squash()
 
     def nm_pattern(self) -> tuple[int, int] | None:
         if self.steps_done < self.dense_steps:

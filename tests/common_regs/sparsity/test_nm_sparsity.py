@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -70,3 +71,53 @@ def test_indivisible_input_dimension_is_rejected_with_the_shape() -> None:
         NMSparsity(2, 4).prepare(nn.Sequential(nn.Linear(6, 4)))
     with pytest.raises(ValueError, match="total_steps"):
         NMSparsity(2, 4, structure_decay=True)
+
+
+def _train(sched: NMSparsity, steps: int) -> nn.Module:
+    """The docs' usage: NMSparsity through RegHooks on a small MLP, ``steps`` optimizer steps."""
+    from common_regs.training import RegHooks
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 4))
+    hooks = RegHooks([sched], model, torch.optim.SGD(model.parameters(), lr=0.05))
+    x, y = torch.randn(32, 64), torch.randint(0, 4, (32,))
+    for step in range(steps):
+        hooks.step((x, y), lambda b: model(b[0]), lambda out, b: nn.functional.cross_entropy(out, b[1]), step=step)
+    return model
+
+
+def _assert_exact_nm(model: nn.Module, names: list[str], n: int, m: int) -> None:
+    for name in names:
+        groups = (model.get_parameter(name).detach() != 0).reshape(-1, m).sum(1)
+        assert int(groups.max()) <= n, f"{name}: a group of {m} has {int(groups.max())} non-zeros, expected <= {n}"
+
+
+def test_squash_before_the_decay_ends_still_leaves_nm_weights_and_warns() -> None:
+    # the docs' example (decay_coef=1e-3 reaches d_t = 0 at step 1000) squashed after 5 steps
+    sched = NMSparsity(2, 4, decay="linear", decay_coef=1e-3, exclude=("4",))
+    model = _train(sched, 5)
+    assert sched.final_step() == 1000
+    with pytest.warns(UserWarning, match=r"stopped at step 5, before the hard 2:4 pattern \(it starts at step 1000"):
+        sched.squash()
+    _assert_exact_nm(model, ["0.weight", "2.weight"], 2, 4)
+
+
+def test_squash_after_the_decay_ends_is_silent_and_exact() -> None:
+    sched = NMSparsity(2, 4, decay="linear", decay_coef=0.25, dense_steps=2)
+    assert sched.final_step() == 6
+    model = _train(sched, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sched.squash()
+    _assert_exact_nm(model, ["0.weight", "2.weight", "4.weight"], 2, 4)
+
+
+def test_final_step_of_each_schedule() -> None:
+    assert NMSparsity(decay="exp").final_step() is None  # exp(-c t) never reaches 0
+    assert NMSparsity(decay="exp", fine_tune_steps=10, total_steps=100).final_step() == 90
+    assert NMSparsity(decay="step", dense_steps=7).final_step() == 7
+    assert NMSparsity(srste=True).final_step() == 0
+    assert NMSparsity(decay_coef=0.1, dense_steps=5).final_step() == 15
+    structured = NMSparsity(1, 16, structure_decay=True, decay="step", dense_steps=10, total_steps=60,
+                            fine_tune_steps=10)
+    assert structured.final_step() == 50  # last frame (1:16) starts at 50
