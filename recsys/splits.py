@@ -11,6 +11,10 @@ Four protocols:
 Each returns a :class:`Split` of two lazy frames with the log's columns. Nothing is read until collected or
 written (:meth:`Split.write` sinks both sides to parquet atomically). :meth:`Split.check` collects row counts and
 raises a clear error for an empty side.
+
+Given files, the split checks them first so that errors name a file and a row of it: :func:`given_split` compares
+the two files' id types (from their schemas), the other protocols, given a log file instead of a lazy frame, check
+its content (:func:`recsys.log_validation.check_log_content`, one streaming pass) before splitting it.
 """
 
 from __future__ import annotations
@@ -21,24 +25,43 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 
 from common_regs.io import atomic_path
-from recsys.data import LogSchemaError, scan_log
+from recsys.log_validation import ID_COLUMNS, LogSchemaError, check_log_content, read_log_schema, scan_log
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Split", "given_split", "leave_last_out_split", "random_holdout_split", "temporal_split"]
+__all__ = [
+    "Split",
+    "check_same_id_types",
+    "given_split",
+    "leave_last_out_split",
+    "random_holdout_split",
+    "temporal_split",
+]
 
 _HELPER_COLUMNS = ("_key", "_rank", "_count")
 
 
 @dataclass(frozen=True)
 class Split:
-    """A train / test pair of lazy logs; ``name`` says how it was made (recorded with run outputs)."""
+    """A train / test pair of lazy logs; ``name`` says how it was made (recorded with run outputs).
+
+    ``files``: the log files read: ``(train, test)`` for a given split, ``(log,)`` for one carved from a file,
+    ``()`` for one carved from a frame.
+    """
 
     train: pl.LazyFrame
     test: pl.LazyFrame
     name: str
+    files: tuple[Path, ...] = ()
+
+    def describe(self, side: str) -> str:
+        """How messages name ``side`` (``"train"`` / ``"test"``): its file, or ``"<side> split of <log file>"``."""
+        if len(self.files) == 2:
+            return str(self.files[0 if side == "train" else 1])
+        return f"{side} split of {self.files[0]}" if self.files else side
 
     def check(self) -> dict[str, int]:
         """Row counts of both sides; raises :class:`LogSchemaError` if one is empty."""
@@ -67,13 +90,48 @@ def _check_fraction(test_fraction: float) -> None:
         raise ValueError(f"`test_fraction` must be in (0, 1), got {test_fraction}.")
 
 
+def check_same_id_types(reference: str | os.PathLike[str], other: str | os.PathLike[str]) -> None:
+    """Raise :class:`LogSchemaError` naming ``other`` when an id column is integer in one file, string in the other.
+
+    Read from the schemas only: an integer id never equals a string one, so every row of ``other`` would be unknown.
+    """
+    kinds = []
+    for path in (reference, other):
+        schema = read_log_schema(path)
+        kinds.append({c: "integer" if pa.types.is_integer(schema.field(c).type) else "string" for c in ID_COLUMNS})
+    for column in ID_COLUMNS:
+        if kinds[0][column] != kinds[1][column]:
+            raise LogSchemaError(
+                f"{other}: column `{column}` holds {kinds[1][column]} ids but {reference} holds {kinds[0][column]} "
+                "ids; both files must use the same id type (cast one of them)."
+            )
+
+
 def given_split(train: str | os.PathLike[str], test: str | os.PathLike[str]) -> Split:
-    """The split files of a dataset, schema-checked (``scan_log``)."""
-    return Split(train=scan_log(train), test=scan_log(test), name=f"given:{Path(train).name}|{Path(test).name}")
+    """The split files of a dataset, schema-checked (``scan_log``), with the same id types."""
+    check_same_id_types(train, test)
+    return Split(
+        train=scan_log(train),
+        test=scan_log(test),
+        name=f"given:{Path(train).name}|{Path(test).name}",
+        files=(Path(train), Path(test)),
+    )
+
+
+def _open_log(log: pl.LazyFrame | str | os.PathLike[str]) -> tuple[pl.LazyFrame, tuple[Path, ...]]:
+    """A lazy log and the files it comes from; a file's content is checked first, so errors name its rows."""
+    if isinstance(log, pl.LazyFrame):
+        return log, ()
+    check_log_content(log)
+    return scan_log(log), (Path(log),)
 
 
 def random_holdout_split(
-    log: pl.LazyFrame, *, test_fraction: float = 0.2, seed: int = 0, user_fraction: float = 1.0
+    log: pl.LazyFrame | str | os.PathLike[str],
+    *,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    user_fraction: float = 1.0,
 ) -> Split:
     """Per user, hold out ``floor(test_fraction · n_u)`` interactions chosen by a seeded hash of (user, item, row).
 
@@ -87,6 +145,7 @@ def random_holdout_split(
     _check_fraction(test_fraction)
     if not 0.0 < user_fraction <= 1.0:
         raise ValueError(f"`user_fraction` must be in (0, 1], got {user_fraction}.")
+    log, files = _open_log(log)
     keyed = (
         log.with_row_index("_row")
         .with_columns(pl.struct("user_id", "item_id", "_row").hash(seed).alias("_key"))
@@ -104,16 +163,18 @@ def random_holdout_split(
         is_test = is_test & chosen
         name = f"random_holdout(test_fraction={test_fraction}, user_fraction={user_fraction}, seed={seed})"
     drop = [*_HELPER_COLUMNS, "_row"]
-    return Split(train=keyed.filter(~is_test).drop(drop), test=keyed.filter(is_test).drop(drop), name=name)
+    train, test = keyed.filter(~is_test).drop(drop), keyed.filter(is_test).drop(drop)
+    return Split(train=train, test=test, name=name, files=files)
 
 
-def leave_last_out_split(log: pl.LazyFrame, *, n: int = 1) -> Split:
+def leave_last_out_split(log: pl.LazyFrame | str | os.PathLike[str], *, n: int = 1) -> Split:
     """Per user, the ``n`` latest interactions (by ``timestamp``, ties broken by ``item_id``) are test.
 
     Users with ``n`` or fewer interactions stay entirely in train (nothing would be left to learn from).
     """
     if n < 1:
         raise ValueError(f"`n` must be >= 1, got {n}.")
+    log, files = _open_log(log)
     if "timestamp" not in log.collect_schema().names():
         raise LogSchemaError("leave-last-out needs a `timestamp` column; the log has none.")
     ranked = log.sort("user_id", "timestamp", "item_id", descending=[False, True, True]).with_columns(
@@ -124,15 +185,19 @@ def leave_last_out_split(log: pl.LazyFrame, *, n: int = 1) -> Split:
         train=ranked.filter(~is_test).drop("_rank", "_count"),
         test=ranked.filter(is_test).drop("_rank", "_count"),
         name=f"leave_last_out(n={n})",
+        files=files,
     )
 
 
-def temporal_split(log: pl.LazyFrame, *, test_fraction: float | None = 0.2, cutoff: int | None = None) -> Split:
+def temporal_split(
+    log: pl.LazyFrame | str | os.PathLike[str], *, test_fraction: float | None = 0.2, cutoff: int | None = None
+) -> Split:
     """Global temporal split: rows with ``timestamp > cutoff`` are test.
 
     Give ``cutoff`` (unix seconds), or ``test_fraction`` to put the cut-off at the ``1 - test_fraction`` quantile
     of the timestamps (computed in one streaming pass).
     """
+    log, files = _open_log(log)
     if "timestamp" not in log.collect_schema().names():
         raise LogSchemaError("a temporal split needs a `timestamp` column; the log has none.")
     time = pl.col("timestamp")
@@ -150,4 +215,5 @@ def temporal_split(log: pl.LazyFrame, *, test_fraction: float | None = 0.2, cuto
         train=log.filter(time <= cutoff),
         test=log.filter(time > cutoff),
         name=f"temporal(cutoff={cutoff})",
+        files=files,
     )
