@@ -3,7 +3,8 @@
 ``run_beir_eval`` is what ``regkit beir eval`` calls. Outputs in ``out_dir``:
 
 * ``run.trec``: the top-k run (TREC format, trec_eval order);
-* ``metrics.json``: aggregate and per-query metrics, dataset counts, timings, the resolved config;
+* ``metrics.json``: aggregate and per-query metrics, dataset counts, timings, the resolved config, and the hits
+  whose id is their query id (``identical_id_hits``: how many, how many judged relevant, dropped or kept);
 * ``report.md`` / ``report.html`` (metric table, timings, per-query histogram; provenance and data fingerprint);
 * ``resolved_config.yaml`` and ``run.json`` (versions, git commit, config);
 * the index it built (``index/`` for BM25, ``dense-index/`` for the dense baseline, ``impact-index/`` for the
@@ -56,7 +57,9 @@ class BeirEvalConfig:
         idf: ``sparse`` query weights: ``model`` (the IDF stored in the model) or ``corpus`` (BM25 IDF recomputed
             over this dataset's corpus, e.g. zero-shot on a new collection). Default "model".
         ignore_identical_ids: drop hits whose id equals the query id. Default True (source: BEIR); set False for
-            collections whose query and document ids merely share a numbering (Cranfield, CISI).
+            collections whose query and document ids merely share a numbering (Cranfield, CISI, ADI, MEDLINE).
+            Dropped hits that qrels judge relevant are counted in ``metrics.json`` (``identical_id_hits``) and
+            logged as a warning.
     """
 
     data: str
@@ -139,6 +142,25 @@ def _sparse_run(config: BeirEvalConfig, dataset, out_dir: Path) -> tuple[dict, d
                  "truncated_documents": stats.truncated, "empty_documents": stats.empty}
 
 
+def _identical_id_hits(qrels: dict, run: dict, *, dropped: bool) -> dict:
+    """Hits whose document id is their query id (BEIR's rule drops them), and which of them qrels judge relevant.
+
+    A judged-relevant one means query and document ids only share a numbering (ADI, CISI, MEDLINE): dropping it
+    lowers recall with no other sign, so it is warned about with the flag that keeps it.
+    """
+    hits = sorted(str(qid) for qid, docs in run.items() if any(str(did) == str(qid) for did in docs))
+    relevant = [qid for qid in hits if qrels.get(qid, {}).get(qid, 0) > 0]
+    if dropped and relevant:
+        shown = ", ".join(relevant[:10]) + (", ..." if len(relevant) > 10 else "")
+        logger.warning(
+            "BEIR rule dropped %d judged-relevant hit(s) whose document id equals the query id (queries %s); they "
+            "count as not retrieved. Pass --keep-identical-ids (ignore_identical_ids=False) when query and document "
+            "ids only share a numbering.", len(relevant), shown,
+        )
+    return {"rule": "drop" if dropped else "keep", "hits": len(hits), "judged_relevant": len(relevant),
+            "judged_relevant_queries": relevant, "keep_flag": "--keep-identical-ids"}
+
+
 def _write_report(
     dataset: BeirDataset, config: BeirEvalConfig, evaluation: Evaluation, payload: dict, out_dir: Path
 ) -> ReportPaths:
@@ -163,6 +185,7 @@ def run_beir_eval(config: BeirEvalConfig) -> BeirEvalResult:
     runner = {"bm25": _bm25_run, "dense": _dense_run, "sparse": _sparse_run}[config.retriever]
     run, timings = runner(config, dataset, out_dir)
     evaluation = evaluate(dataset.qrels, run, config.measures, ignore_identical_ids=config.ignore_identical_ids)
+    identical = _identical_id_hits(dataset.qrels, run, dropped=config.ignore_identical_ids)
     run_path = write_trec_run(run, out_dir / "run.trec", tag=f"regkit-{config.retriever}")
     resolved = asdict(config)
     payload = {
@@ -171,6 +194,7 @@ def run_beir_eval(config: BeirEvalConfig) -> BeirEvalResult:
         "config": resolved,
         "timings": timings,
         "queries_without_results": sorted(qid for qid in dataset.qrels if not run.get(qid)),
+        "identical_id_hits": identical,
         **evaluation.as_dict(),
     }
     metrics_path = _write_report(dataset, config, evaluation, payload, out_dir).metrics
