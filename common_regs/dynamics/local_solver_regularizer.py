@@ -14,7 +14,7 @@ from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LocalSolverRegularizer", "local_error_penalty", "sample_step"]
+__all__ = ["LocalSolverRegularizer", "local_error_penalty", "sample_step", "time_grid"]
 
 
 @torch.no_grad()
@@ -24,6 +24,20 @@ def sample_step(func: ODEFunc, y0: Tensor, t0: float, t1: float, *, rtol: float 
     _, stats = integrate(func, y0.detach(), t0, t1, rtol=rtol, atol=atol)
     j = int(torch.randint(stats.accepted, (1,), generator=generator))
     return stats.times[j], stats.steps[j], stats.nfe
+
+
+def time_grid(t0: float, t_j: float, t1: float, *, dtype: torch.dtype = torch.float64) -> tuple[Tensor, int]:
+    """Times for the differentiable solve that supplies ``y(t_j)`` and ``y(t1)``: ``(times, index of t_j)``.
+
+    The first accepted step starts at ``t0``, so :func:`sample_step` draws ``t_j = t0`` once in ``accepted`` draws
+    on average; ``torchdiffeq.odeint`` rejects a repeated time, so then the grid is ``[t0, t1]`` and ``y(t_j)`` is
+    its first entry (the initial state).
+    """
+    if not t0 <= t_j < t1:
+        raise ValueError(f"`t_j` must be in [t0, t1) = [{t0}, {t1}), got {t_j}.")
+    if t_j == t0:
+        return torch.tensor([t0, t1], dtype=dtype), 0
+    return torch.tensor([t0, t_j, t1], dtype=dtype), 1
 
 
 def local_error_penalty(func: ODEFunc, t: float, y: Tensor, h: float, *, rtol: float = 1e-5,
@@ -40,8 +54,9 @@ class LocalSolverRegularizer(ConfigFromKeys):
     """Solver-heuristic regularization at randomly sampled steps, usable with any ODE solver and sensitivity.
 
     Instead of differentiating every step of the solve (global regularization), sample a time tⱼ of an accepted
-    step, take the state y(tⱼ) from any differentiable solve (e.g. ``torchdiffeq.odeint`` with tⱼ in its time
-    grid) and penalize the local error estimate of that single step; the cost is one step of extra work.
+    step, take the state y(tⱼ) from any differentiable solve (e.g. ``torchdiffeq.odeint(f, y0, times)[index]`` with
+    ``times, index = time_grid(t0, tⱼ, t1)``, which handles tⱼ = t0) and penalize the local error estimate of that
+    single step; the cost is one step of extra work.
 
     Reference:
         Avik Pal, Alan Edelman, Christopher Rackauckas, "Locally Regularized Neural Differential Equations: Some
