@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/regkit demo --out runs/demo
+	$(BIN)/regkit demo --out runs/demo --overwrite
 
 bench: $(STAMP)
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[test,bench]'

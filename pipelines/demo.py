@@ -13,7 +13,11 @@
 
 Configuration: ``pipelines/configs/demo.yaml`` ← ``--config FILE`` ← ``--set a.b=value`` (:func:`load_demo_config`).
 Every recsys model entry is a ``regkit recsys train`` config fragment; the sparse retriever's entry holds
-:class:`retrieval.sparse_training.SparseTrainConfig` fields.
+:class:`retrieval.sparse_training.SparseTrainConfig` fields. A model's name becomes its sub-folder, so it must be a
+plain name (``[A-Za-z0-9._-]+``).
+
+The output folder is a run folder (:func:`pipelines.run_guard.guarded_run_dir`): a finished demo is refused unless
+``overwrite``, a non-empty folder regkit did not write is refused always, and ``_SUCCESS.json`` is written last.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ from rich.console import Console
 from rich.table import Table
 
 from common_regs.io import atomic_write_text
+from common_regs.output_folders import check_name
 from pipelines.datasets.demo import DemoSpec, write_demo_data
 from pipelines.recsys_run import apply_overrides
 from pipelines.report import ReportPaths
+from pipelines.run_guard import guarded_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +94,7 @@ def load_demo_config(path: str | Path | None = None, overrides: Sequence[str] = 
     """``pipelines/configs/demo.yaml`` ← ``path`` (deep-merged) ← ``overrides`` (``a.b=value``, YAML values).
 
     A model set to ``null`` (``--set recsys.models.mf_dsl=null``) is skipped. Unknown sections, A/B pairs naming
-    unknown models and bad demo-data sizes are errors naming the key.
+    unknown models, model names that are not plain folder names and bad demo-data sizes are errors naming the key.
     """
     config = _read_yaml(DEFAULT_CONFIG)
     if path is not None:
@@ -99,7 +105,8 @@ def load_demo_config(path: str | Path | None = None, overrides: Sequence[str] = 
         raise ValueError(f"unknown demo config sections {unknown}; allowed: {list(SECTIONS)}.")
     if config["data"].get("generate") is not None:
         DemoSpec.from_dict(config["data"]["generate"])  # fail before any work
-    models = [name for name, fragment in (config["recsys"].get("models") or {}).items() if fragment is not None]
+    fragments = (config["recsys"].get("models") or {}).items()
+    models = [check_name(name, "`recsys.models` key") for name, fragment in fragments if fragment is not None]
     if not models:
         raise ValueError("`recsys.models` is empty: the demo needs at least one recommender.")
     _check_pairs(config, "recsys", models)
@@ -155,16 +162,27 @@ def _print_table(console: Console, title: str, rows: Sequence[Mapping[str, Any]]
     console.print(table)
 
 
-def run_demo(config: Mapping[str, Any], out: str | Path, console: Console | None = None) -> DemoOutcome:
-    """Run the demo configured by ``config`` (:func:`load_demo_config`) into ``out``; returns what it measured."""
+def run_demo(
+    config: Mapping[str, Any], out: str | Path, console: Console | None = None, *, overwrite: bool = False
+) -> DemoOutcome:
+    """Run the demo configured by ``config`` (:func:`load_demo_config`) into ``out``; returns what it measured.
+
+    Raises:
+        FileExistsError: ``out`` holds a finished demo and ``overwrite`` is false, or it is a non-empty folder
+            regkit did not write (:class:`common_regs.output_folders.ForeignFolderError`, also with ``overwrite``).
+    """
+    console = console or Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes: no squeezed tables
+    out = Path(out)
+    with guarded_run_dir(out, config=dict(config), overwrite=overwrite, extra={"job": "demo"}):
+        return _run_steps(config, out, console)
+
+
+def _run_steps(config: Mapping[str, Any], out: Path, console: Console) -> DemoOutcome:
     from pipelines.demo_ab import run_ab
     from pipelines.demo_recsys import run_recsys
     from pipelines.demo_report import write_demo_report
     from pipelines.demo_retrieval import run_retrieval
 
-    console = console or Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes: no squeezed tables
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     outcome = DemoOutcome()
     timings: dict[str, float] = {}
     started = time.perf_counter()

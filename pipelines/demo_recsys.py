@@ -4,7 +4,8 @@ Every model is one :func:`pipelines.recsys_run.train_run` on the same per-user r
 ``<out>/split/{train,test}.parquet``), with early stopping on a validation split carved from the training side
 (``eval.refit: false``: the served model is the best validation epoch). For the A/B step each model's top-K lists
 for the test users are written as a TREC run (``<out>/<model>/test.run``) next to ``<out>/test_qrels.tsv``, so
-``regkit ab compare`` can redo any comparison.
+``regkit ab compare`` can redo any comparison. A model's folder must lie inside ``<out>``: its name is checked before
+anything is written (an absolute name or ``..`` would otherwise point the overwrite of a model run elsewhere).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common_regs.io import atomic_write_text
+from common_regs.output_folders import check_name, path_inside
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ def run_recsys(config: Mapping[str, Any], data_dir: Path, out: Path, console: Co
     from retrieval.runs import write_trec_run
 
     rec = config["recsys"]
+    run_dirs = {name: path_inside(out, check_name(name, "`recsys.models` key"))
+                for name, fragment in rec["models"].items() if fragment is not None}
     split = random_holdout_split(scan_log(data_dir / "recsys" / "interactions.parquet"),
                                  test_fraction=rec["split"]["test_fraction"], seed=rec["split"]["seed"])
     split.check()
@@ -100,17 +104,15 @@ def run_recsys(config: Mapping[str, Any], data_dir: Path, out: Path, console: Co
     runs: dict[str, dict[str, dict[str, float]]] = {}
     run_paths: dict[str, Path] = {}
     services: dict[str, Any] = {}
-    for name, fragment in rec["models"].items():
-        if fragment is None:
-            continue
+    for name, run_dir in run_dirs.items():
         console.print(f"[bold cyan]training {name}[/]")
         started = time.perf_counter()
-        report = train_run(_model_config(config, name, fragment, paths, data_dir), output_dir=out / name,
+        report = train_run(_model_config(config, name, rec["models"][name], paths, data_dir), output_dir=run_dir,
                            overwrite=True)
-        service = Recommender.load(out / name / "model")
+        service = Recommender.load(run_dir / "model")
         parameters, nonzero = _nonzero_share(service.model)
         runs[name] = recommendation_run(service, test, k)
-        run_paths[name] = write_trec_run(runs[name], out / name / "test.run", tag=name)
+        run_paths[name] = write_trec_run(runs[name], run_dir / "test.run", tag=name)
         services[name] = service
         validation = report.get("validation", {})
         metrics[name] = {
@@ -123,7 +125,7 @@ def run_recsys(config: Mapping[str, Any], data_dir: Path, out: Path, console: Co
             "seconds": time.perf_counter() - started,
             "ssl_mi": report.get("ssl", {}).get("mi"),
             "ssl_mi_weighting": report.get("ssl", {}).get("mi_weighting"),
-            "run_dir": str(out / name),
+            "run_dir": str(run_dir),
         }
     qrels = qrels_from_log(test)
     qrels_path = atomic_write_text(out / "test_qrels.tsv", "query-id\tcorpus-id\tscore\n" + "".join(

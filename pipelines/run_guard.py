@@ -2,6 +2,9 @@
 
 :func:`guarded_run_dir` wraps a job that fills a run folder in place (``regkit recsys train``):
 
+0. refuses a folder that is not empty and holds no regkit marker (``_SUCCESS.json``, ``_STARTED.json``, the lock,
+   or ``model/serving.json`` of a run written before the markers existed), even with ``overwrite``: regkit never
+   writes into or deletes files it did not write (:mod:`common_regs.output_folders`);
 1. takes ``<run>/.regkit.lock`` (:class:`common_regs.run_dir.OutputLock`): a second concurrent run is refused
    with a one-line error naming the lock; the lock of a killed run on this host is reported and taken over, so
    rerunning the same command resumes it; ``force`` also takes over a lock from another host;
@@ -27,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from common_regs.io import atomic_write_text
+from common_regs.output_folders import check_regkit_folder
 from common_regs.run_dir import (
+    LOCK_NAME,
     SUCCESS_NAME,
     OutputLock,
     clear_success_marker,
@@ -39,9 +44,10 @@ from common_regs.run_dir import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["STARTED_NAME", "guarded_run_dir"]
+__all__ = ["RUN_MARKERS", "STARTED_NAME", "guarded_run_dir"]
 
 STARTED_NAME = "_STARTED.json"
+RUN_MARKERS = (SUCCESS_NAME, STARTED_NAME, LOCK_NAME, "model/serving.json")
 
 
 def _check_unfinished(run_dir: Path, digest: str) -> None:
@@ -78,12 +84,14 @@ def guarded_run_dir(
     """Lock ``run_dir``, check it (module docstring), yield it, and mark it complete when the block succeeds.
 
     Raises:
+        common_regs.output_folders.ForeignFolderError: the folder is not empty and holds no regkit marker.
         common_regs.run_dir.OutputLockedError: another live run holds the folder.
         FileExistsError: the folder holds a finished run, or an unfinished one of another config, and
             ``overwrite`` is false.
     """
     run_dir = Path(run_dir)
     digest = config_sha256(config)
+    check_regkit_folder(run_dir, RUN_MARKERS)  # before the lock file, which would be written into it
     with OutputLock(lock_path_for(run_dir), force=force):
         if overwrite:
             clear_success_marker(run_dir)

@@ -324,7 +324,7 @@ class Recommender:
         """Write everything needed to serve into the folder ``path`` (atomically)."""
         import faiss
 
-        with atomic_dir(path, overwrite=overwrite) as tmp:
+        with atomic_dir(path, overwrite=overwrite, markers=("serving.json",)) as tmp:
             torch.save(
                 {"name": self.model.name, "config": self.model.get_config(), "state_dict": _served_state(self.model)},
                 tmp / "model.pt",

@@ -278,7 +278,8 @@ def download_beir(name: str, cache_dir: str | os.PathLike[str] | None = None, *,
         raise ConnectionError(
             f"could not download BEIR dataset {name!r} from {url} ({err}); without a network, pass a local folder."
         ) from err
-    with atomic_dir(target, overwrite=True) as tmp_dir, zipfile.ZipFile(archive) as zipped:
+    extracted = ("queries.jsonl", "qrels")  # a folder without them is not a BEIR extraction: never replaced
+    with atomic_dir(target, overwrite=True, markers=extracted) as tmp_dir, zipfile.ZipFile(archive) as zipped:
         zipped.extractall(tmp_dir)
         inner = tmp_dir / name
         if inner.is_dir():  # the official zips hold one top-level folder named after the dataset

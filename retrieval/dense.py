@@ -94,7 +94,7 @@ class DenseIndex:
         import faiss
 
         folder = Path(folder)
-        with atomic_dir(folder, overwrite=overwrite) as tmp:
+        with atomic_dir(folder, overwrite=overwrite, markers=(INDEX_METADATA_FILE,)) as tmp:
             faiss.write_index(self.faiss_index, str(tmp / "index.faiss"))
             (tmp / "docids.json").write_text(json.dumps(self.doc_ids), encoding="utf-8")
             info = {"kind": "dense", "format_version": 1, "documents": len(self), "dim": self.dim, **(metadata or {})}

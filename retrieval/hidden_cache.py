@@ -129,7 +129,7 @@ def build_hidden_cache(
     base = transformer.model.base_model
     dim = base.config.hidden_size
     order = sorted((i for i, n in enumerate(kept) if n), key=lambda i: kept[i])
-    with atomic_dir(folder, overwrite=True) as tmp:
+    with atomic_dir(folder, overwrite=True, markers=("meta.json",)) as tmp:
         hidden = np.lib.format.open_memmap(tmp / "hidden.npy", mode="w+", dtype=np.float16,
                                            shape=(int(offsets[-1]), dim))
         dense = np.zeros((len(doc_ids), dim), dtype=np.float32)

@@ -33,7 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from common_regs.io import atomic_dir
-from retrieval.index import finish_index, read_index_metadata, run_index_collection, write_collection_shards
+from retrieval.index import (
+    INDEX_MARKERS,
+    finish_index,
+    read_index_metadata,
+    run_index_collection,
+    write_collection_shards,
+)
 from retrieval.jvm import ensure_jvm, translate_java_errors
 from retrieval.search import IndexNotFoundError, Run, SearchError, check_index_dir, check_search_args, run_batches
 
@@ -141,7 +147,7 @@ def build_impact_index(
     if kept == 0:
         raise ValueError("`doc_vectors`: every document quantizes to an empty vector; raise `doc_scale`.")
     with tempfile.TemporaryDirectory(prefix="regkit-vectors-") as collection, atomic_dir(
-        index_dir, overwrite=overwrite
+        index_dir, overwrite=overwrite, markers=INDEX_MARKERS
     ) as tmp_index:
         shards = max(1, min(threads, kept))
         write_collection_shards(records(), Path(collection), shards=shards, total=kept, show_progress=show_progress)

@@ -27,13 +27,14 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from common_regs.io import atomic_dir, atomic_write_text
-from common_regs.run_dir import write_success_marker
+from common_regs.run_dir import SUCCESS_NAME, write_success_marker
 from retrieval.beir import Document
 from retrieval.jvm import autoclass, translate_java_errors
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "INDEX_MARKERS",
     "INDEX_METADATA_FILE",
     "IndexBuildError",
     "build_bm25_index",
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 INDEX_METADATA_FILE = "regkit-index.json"
+INDEX_MARKERS = (INDEX_METADATA_FILE, SUCCESS_NAME)  # an index folder regkit may replace holds one of them
 FORMAT_VERSION = 1
 
 
@@ -143,7 +145,7 @@ def build_bm25_index(
         corpus: ``{docid: Document}``, e.g. ``load_beir(folder).corpus``.
         index_dir: output folder; written atomically.
         threads: indexing threads (the collection is split into this many shard files).
-        overwrite: replace an existing ``index_dir``.
+        overwrite: replace an existing ``index_dir`` that is a regkit index (holds ``regkit-index.json``).
         show_progress: progress bar while writing the collection; None = on when logging is at INFO or below.
 
     Documents whose contents are blank are skipped by Anserini (they can never match); they are counted and
@@ -151,7 +153,8 @@ def build_bm25_index(
 
     Raises:
         ValueError: empty corpus or ``threads`` < 1.
-        FileExistsError: ``index_dir`` exists and ``overwrite`` is false.
+        FileExistsError: ``index_dir`` exists and ``overwrite`` is false, or it is not a regkit index
+            (:class:`common_regs.output_folders.ForeignFolderError`, also with ``overwrite``).
         IndexBuildError: Anserini failed, or indexed a different number of documents than expected.
     """
     if not corpus:
@@ -167,7 +170,7 @@ def build_bm25_index(
     records = ({"id": doc_id, "contents": doc.contents} for doc_id, doc in corpus.items())
     shards = max(1, min(threads, len(corpus)))
     with tempfile.TemporaryDirectory(prefix="regkit-collection-") as collection, atomic_dir(
-        index_dir, overwrite=overwrite
+        index_dir, overwrite=overwrite, markers=INDEX_MARKERS
     ) as tmp_index:
         write_collection_shards(
             records, Path(collection), shards=shards, total=len(corpus), show_progress=show_progress

@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from common_regs.io import atomic_path, atomic_write_text
+from common_regs.output_folders import check_regkit_folder
 from common_regs.run_dir import read_success_marker
 from retrieval.encoder import DocumentEncodingStats, encode_documents, query_weights
 from retrieval.impact import MAX_DOC_IMPACT, ImpactQuantization, ImpactSearcher, build_impact_index, quantize_weights
+from retrieval.index import INDEX_MARKERS
 from retrieval.resumable_encoding import DEFAULT_SHARD_SIZE, encode_documents_resumable
 
 logger = logging.getLogger(__name__)
@@ -90,7 +92,11 @@ def index_with_model(
     (:func:`retrieval.resumable_encoding.encode_documents_resumable`); the index records the encoding fingerprint,
     and the work folder is removed after the index is published. A rerun that finds the index already published
     with the same fingerprint (killed just before the clean-up) only removes the work folder.
+
+    A folder at ``index_dir`` that is not a regkit index is refused before any encoding, even with ``overwrite``
+    (:class:`common_regs.output_folders.ForeignFolderError`).
     """
+    check_regkit_folder(index_dir, INDEX_MARKERS)
     quantization = quantization or ImpactQuantization()
     if work_dir is None:
         vectors, stats = encode_documents(model, documents, batch_size=batch_size, show_progress=show_progress)

@@ -499,7 +499,7 @@ def _teacher_reader(position: int):
 
 def _save(config, model, out_dir: Path, log, seconds: float, setup_seconds: float) -> Path:
     model_dir = out_dir / "model"
-    with atomic_dir(model_dir, overwrite=True) as tmp:
+    with atomic_dir(model_dir, overwrite=True, markers=("idf.json",)) as tmp:
         model.save_pretrained(str(tmp))
         write_idf_json(tmp / "idf.json", idf_weights(model), mlm_parts(model)[0].tokenizer)
     resolved = asdict(config)

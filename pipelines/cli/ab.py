@@ -1,4 +1,8 @@
-"""``regkit ab``: offline A/B comparisons of rankings and off-policy estimates from logged interactions."""
+"""``regkit ab``: offline A/B comparisons of rankings and off-policy estimates from logged interactions.
+
+``--out`` is a run folder (:func:`pipelines.run_guard.guarded_run_dir`): a finished one is refused unless
+``--overwrite``, a non-empty folder regkit did not write is refused always.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,17 @@ from pipelines.cli._config import config_option
 
 app = typer.Typer(help="Offline A/B: paired run comparisons and off-policy estimates.", no_args_is_help=True)
 console = Console()
+_OVERWRITE_HELP = "Rewrite a finished --out (only a folder regkit wrote is ever rewritten)."
+
+
+def _job_config(ctx: typer.Context) -> dict:
+    """The options that define the job's result (what ``_STARTED.json`` / ``_SUCCESS.json`` hash)."""
+    return {name: value for name, value in ctx.params.items() if name not in ("config", "overwrite")}
 
 
 @app.command()
 def compare(
+    ctx: typer.Context,
     config: Path = config_option(),
     run_a: Path = typer.Argument(..., help="Baseline run (TREC run file)."),
     run_b: Path = typer.Argument(..., help="Candidate run (TREC run file)."),
@@ -25,12 +36,15 @@ def compare(
     confidence: float = typer.Option(0.95, help="Confidence level of the bootstrap intervals."),
     resamples: int = typer.Option(10_000, help="Bootstrap / permutation resamples."),
     seed: int = typer.Option(0, help="Random seed of the resampling."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Paired comparison of RUN_B against RUN_A: mean difference, bootstrap CI, randomization and t-test p-values."""
     from pipelines.ab_report import compare_and_report
+    from pipelines.run_guard import guarded_run_dir
 
-    comparisons, paths = compare_and_report(run_a, run_b, qrels, metric, out, confidence=confidence,
-                                            resamples=resamples, seed=seed)
+    with guarded_run_dir(out, config=_job_config(ctx), overwrite=overwrite, extra={"job": "ab compare"}):
+        comparisons, paths = compare_and_report(run_a, run_b, qrels, metric, out, confidence=confidence,
+                                                resamples=resamples, seed=seed)
     table = Table(title=f"{run_b.name} (B) vs {run_a.name} (A), {comparisons[0].queries} queries")
     for column in ("metric", "A", "B", "B − A", f"{confidence:.0%} CI", "p (rand.)", "p (t)", "p (Holm)", "W/T/L"):
         table.add_column(column, justify="right")
@@ -46,6 +60,7 @@ def compare(
 
 @app.command()
 def offpolicy(
+    ctx: typer.Context,
     config: Path = config_option(),
     log: Path = typer.Option(..., "--log", help="Logged interactions (parquet: user_id, item_id, reward, propensity, "
                                                 "optional position and round_id)."),
@@ -57,12 +72,15 @@ def offpolicy(
     confidence: float = typer.Option(0.95, help="Confidence level of the bootstrap intervals."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the intervals."),
     seed: int = typer.Option(0, help="Random seed of the bootstrap."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Estimate each target policy's expected reward per round from the logs, with bootstrap intervals."""
     from pipelines.ab_report import offpolicy_and_report
+    from pipelines.run_guard import guarded_run_dir
 
-    estimates, paths = offpolicy_and_report(log, policy, tuple(estimator), out, clip=clip, confidence=confidence,
-                                            bootstrap=bootstrap, seed=seed)
+    with guarded_run_dir(out, config=_job_config(ctx), overwrite=overwrite, extra={"job": "ab offpolicy"}):
+        estimates, paths = offpolicy_and_report(log, policy, tuple(estimator), out, clip=clip, confidence=confidence,
+                                                bootstrap=bootstrap, seed=seed)
     table = Table(title=f"off-policy estimates from {log.name}")
     for column in ("policy", "estimator", "value", "CI", "ESS", "rounds"):
         table.add_column(column, justify="right")

@@ -32,6 +32,9 @@ def eval_command(
     ),
     split: str = typer.Option("test", "--split", help="qrels split to evaluate."),
     out: Path = typer.Option(..., "--out", help="Output folder: run.trec, metrics.json, the index."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Rewrite a finished output folder (only a folder regkit wrote is ever rewritten)."
+    ),
     k: int = typer.Option(1000, "--k", help="Hits per query."),
     k1: float = typer.Option(0.9, "--k1", help="BM25 k1 (Pyserini BEIR flat regression: 0.9)."),
     b: float = typer.Option(0.4, "--b", help="BM25 b (Pyserini BEIR flat regression: 0.4)."),
@@ -45,7 +48,11 @@ def eval_command(
         True, "--ignore-identical-ids/--keep-identical-ids", help="BEIR rule: drop hits whose id is the query id."
     ),
 ) -> None:
-    """Index the corpus, search the split's queries, write run.trec and metrics.json, print the metrics."""
+    """Index the corpus, search the split's queries, write run.trec and metrics.json, print the metrics.
+
+    A finished ``--out`` (``_SUCCESS.json``) is refused unless ``--overwrite``; a non-empty folder regkit did not
+    write is refused always.
+    """
     from pipelines.evaluation.beir_eval import BeirEvalConfig, run_beir_eval
 
     config = BeirEvalConfig(
@@ -53,6 +60,6 @@ def eval_command(
         measures=[m.strip() for m in measures.split(",") if m.strip()], model=model, idf=idf,
         ignore_identical_ids=ignore_identical_ids,
     )
-    result = run_beir_eval(config)
+    result = run_beir_eval(config, overwrite=overwrite)
     print_metrics(f"{data.name} ({split}) {retriever}", result.evaluation.aggregate)
     console.print(f"run: {result.run_path}  metrics: {result.metrics_path}")

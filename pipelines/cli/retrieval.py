@@ -20,7 +20,9 @@ def index_command(
     data: Path = typer.Option(..., "--data", help="BEIR folder (its corpus.jsonl is indexed)."),
     index: Path = typer.Option(..., "--index", help="Output index folder."),
     threads: int = typer.Option(2, "--threads", help="Indexing threads."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index folder."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing regkit index (a folder without regkit-index.json never is)."
+    ),
     model: Path = typer.Option(None, "--model", help="Inference-free sparse model folder: build an impact index."),
     opensearch: Path = typer.Option(None, "--opensearch-bulk", help="With --model: also write OpenSearch NDJSON."),
     shard_size: int = typer.Option(1024, "--shard-size", help="With --model: documents per resumable shard."),
@@ -30,6 +32,7 @@ def index_command(
 
     The index is locked while it is built (``.<index>.lock`` beside it) and published by one rename with
     ``_SUCCESS.json`` inside; with ``--model``, rerunning a killed command reuses the shards already encoded.
+    An existing index is replaced only with ``--overwrite``, and only when it is a regkit index.
     """
     from common_regs.run_dir import OutputLock, lock_path_for, remove_stale_temporaries
     from retrieval.beir import read_corpus
@@ -89,9 +92,21 @@ def train_command(
     config: Path = typer.Option(..., "--config", help="YAML training config (see pipelines/configs/sparse_*.yaml)."),
     out: Path = typer.Option(None, "--out", help="Override the config's out_dir."),
     steps: int = typer.Option(None, "--steps", help="Override the config's steps."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Retrain into a finished out_dir (regkit's only)."),
+    force: bool = typer.Option(False, "--force", help="Take over an out_dir lock held from another host."),
 ) -> None:
-    """Train an inference-free learned sparse retriever (IDF-aware FLOPS, ensemble KD); saves <out_dir>/model."""
+    """Train an inference-free learned sparse retriever (IDF-aware FLOPS, ensemble KD); saves <out_dir>/model.
+
+    ``out_dir`` is locked while training and marked finished (``_SUCCESS.json``) at the end; a finished one is
+    refused unless ``--overwrite``, a non-empty folder regkit did not write is refused always.
+    """
+    from dataclasses import asdict
+
+    from pipelines.run_guard import guarded_run_dir
     from retrieval.sparse_training import load_train_config, train_sparse
 
-    result = train_sparse(load_train_config(config, out_dir=str(out) if out else None, steps=steps))
+    resolved = load_train_config(config, out_dir=str(out) if out else None, steps=steps)
+    with guarded_run_dir(resolved.out_dir, config=asdict(resolved), overwrite=overwrite, force=force,
+                         extra={"job": "retrieval train"}):
+        result = train_sparse(resolved)
     console.print(f"model at {result.model_dir} ({result.seconds:.0f} s training, {result.setup_seconds:.0f} s setup)")

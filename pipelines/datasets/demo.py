@@ -280,7 +280,7 @@ def write_demo_data(out: str | Path, spec: DemoSpec = DemoSpec(), *, overwrite: 
     """Write ``out/recsys/{interactions,items,users}.parquet``, ``out/beir/`` (BEIR layout) and ``out/spec.json``."""
     out = Path(out)
     tables, beir_files, _ = generate_demo(spec)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, markers=("spec.json",)) as tmp:
         (tmp / "recsys").mkdir()
         for name, table in tables.items():
             table.write_parquet(tmp / "recsys" / f"{name}.parquet", statistics=False)

@@ -103,7 +103,7 @@ def write_longtail_log(out: str | Path, spec: LongTailSpec = LongTailSpec(), *, 
         counts.max(),
         np.median(counts),
     )
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, markers=("spec.json",)) as tmp:
         log.write_parquet(tmp / "interactions.parquet", statistics=False)
         items.write_parquet(tmp / "items.parquet", statistics=False)
         (tmp / "spec.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")

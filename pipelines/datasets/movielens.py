@@ -131,7 +131,7 @@ def convert_movielens_100k(raw: str | Path, out: str | Path, *, overwrite: bool 
         "splits": {name: frame.height for name, frame in splits.items()},
         "sha256": {p.name: _sha256(p) for p in [raw / "u.data", raw / "u.item", raw / "u.user", *split_files]},
     }
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, markers=("manifest.json",)) as tmp:
         interactions.write_parquet(tmp / "interactions.parquet", statistics=False)
         items.write_parquet(tmp / "items.parquet", statistics=False)
         users.write_parquet(tmp / "users.parquet", statistics=False)

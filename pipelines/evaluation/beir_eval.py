@@ -1,6 +1,8 @@
 """End-to-end BEIR evaluation of a first-stage retriever: load → index → search → run file → metrics.json.
 
-``run_beir_eval`` is what ``regkit beir eval`` calls. Outputs in ``out_dir``:
+``run_beir_eval`` is what ``regkit beir eval`` calls. ``out_dir`` is a run folder
+(:func:`pipelines.run_guard.guarded_run_dir`): a finished one (``_SUCCESS.json``) is refused unless ``overwrite``, one
+that regkit did not write is refused always. Outputs in ``out_dir``:
 
 * ``run.trec``: the top-k run (TREC format, trec_eval order);
 * ``metrics.json``: aggregate and per-query metrics, dataset counts, timings, the resolved config, and the hits
@@ -8,7 +10,8 @@
 * ``report.md`` / ``report.html`` (metric table, timings, per-query histogram; provenance and data fingerprint);
 * ``resolved_config.yaml`` and ``run.json`` (versions, git commit, config);
 * the index it built (``index/`` for BM25, ``dense-index/`` for the dense baseline, ``impact-index/`` for the
-  inference-free sparse model), reusable with ``regkit retrieval search``.
+  inference-free sparse model), reusable with ``regkit retrieval search``;
+* ``_STARTED.json`` first and ``_SUCCESS.json`` last (config hash, versions, time).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from common_regs.io import atomic_write_text
 from pipelines.evaluation.metrics import DEFAULT_MEASURES, Evaluation, evaluate, parse_measures
 from pipelines.provenance import write_run_metadata
 from pipelines.report import Report, ReportPaths, histogram_plot
+from pipelines.run_guard import guarded_run_dir
 from retrieval.beir import BeirDataset, load_beir
 from retrieval.runs import write_trec_run
 
@@ -176,11 +180,20 @@ def _write_report(
     return report.write(out_dir, metrics=payload, config=payload["config"], inputs=[Path(config.data)])
 
 
-def run_beir_eval(config: BeirEvalConfig) -> BeirEvalResult:
-    """Index, search and evaluate one retriever on one BEIR split; write the outputs listed in the module doc."""
+def run_beir_eval(config: BeirEvalConfig, *, overwrite: bool = False) -> BeirEvalResult:
+    """Index, search and evaluate one retriever on one BEIR split; write the outputs listed in the module doc.
+
+    Raises:
+        FileExistsError: ``out_dir`` holds a finished evaluation and ``overwrite`` is false, or it is a folder
+            regkit did not write (:class:`common_regs.output_folders.ForeignFolderError`, also with ``overwrite``).
+    """
     dataset = load_beir(config.data, split=config.split)
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with guarded_run_dir(out_dir, config=asdict(config), overwrite=overwrite, extra={"job": "beir eval"}):
+        return _evaluate(config, dataset, out_dir)
+
+
+def _evaluate(config: BeirEvalConfig, dataset: BeirDataset, out_dir: Path) -> BeirEvalResult:
     logger.info("BEIR %s (%s split): %s", dataset.name, config.split, dataset.summary())
     runner = {"bm25": _bm25_run, "dense": _dense_run, "sparse": _sparse_run}[config.retriever]
     run, timings = runner(config, dataset, out_dir)
