@@ -44,7 +44,9 @@ One YAML file configures a run (see ``pipelines/configs/ml100k_*.yaml``); ``regk
     :class:`recsys.serving.IndexConfig` options.
 
 Every run writes ``resolved_config.yaml``, ``metrics.json``, ``run.json`` (git SHA, versions, seed) and the
-served model (``model/``) under ``output_dir``.
+served model (``model/``) under ``output_dir``. A run that holds its logs in memory (not ``streaming``) also records
+the split's ``split_fingerprint`` in ``metrics.json`` and writes its test lists as ``test_run.trec`` beside
+``test_qrels.trec`` (:mod:`pipelines.recsys_split`; ``regkit data split`` writes the same split as files).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ from pipelines.evaluation.recsys import evaluate_recommendations, make_evaluator
 from pipelines.evaluation.recsys_streaming import evaluate_recommendations_streaming
 from pipelines.provenance import run_metadata
 from pipelines.recsys_hooks import build_hooks, check_hook_specs
+from pipelines.recsys_split import TEST_RUN, SplitLogs, write_test_trec
 from pipelines.recsys_ssl import add_ssl_section, resolve_ssl_config, ssl_hooks
 from pipelines.report import Report, bar_plot, line_plot
 from recsys.data import (
@@ -99,7 +102,7 @@ from recsys.trainer import TrainConfig, Trainer, TrainResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULTS", "apply_overrides", "load_config", "train_run"]
+__all__ = ["DEFAULTS", "apply_overrides", "load_config", "load_split", "train_run"]
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -201,14 +204,32 @@ def _under_data_dir(data: Mapping[str, Any], value: str | Path) -> Path:
     return Path(data["dir"]) / path if data.get("dir") and not path.is_absolute() else path
 
 
+def _input(data: Mapping[str, Any], key: str, value: str | Path | None) -> Path | None:
+    """``data.<key>`` = ``value`` as the path of a file to read; a missing one is an error naming the key and, for a
+    relative path, what it was resolved against."""
+    if value is None:
+        return None
+    path = _under_data_dir(data, value)
+    if path.exists():
+        return path
+    base = ""
+    if not Path(value).is_absolute() and data.get("dir"):
+        base = f" (relative paths are resolved against `data.dir` = {data['dir']}"
+        base += ")" if Path(data["dir"]).is_absolute() else f", itself under the current directory {Path.cwd()})"
+    elif not Path(value).is_absolute():
+        base = f" (relative paths are resolved against the current directory {Path.cwd()}, or `data.dir` when set)"
+    fix = f", or set `data.{key}: null` to take the ids from the training log" if key in ("users", "items") else ""
+    raise FileNotFoundError(f"`data.{key}`: {path} not found{base}. Fix the path{fix}.")
+
+
 def _split(data: Mapping[str, Any]) -> Split:
     method = data["split"]
     if method == "given":
-        train, test = _path(data, "train"), _path(data, "test")
+        train, test = _input(data, "train", data.get("train")), _input(data, "test", data.get("test"))
         if train is None or test is None:
             raise ValueError("`data.split`='given' needs `data.train` and `data.test` files.")
         return given_split(train, test)
-    log_path = _path(data, "log")
+    log_path = _input(data, "log", data.get("log"))
     if log_path is None:
         raise ValueError(f"`data.split`={method!r} needs `data.log` (the full interaction log).")
     log = scan_log(log_path)
@@ -308,7 +329,7 @@ class _Data:
         self.train_log = None if self.streaming else train_lazy.collect()
         self.test_log = None if self.streaming else test_lazy.collect()
         log = train_lazy if self.streaming else self.train_log
-        users_path, items_path = _path(data, "users"), _path(data, "items")
+        users_path, items_path = _input(data, "users", data.get("users")), _input(data, "items", data.get("items"))
         self.users = _vocabulary("user_id", users_path, log)
         self.items = _vocabulary("item_id", items_path, log)
         user_specs = [FeatureSpec.from_dict(spec) for spec in data["user_features"]]
@@ -316,6 +337,7 @@ class _Data:
         self.user_features = FeatureTable.build(self.users, user_specs, users_path)
         self.item_features = FeatureTable.build(self.items, item_specs, items_path)
         self.fit_log, self.valid_log = (None, None)
+        self.validation_name: str | None = None
         self.given_validation = validation.method == "given"
         if self.given_validation:
             self._read_given_validation(validation, cleaning)
@@ -353,9 +375,17 @@ class _Data:
 
     def _read_given_validation(self, validation: ValidationConfig, cleaning: Mapping[str, Any]) -> None:
         """``data.validation: {method: given, file: ...}``: a held-out file beside the train / test files."""
-        path = _under_data_dir(self.config, validation.file)
+        path = _input(self.config, "validation.file", validation.file)
         self.valid_log = clean_log(scan_log(path), where="validation", **cleaning).collect()
         self.validation_name = f"given:{path.name}"
+
+    def split_logs(self) -> SplitLogs:
+        """The cleaned logs the run trains, validates and tests on (:mod:`pipelines.recsys_split`)."""
+        if self.train_log is None or self.test_log is None:
+            raise ValueError("`data.streaming`=true leaves the logs on disk: the split is the given `data.train` and "
+                             "`data.test` files.")
+        return SplitLogs(self.split_name, self.train_log, self.test_log, self.fit_log, self.valid_log,
+                         self.validation_name)
 
     def encode(self, log: pl.DataFrame) -> Interactions:
         return encode_interactions(log, self.users, self.items, where="train", unknown="error")
@@ -506,6 +536,11 @@ def _run_report(report: dict[str, Any], result: TrainResult) -> Report:
     return page
 
 
+def load_split(config: Mapping[str, Any]) -> SplitLogs:
+    """The logs a run of ``config`` trains, validates and tests on, prepared by the code :func:`train_run` uses."""
+    return _Data(_merge(DEFAULTS, config)["data"]).split_logs()
+
+
 def train_run(
     config: Mapping[str, Any],
     *,
@@ -535,6 +570,8 @@ def train_run(
     train_config = TrainConfig.from_dict(config["train"])
     stream_path = data.train_path if data.streaming else None
     report: dict[str, Any] = {"split": data.split_name, "model": config["model"]["name"]}
+    if not data.streaming:  # `regkit data split` writes files with the same fingerprint
+        report["split_fingerprint"] = data.split_logs().fingerprint()
     tuning: TrainResult | None = None
     if data.valid_log is not None:
         tuned = _fit(
@@ -598,6 +635,8 @@ def train_run(
         test_metrics = evaluate_recommendations(
             service, data.test_log, ks=config["eval"]["ks"], head_fraction=config["eval"]["head_fraction"]
         )
+        written = write_test_trec(service, data.test_log, out, k=max(config["eval"]["ks"]), tag=report["model"])
+        report["test_run"] = TEST_RUN if written else None
     report.update(
         {
             "test": test_metrics,

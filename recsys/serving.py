@@ -243,6 +243,13 @@ class Recommender:
         counts[known] = self.seen_indptr[users[known] + 1] - self.seen_indptr[users[known]]
         return counts == 0
 
+    def served_by_popularity(self, users: np.ndarray) -> np.ndarray:
+        """Which users (indices) get the most popular items: cold ones the model cannot embed (an unknown id, or a
+        known user without history when the model has no user-feature tower)."""
+        users = np.asarray(users, dtype=np.int64)
+        embeddable = (users < self.users.size) & bool(self.model.has_user_features)
+        return self.is_cold(users) & ~embeddable
+
     def recommend_indices(
         self, users: Sequence[int] | np.ndarray, k: int, *, exclude_seen: bool = True, batch_size: int = 1024
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -257,7 +264,7 @@ class Recommender:
         out_items = np.full((users.size, k), -1, dtype=np.int64)
         out_scores = np.full((users.size, k), -np.inf, dtype=np.float32)
         cold = self.is_cold(users)
-        by_model = ~cold | (cold & (users < self.users.size) & bool(self.model.has_user_features))
+        by_model = ~self.served_by_popularity(users)
         for start in range(0, users.size, batch_size):
             rows = np.arange(start, min(start + batch_size, users.size))
             model_rows = rows[by_model[rows]]

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from pipelines.cli import ab, beir, data, demo, recsys, regs, retrieval
+
+if TYPE_CHECKING:
+    import click
 
 __all__ = ["app", "main"]
 
@@ -20,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # click's plain help: rich's option panel cuts option names and defaults at 80 columns
 )
 app.add_typer(ab.app, name="ab")
 app.add_typer(data.app, name="data")
@@ -53,9 +58,25 @@ def root(
     logging.getLogger("torch.fx._symbolic_trace").setLevel(max(level, logging.ERROR))
 
 
+def _first_sentence(text: str) -> str:
+    words = text.split("\n\n", 1)[0].split()
+    end = next((i for i, word in enumerate(words) if word.endswith(".")), len(words) - 1)
+    return " ".join(words[: end + 1])
+
+
+def _whole_summaries(command: click.Command) -> None:
+    """Give every subcommand its help's whole first sentence as its summary: click would cut it with "..." to fit
+    the terminal's width, while the command list wraps a summary it is given."""
+    for sub in getattr(command, "commands", {}).values():  # Typer vendors click: duck-type groups
+        if not sub.short_help and sub.help:
+            sub.short_help = _first_sentence(sub.help)
+        _whole_summaries(sub)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the exit status."""
     command = typer.main.get_command(app)
+    _whole_summaries(command)
     try:
         command.main(args=argv, prog_name="regkit", standalone_mode=False)
     except typer.Exit as done:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -55,6 +56,41 @@ def validate(file: Path = typer.Argument(..., help="A parquet interaction log.")
         **{f"nulls in {column}": count for column, count in summary.nulls.items()},
     }
     _print_counts(f"{file}: valid interaction log", counts)
+
+
+@app.command()
+def split(
+    config: Path = typer.Option(None, "--config", help="recsys run config (the file `regkit recsys train` takes)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a run-config value: data.key=value (repeatable)."),
+    log: Path = typer.Option(None, "--log", help="The interaction log to split (sets data.log)."),
+    method: str = typer.Option(
+        None, "--split", help="random_holdout, leave_last_out or temporal (sets data.split; default: the config's)."
+    ),
+    test_fraction: float = typer.Option(None, "--test-fraction", help="random_holdout / temporal: share held out."),
+    leave_last: int = typer.Option(None, "--leave-last", help="leave_last_out: latest interactions held out per user."),
+    split_seed: int = typer.Option(None, "--split-seed", help="random_holdout: seed of the held-out draw."),
+    out: Path = typer.Option(..., "--out", help="Output folder (train, test, fit, valid parquet; qrels; split.json)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+) -> None:
+    """Write the split `regkit recsys train` trains on (same options, same code) as parquet files and TREC qrels.
+
+    Files: train.parquet and test.parquet; fit.parquet and valid.parquet, the validation carve of train that early
+    stopping uses (data.validation); test_qrels.trec; split.json with the fingerprint that `recsys train` records in
+    metrics.json. Ids in the qrels are u:<user_id> and i:<item_id>, as in a run's test_run.trec.
+    """
+    from pipelines.recsys_run import load_config, load_split
+    from pipelines.recsys_split import TEST_QRELS, write_split
+
+    shorthands = {"log": None if log is None else str(log), "split": method, "test_fraction": test_fraction,
+                  "leave_last": leave_last, "split_seed": split_seed}
+    sets = [f"data.{key}={json.dumps(value)}" for key, value in shorthands.items() if value is not None]
+    resolved = load_config(config, [*overrides, *sets])
+    logs = load_split(resolved)
+    summary = write_split(logs, out, data=resolved["data"], overwrite=overwrite)
+    counts = {f"{side}.parquet rows": rows for side, rows in summary["rows"].items()}
+    _print_counts(f"{logs.name} → {out}", {**counts, "fingerprint": summary["fingerprint"]["sha256"][:16]})
+    console.print(f"compare runs on it: regkit ab compare A/test_run.trec B/test_run.trec --qrels {out / TEST_QRELS}",
+                  soft_wrap=True)
 
 
 @app.command()

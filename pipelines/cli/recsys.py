@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -66,13 +67,40 @@ def recommend(
     k: int = typer.Option(10, "--k", help="List length."),
     include_seen: bool = typer.Option(False, "--include-seen", help="Do not exclude training items."),
 ) -> None:
-    """Print top-k items (JSON lines: user, items, scores) for the given users."""
+    """Print top-k items (JSON lines: user, items, scores) for the given users.
+
+    A user the model cannot embed (an id not in the training data, or one without history when the model has no
+    user features) gets the most popular items: its line says "fallback": "popularity", with a note on stderr. A
+    user without history served from its features says "fallback": "user_features".
+    """
     from recsys.serving import Recommender
 
     service = Recommender.load(model)
-    ids = [int(user) if service.users.ids.dtype.kind in "iu" else user for user in users]
-    for user, ranked in zip(ids, service.recommend(ids, k, exclude_seen=not include_seen), strict=True):
-        typer.echo(json.dumps({"user": user, "items": [i for i, _ in ranked], "scores": [s for _, s in ranked]}))
+    ids = [_raw_user_id(user, service.users.ids) for user in users]
+    indices = service.users.encode(np.asarray(ids))
+    by_popularity, cold = service.served_by_popularity(indices), service.is_cold(indices)
+    lists = service.recommend(ids, k, exclude_seen=not include_seen)
+    for user, index, ranked, popular, no_history in zip(ids, indices, lists, by_popularity, cold, strict=True):
+        line: dict = {"user": user, "items": [i for i, _ in ranked], "scores": [s for _, s in ranked]}
+        if popular:
+            known = "is not in" if index == service.users.oov_index else "has no interactions in"
+            typer.echo(f"regkit: user {user!r} {known} the model's training data: serving the most popular items "
+                       '("fallback": "popularity").', err=True)
+        if no_history:
+            line["fallback"] = "popularity" if popular else "user_features"
+        typer.echo(json.dumps(line))
+
+
+def _raw_user_id(user: str, known: np.ndarray) -> int | str:
+    """``--user`` as the model's id type: an int for a model trained on integer ids (else a BadParameter)."""
+    if known.dtype.kind not in "iu":
+        return user
+    try:
+        return int(user)
+    except ValueError:
+        example = ", ".join(str(i) for i in known[:3].tolist())
+        raise typer.BadParameter(f"{user!r}: this model's user ids are integers (e.g. {example}); "
+                                 "pass a user id from the training log.", param_hint="--user") from None
 
 
 @app.command("eval")

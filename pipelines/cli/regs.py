@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import textwrap
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from common_regs.registry import list_methods
 
@@ -27,9 +28,12 @@ def list_command(
     if kind is not None and not methods:
         kinds = sorted({method.kind for method in list_methods()})
         raise typer.BadParameter(f"no method of kind {kind!r}; kinds: {kinds}.", param_hint="--kind")
-    table = Table(title=f"common_regs methods ({len(methods)})")
-    for column in ("name", "kind", "seed #", "module", "paper"):
-        table.add_column(column)
+    # One entry per method (name line, then paper and module indented) instead of a table: five columns in 80
+    # cut the names short, and a name is what a config's `hooks:` entry needs.
+    console = Console(highlight=False)
+    console.print(Text(f"common_regs methods ({len(methods)}): name, hook kind, seed-paper number; paper; module"))
     for method in methods:
-        table.add_row(method.name, method.kind, str(method.seed or ""), method.module, method.paper)
-    Console().print(table)
+        seed = f"  seed #{method.seed}" if method.seed else ""
+        paper = textwrap.fill(method.paper, width=console.width, initial_indent="    ", subsequent_indent="    ")
+        console.print(Text.assemble((method.name, "bold"), f"  {method.kind}{seed}\n{paper}\n    {method.module}"),
+                      soft_wrap=True)  # wrapped above, a long module name is not cut

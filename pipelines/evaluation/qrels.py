@@ -1,13 +1,15 @@
-"""Read judgments in either layout: BEIR ``query-id<TAB>corpus-id<TAB>score`` or TREC ``qid 0 docid rel``."""
+"""Judgments: read BEIR ``query-id<TAB>corpus-id<TAB>score`` or TREC ``qid 0 docid rel`` files, write TREC ones."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
+from common_regs.io import atomic_path
 from retrieval.beir import BeirFormatError, read_qrels
 
-__all__ = ["load_qrels"]
+__all__ = ["load_qrels", "write_trec_qrels"]
 
 
 def _read_trec_qrels(path: Path) -> dict[str, dict[str, int]]:
@@ -36,3 +38,16 @@ def load_qrels(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
     with open(path, encoding="utf-8-sig") as handle:
         first = next((line for line in handle if line.strip()), "")
     return _read_trec_qrels(path) if len(first.split()) == 4 and "\t" not in first.strip() else read_qrels(path)
+
+
+def write_trec_qrels(qrels: Mapping[str, Mapping[str, int]], path: str | os.PathLike[str]) -> Path:
+    """Write ``{qid: {docid: relevance}}`` atomically as TREC qrels (``qid 0 docid rel``), which :func:`load_qrels`
+    reads back unchanged."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        for qid, docs in qrels.items():
+            for docid, relevance in docs.items():
+                if any(not value or any(ch.isspace() for ch in value) for value in (str(qid), str(docid))):
+                    raise ValueError(f"query {qid!r}, document {docid!r}: TREC qrels ids must be non-empty, "
+                                     "without whitespace.")
+                out.write(f"{qid} 0 {docid} {int(relevance)}\n")
+    return Path(path)

@@ -37,7 +37,9 @@ from recsys.serving import Recommender
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_recommendations", "head_items", "make_evaluator", "qrels_from_log", "run_from_lists"]
+__all__ = [
+    "evaluate_recommendations", "head_items", "make_evaluator", "qrels_from_log", "rank_users", "run_from_lists",
+]
 
 
 def qrels_from_log(test: pl.DataFrame) -> dict[str, dict[str, int]]:
@@ -57,6 +59,15 @@ def run_from_lists(users: Sequence[Any], lists: Sequence[Sequence[Any]]) -> dict
         size = len(ranked)
         run[f"u:{user}"] = {f"i:{item}": float(size - rank) for rank, item in enumerate(ranked)}
     return run
+
+
+def rank_users(
+    service: Recommender, raw_users: np.ndarray, k: int, *, exclude_seen: bool = True
+) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
+    """Top-``k`` item indices ``(U, k)`` of raw user ids (``-1`` pads), and the same lists as a ``u:`` / ``i:`` run."""
+    items, _ = service.recommend_indices(service.users.encode(raw_users), k, exclude_seen=exclude_seen)
+    lists = [service.items.decode(row[row >= 0]).tolist() for row in items]
+    return items, run_from_lists(raw_users.tolist(), lists)
 
 
 def head_items(popularity: np.ndarray, head_fraction: float = 0.2) -> np.ndarray:
@@ -114,9 +125,7 @@ def evaluate_recommendations(
             "user features" if service.model.has_user_features else "popularity",
         )
     k_max = max(ks)
-    items, _ = service.recommend_indices(user_index, k_max, exclude_seen=exclude_seen)
-    lists = [service.items.decode(row[row >= 0]).tolist() for row in items]
-    run = run_from_lists(raw_users.tolist(), lists)
+    items, run = rank_users(service, raw_users, k_max, exclude_seen=exclude_seen)
     measures = _measures(ks)
     overall = evaluate(qrels, run, measures)
     metrics: dict[str, Any] = dict(overall.aggregate)

@@ -12,7 +12,6 @@ import pytest
 from common_regs.config_check import ConfigError
 from pipelines.evaluation.recsys import evaluate_recommendations
 from pipelines.recsys_run import train_run
-from recsys.data import LogSchemaError
 from recsys.serving import Recommender
 from recsys.splits import random_holdout_split
 
@@ -79,7 +78,7 @@ def test_the_served_model_is_the_best_validation_epoch(three_files, tmp_path, st
     ("validation", "error", "message"),
     [
         ({"method": "given"}, ValueError, r"'given' needs `data.validation.file`"),
-        ({"method": "given", "file": "gone.parquet"}, LogSchemaError, r"gone\.parquet: interaction log not found"),
+        ({"method": "given", "file": "gone.parquet"}, FileNotFoundError, r"`data.validation.file`: \S*gone\.parquet "),
         ({"method": "random_holdout", "fraction": "0.1"}, ConfigError, r"`data.validation.fraction` must be a number"),
         ({"method": "holdout"}, ConfigError, r"`data.validation.method` must be one of \['none', 'given'"),
         ({"method": "random_holdout", "frac": 0.2}, ConfigError, r"unknown `data.validation` options \['frac'\]"),
