@@ -26,6 +26,7 @@ def test_label_weight_equals_one_minus_pasted_area(seed: int) -> None:
         assert soft[i, i] == pytest.approx(own, abs=1e-6)
         assert soft[i, partner] == pytest.approx(pasted, abs=1e-6)
     torch.testing.assert_close(soft.sum(1), torch.ones(6))
+    assert float(soft.diagonal().min()) < 1.0  # a box was pasted: with no mixing every equality above holds too
 
 
 def test_deterministic_under_a_seed_and_box_rule() -> None:
