@@ -48,7 +48,8 @@ class RegHooks:
         model: the model; reparametrizations and mask schedulers are prepared on it here.
         optimizer: the optimizer; mask schedulers zero its state at pruned entries. Trainable parameters that
             preparing the hooks creates (a reparametrization's factors, e.g. SORSA's A, S, B) did not exist when
-            it was built, so they are added to it as one new param group with its defaults (``lr``, ...).
+            it was built, so they are added to it as one new param group, with the settings (``lr``, ...) of the
+            group that held the weights they replace, or the optimizer's defaults when those were in several.
         weights: optional per-loss-term weight (number or schedule), keyed by position in ``hooks``;
             a loss term without one uses its own ``weight`` attribute, else 1.
 
@@ -83,8 +84,9 @@ class RegHooks:
             reparam.prepare(model)
         for scheduler in self.by_kind["mask_scheduler"]:
             scheduler.prepare(model, optimizer)
+        now = {id(parameter) for parameter in model.parameters()}
         self.new_parameters = [p for p in model.parameters() if p.requires_grad and id(p) not in existing]
-        _give_to_optimizer(self.new_parameters, optimizer)
+        _give_to_optimizer(self.new_parameters, optimizer, replaced=existing - now)
         self.last_terms: dict[str, float] = {}
 
     def transform(self, batch: Any) -> Any:
@@ -148,19 +150,31 @@ class RegHooks:
         return loss.detach()
 
 
-def _give_to_optimizer(parameters: list[nn.Parameter], optimizer: torch.optim.Optimizer | None) -> None:
-    """Add the parameters the optimizer does not hold yet as one param group with its defaults."""
+def _give_to_optimizer(parameters: list[nn.Parameter], optimizer: torch.optim.Optimizer | None,
+                       replaced: set[int]) -> None:
+    """Add the parameters the optimizer does not hold yet as one param group.
+
+    The group copies the settings (``lr``, ``weight_decay``, ...) of the group that held the weights the hooks
+    replaced when that is one group, else it takes the optimizer's defaults.
+    """
+    if not parameters:
+        return
     if optimizer is None:
-        if parameters:
-            logger.info("RegHooks: preparing the hooks created %d trainable tensor(s); build the optimizer after "
-                        "RegHooks so that it holds them.", len(parameters))
+        logger.info("RegHooks: preparing the hooks created %d trainable tensor(s); build the optimizer after "
+                    "RegHooks so that it holds them.", len(parameters))
         return
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
     missing = [p for p in parameters if id(p) not in held]
-    if missing:
-        optimizer.add_param_group({"params": missing})
-        logger.info("RegHooks: added %d trainable tensor(s) (%d values) created by the hooks to the optimizer.",
-                    len(missing), sum(p.numel() for p in missing))
+    if not missing:
+        return
+    sources = [group for group in optimizer.param_groups if any(id(p) in replaced for p in group["params"])]
+    settings = {k: v for k, v in sources[0].items() if k != "params"} if len(sources) == 1 else {}
+    if "name" in settings:
+        settings["name"] = f"{settings['name']}/reparam"
+    optimizer.add_param_group({**settings, "params": missing})
+    logger.info("RegHooks: added %d trainable tensor(s) (%d values) created by the hooks to the optimizer (%s).",
+                len(missing), sum(p.numel() for p in missing),
+                "settings of the group they replace" if settings else "the optimizer's defaults")
 
 
 def _device_of(model: nn.Module) -> torch.device:

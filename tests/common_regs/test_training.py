@@ -140,3 +140,16 @@ def test_without_an_optimizer_the_new_parameters_are_listed_for_one_built_after(
     assert [tuple(p.shape) for p in hooks.new_parameters] == [(2, 8), (2,), (6, 2)]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # built after RegHooks: holds them
     assert {id(p) for p in hooks.new_parameters} <= {id(p) for p in optimizer.param_groups[0]["params"]}
+
+
+def test_new_parameters_take_the_settings_of_the_group_they_replace() -> None:
+    from common_regs.lowrank import SORSA
+
+    model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 4))
+    optimizer = torch.optim.AdamW([{"name": "body", "params": list(model[0].parameters()), "lr": 0.5,
+                                    "weight_decay": 0.25},
+                                   {"name": "head", "params": list(model[2].parameters())}], lr=1e-3)
+    RegHooks([SORSA(rank=2, exclude=["2"])], model, optimizer)
+    added = optimizer.param_groups[-1]
+    assert (added["name"], added["lr"], added["weight_decay"]) == ("body/reparam", 0.5, 0.25)
+    assert len(added["params"]) == 3  # A, S, B of layer 0
