@@ -14,6 +14,9 @@ Crash-safety practice shared by every regkit trainer and by resumable encoders:
 :class:`CheckpointDir` names checkpoints ``<prefix>-<step:09d><suffix>`` (zero-padded so that names sort by step),
 keeps the newest ``keep`` (default 2: the latest plus one fallback) and prunes older ones only after a new one
 is completely written.
+
+:func:`global_rng_state` / :func:`set_global_rng_state` hold the global torch and numpy RNG states as tensors and
+plain numbers, so a checkpoint reads back with ``torch.load(weights_only=True)`` (:mod:`common_regs.safe_load`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
 
 from common_regs.io import atomic_path, atomic_write_text
 
@@ -37,7 +43,9 @@ __all__ = [
     "CheckpointError",
     "ChecksumError",
     "checksum_path",
+    "global_rng_state",
     "save_with_checksum",
+    "set_global_rng_state",
     "sha256_file",
     "verify_checksum",
 ]
@@ -62,6 +70,22 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def global_rng_state() -> dict[str, Any]:
+    """The global torch and numpy (legacy ``np.random``) RNG states as tensors and plain numbers (no pickles)."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    numpy_state = {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                   "position": int(position), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+    return {"torch": torch.get_rng_state(), "numpy": numpy_state}
+
+
+def set_global_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`global_rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
 
 
 def checksum_path(path: str | os.PathLike[str]) -> Path:

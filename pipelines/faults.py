@@ -172,10 +172,10 @@ def recsys_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def saved_model_state(run_dir: Path) -> dict[str, Any]:
-    """The served model's tensors (``<run>/model/model.pt``)."""
-    import torch
+    """The served model's tensors (``<run>/model/model.pt``, read without the code-running unpickler)."""
+    from common_regs.safe_load import load_tensors
 
-    return torch.load(run_dir / "model" / "model.pt", map_location="cpu", weights_only=False)["state_dict"]
+    return load_tensors(run_dir / "model" / "model.pt", what="served model")["state_dict"]
 
 
 def compare_states(reference: Mapping[str, Any], other: Mapping[str, Any]) -> list[str]:

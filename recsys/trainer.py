@@ -34,8 +34,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from common_regs.api import TrainContext
-from common_regs.checkpoint import CheckpointDir, save_with_checksum
+from common_regs.checkpoint import CheckpointDir, global_rng_state, save_with_checksum, set_global_rng_state
 from common_regs.config_check import check_config_fields
+from common_regs.safe_load import load_tensors
 from common_regs.training import RegHooks
 from recsys.data import IndexBatch, InMemoryBatches, NegativeSampler, StreamingBatches
 from recsys.losses import StreamingFrequencyEstimator, bpr_loss, in_batch_softmax_loss, log_q_from_counts
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["CHECKPOINT_PREFIX", "TrainConfig", "TrainResult", "Trainer"]
 
 CHECKPOINT_PREFIX = "ckpt"  # files ckpt-<step:09d>.pt + ckpt-<step:09d>.pt.sha256
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: RNG states as tensors and numbers, read with weights_only=True (1 pickled numpy's)
 
 EvaluateFn = Callable[[Recommender], Mapping[str, float]]
 
@@ -381,7 +382,7 @@ class Trainer:
             "best_state": self._best_state,
             "best_hook_states": self._best_hook_states,
             "bad_evaluations": self._bad_evaluations,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+            "rng": global_rng_state(),
         }
 
     def _save(self, path: Path, *, best_only: bool = False) -> None:
@@ -400,8 +401,13 @@ class Trainer:
         return self.checkpoints.save(self.step, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """Restore everything :meth:`save_checkpoint` wrote; training then continues where it stopped."""
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        """Restore everything :meth:`save_checkpoint` wrote; training then continues where it stopped.
+
+        Raises:
+            common_regs.safe_load.UnsafeFileError: the file holds more than tensors and plain containers (it is
+                never unpickled with the code-running unpickler).
+        """
+        state = load_tensors(path, what="checkpoint")
         if state.get("format_version") != _FORMAT_VERSION or "optimizer" not in state:
             raise ValueError(f"{path}: not a full regkit recsys checkpoint (format {state.get('format_version')}).")
         if state["config"] != self.config.to_dict():
@@ -422,8 +428,7 @@ class Trainer:
         self._best_state = state["best_state"]
         self._best_hook_states = state.get("best_hook_states")
         self._bad_evaluations = state["bad_evaluations"]
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
+        set_global_rng_state(state["rng"])
         logger.info(
             "resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batch_in_epoch
         )

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from common_regs.io import atomic_dir
+from common_regs.safe_load import refuse_pickled_weights
 from retrieval.beir import Document
 from retrieval.index import INDEX_METADATA_FILE, progress_enabled
 
@@ -141,6 +142,8 @@ class DenseRetriever:
         from sentence_transformers import SentenceTransformer
 
         self.model_name = str(model) if model is not None else str(default_model_path())
+        if Path(self.model_name).is_dir():
+            refuse_pickled_weights(self.model_name)
         self.model = SentenceTransformer(self.model_name, device=device)
         self.batch_size = batch_size
         logger.info("DenseRetriever: %s (max_seq_length=%s)", self.model_name, self.model.max_seq_length)

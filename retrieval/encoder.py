@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from common_regs.io import atomic_write_text
+from common_regs.safe_load import refuse_pickled_weights
 from retrieval.max_projection import Activation, splade_max_pool
 
 logger = logging.getLogger(__name__)
@@ -293,6 +294,8 @@ def build_sparse_encoder(
     if (idf is None) == (corpus_texts is None):
         raise ValueError("pass exactly one of `idf` (weights) and `corpus_texts` (to compute BM25 IDF).")
     backbone = config.backbone or default_backbone()
+    if Path(backbone).is_dir():
+        refuse_pickled_weights(backbone)
     document = Transformer(backbone, transformer_task="fill-mask", max_seq_length=config.max_seq_length)
     tokenizer = document.tokenizer
     if config.head_init == "identity":
@@ -330,6 +333,8 @@ def load_sparse_encoder(path: str | os.PathLike[str], *, device: str | None = No
     Raises:
         ModelFormatError: the folder is missing, holds another library's model, or a SparseEncoder whose Router
             lacks an IDF (``SparseStaticEmbedding``) query route and a fill-mask + ``SpladePooling`` document route.
+        common_regs.safe_load.UnsafeFileError: the folder holds pickle-based weights (``.bin``, ``.pt``, ...):
+            only safetensors are loaded, so opening a received model folder never runs code.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -339,6 +344,7 @@ def load_sparse_encoder(path: str | os.PathLike[str], *, device: str | None = No
             f"{folder}: not an inference-free sparse encoder (found {_describe_foreign(folder)}); train one with "
             "`regkit retrieval train --config FILE`."
         )
+    refuse_pickled_weights(folder)
     from sentence_transformers import SparseEncoder
     from sentence_transformers.sparse_encoder.modules import Router, SparseStaticEmbedding, SpladePooling
 

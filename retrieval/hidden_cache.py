@@ -14,7 +14,6 @@ truncation, backbone, max_length).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from common_regs.fingerprints import cache_change, content_fingerprints
 from common_regs.io import atomic_dir
 from retrieval.encoder import DocumentEncodingStats, decode_text, document_parts, mlm_parts
 from retrieval.index import progress_enabled
@@ -39,15 +39,16 @@ __all__ = ["HiddenStates", "build_hidden_cache", "cache_fingerprint", "encode_fr
 
 
 def cache_fingerprint(data: str | os.PathLike[str], backbone: str, max_length: int) -> dict[str, Any]:
-    """What a backbone cache depends on: the corpus file's content (SHA-256), the backbone and the truncation.
+    """What a backbone cache depends on: the corpus file's content (size + SHA-256), the backbone (its name and,
+    for a local folder, every file's content) and the truncation.
 
-    Content rather than path and mtime: a corpus copied or re-extracted elsewhere keeps its (long to rebuild) cache.
+    Content rather than path and mtime: a corpus copied or re-extracted elsewhere keeps its (long to rebuild) cache,
+    and a backbone folder retrained in place does not.
     """
-    digest = hashlib.sha256()
-    with open(Path(data) / "corpus.jsonl", "rb") as corpus:
-        for block in iter(lambda: corpus.read(1 << 20), b""):
-            digest.update(block)
-    return {"corpus_sha256": digest.hexdigest(), "backbone": str(backbone), "max_length": int(max_length)}
+    files: dict[str, str | os.PathLike[str]] = {"corpus.jsonl": Path(data) / "corpus.jsonl"}
+    if Path(backbone).is_dir():
+        files["backbone"] = backbone
+    return {"inputs": content_fingerprints(files), "backbone": str(backbone), "max_length": int(max_length)}
 
 
 @dataclass
@@ -67,9 +68,10 @@ class HiddenStates:
         folder = Path(folder)
         try:
             meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-            return cls(folder=folder, doc_ids=meta["doc_ids"], hidden=np.load(folder / "hidden.npy", mmap_mode="r"),
-                       offsets=np.load(folder / "offsets.npy"), dense=np.load(folder / "dense.npy"),
-                       lengths=meta["lengths"], meta=meta)
+            return cls(folder=folder, doc_ids=meta["doc_ids"],
+                       hidden=np.load(folder / "hidden.npy", mmap_mode="r", allow_pickle=False),
+                       offsets=np.load(folder / "offsets.npy", allow_pickle=False),
+                       dense=np.load(folder / "dense.npy", allow_pickle=False), lengths=meta["lengths"], meta=meta)
         except (OSError, KeyError, ValueError) as err:
             raise ValueError(f"{folder}: unreadable hidden-state cache ({err}); delete it to rebuild.") from None
 
@@ -103,7 +105,8 @@ def build_hidden_cache(
 ) -> HiddenStates:
     """Run the document backbone once over ``documents`` (truncated at the model's ``max_seq_length``) and cache it.
 
-    Reuses ``folder`` when its ``meta.json`` has the same fingerprint and document ids. Blank documents are cached
+    Reuses ``folder`` when its ``meta.json`` has the same fingerprint and document ids, and rebuilds it otherwise
+    with a warning naming what changed (:func:`common_regs.fingerprints.cache_change`). Blank documents are cached
     with zero tokens (they get empty vectors, as in :func:`retrieval.encoder.encode_documents`).
     """
     folder = Path(folder)
@@ -115,9 +118,12 @@ def build_hidden_cache(
         except ValueError as err:
             logger.warning("%s", err)
         else:
-            if cached.meta.get("fingerprint") == fingerprint and cached.doc_ids == list(texts):
+            change = cache_change(cached.meta.get("fingerprint"), fingerprint)
+            if change is None and cached.doc_ids == list(texts):
                 logger.info("hidden-state cache: reusing %s", folder)
                 return cached
+            logger.warning("hidden-state cache %s was built from other inputs (%s); rebuilding it", folder,
+                           change or "other document ids")
     transformer, _ = mlm_parts(model)
     tokenizer, max_length = transformer.tokenizer, int(transformer.max_seq_length)
     doc_ids = list(texts)

@@ -24,14 +24,23 @@ import torch
 from tqdm.auto import tqdm
 
 from common_regs.distill import minmax_ensemble_scores
+from common_regs.fingerprints import cache_change
 from common_regs.io import atomic_write_text
-from retrieval.index import progress_enabled
+from retrieval.index import INDEX_METADATA_FILE, build_bm25_index, progress_enabled
 from retrieval.jvm import autoclass, translate_java_errors
 from retrieval.search import DEFAULT_B, DEFAULT_K1, Bm25Searcher, SearchError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TEACHERS", "Bm25Scorer", "Candidates", "dense_topk", "ensemble_run", "mine_candidates"]
+__all__ = [
+    "TEACHERS",
+    "Bm25Scorer",
+    "Candidates",
+    "cached_bm25_index",
+    "dense_topk",
+    "ensemble_run",
+    "mine_candidates",
+]
 
 TEACHERS = ("bm25", "dense")
 FORMAT_VERSION = 1
@@ -145,7 +154,8 @@ def mine_candidates(
             if cached.meta == meta:
                 logger.info("candidates: reusing %s (%d queries)", cache_path, len(cached.docs))
                 return cached
-            logger.info("candidates: %s was mined from other inputs; mining again", cache_path)
+            change = cache_change(cached.meta.get("fingerprint"), meta["fingerprint"]) or "k or query count differ"
+            logger.warning("candidates: %s was mined from other inputs (%s); mining again", cache_path, change)
     if query_embeddings.shape != (len(queries), doc_embeddings.shape[1]) or doc_embeddings.shape[0] != len(doc_ids):
         raise ValueError(
             f"embedding shapes do not match: queries {query_embeddings.shape} for {len(queries)} queries, "
@@ -179,6 +189,31 @@ def mine_candidates(
         logger.info("candidates: %d queries, %.1f candidates/query → %s",
                     len(docs), sum(map(len, docs.values())) / max(1, len(docs)), cache_path)
     return candidates
+
+
+def cached_bm25_index(
+    corpus: Mapping[str, Any], index_dir: str | os.PathLike[str], *, inputs: Mapping[str, Any], threads: int = 2
+) -> Path:
+    """The BM25 index of ``corpus`` at ``index_dir``, built again unless it was built from the same ``inputs``.
+
+    ``inputs`` (the corpus file's :func:`common_regs.fingerprints.content_fingerprints`) are recorded beside the
+    index in ``<index_dir>.inputs.json`` once it is published, and the record is removed before a rebuild: an index
+    without a record (killed in between, or built by an older regkit) is rebuilt.
+    """
+    index_dir = Path(index_dir)
+    record = index_dir.with_name(f"{index_dir.name}.inputs.json")
+    try:
+        change = cache_change(json.loads(record.read_text(encoding="utf-8")), {"inputs": inputs})
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        change = "no record of its inputs"
+    if change is None and (index_dir / INDEX_METADATA_FILE).is_file():
+        return index_dir
+    if index_dir.exists():
+        logger.warning("BM25 index cache %s was built from other inputs (%s); rebuilding it", index_dir, change)
+    record.unlink(missing_ok=True)
+    build_bm25_index(corpus, index_dir, threads=threads, overwrite=True, show_progress=False)
+    atomic_write_text(record, json.dumps({"inputs": dict(inputs)}) + "\n")
+    return index_dir
 
 
 def ensemble_run(

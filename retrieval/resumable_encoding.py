@@ -10,8 +10,11 @@ to those of an uninterrupted one on the same machine and thread count, and every
 once in the result.
 
 ``manifest.json`` in the work folder records a fingerprint (SHA-256 of the model's tensors, of the corpus ids and
-texts, of ``shard_size`` and ``batch_size``); shards of another model, corpus or batching are discarded with a
-warning instead of being mixed in. One writer per work folder is assumed (``regkit retrieval index`` holds the
+texts, of ``shard_size`` and ``batch_size``); shards of another model, corpus or batching are never mixed in. It
+also records the size and SHA-256 of the input files (``inputs``: the corpus file, the model folder;
+:mod:`common_regs.fingerprints`): when one of them changed since the shards were written, the rerun is refused with
+a message naming the file, unless ``overwrite`` (then, as for a change of batching, the shards are discarded with a
+warning and the encoding starts over). One writer per work folder is assumed (``regkit retrieval index`` holds the
 index's lock, :class:`common_regs.run_dir.OutputLock`).
 """
 
@@ -23,7 +26,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from common_regs.checkpoint import ChecksumError, save_with_checksum, verify_checksum
+from common_regs.fingerprints import fingerprint_inputs, input_change
 from common_regs.io import atomic_write_text
 from retrieval.encoder import DocumentEncodingStats, encode_documents
 from retrieval.index import progress_enabled
@@ -87,23 +91,38 @@ def _load_shard(path: Path, expected_ids: list[str]) -> tuple[list[dict[str, flo
     return vectors, payload.get("stats", {})
 
 
-def _prepare(work_dir: Path, fingerprint: str) -> int:
-    """Create/validate the work folder; return how many shard files it already holds."""
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _prepare(work_dir: Path, fingerprint: str, inputs: Sequence[str | os.PathLike[str]], overwrite: bool) -> int:
+    """Create/validate the work folder; return how many shard files it already holds.
+
+    Raises:
+        FileExistsError: an input file changed since the shards on disk were written, and not ``overwrite``.
+    """
     manifest = work_dir / "manifest.json"
-    if manifest.is_file():
-        try:
-            recorded = json.loads(manifest.read_text(encoding="utf-8")).get("fingerprint")
-        except (json.JSONDecodeError, AttributeError):
-            recorded = None
-        if recorded != fingerprint:
-            logger.warning("%s holds shards of another model, corpus or batching; starting the encoding over",
-                           work_dir)
-            shutil.rmtree(work_dir)
+    recorded = _read_manifest(manifest)
+    files = fingerprint_inputs(inputs, known=recorded.get("inputs"))
+    if manifest.is_file() and recorded.get("fingerprint") != fingerprint:
+        change = input_change(recorded.get("inputs"), files) if "inputs" in recorded else None
+        if change is not None and not overwrite and any(work_dir.glob("shard-*.json")):
+            raise FileExistsError(
+                f"{work_dir} holds encoded shards of an interrupted run whose input {change}: pass --overwrite to "
+                "discard them and encode again."
+            )
+        logger.warning("%s holds shards of another model, corpus or batching (%s); starting the encoding over",
+                       work_dir, change or "same input files")
+        shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     for stale in work_dir.glob(".shard-*.tmp"):  # a shard write killed before its rename
         stale.unlink(missing_ok=True)
-    if not manifest.is_file():
-        atomic_write_text(manifest, json.dumps({"format_version": _FORMAT_VERSION, "fingerprint": fingerprint}) + "\n")
+    record = {"format_version": _FORMAT_VERSION, "fingerprint": fingerprint, "inputs": files}
+    atomic_write_text(manifest, json.dumps(record) + "\n")
     return len(list(work_dir.glob("shard-*.json")))
 
 
@@ -126,14 +145,19 @@ def encode_documents_resumable(
     shard_size: int = DEFAULT_SHARD_SIZE,
     batch_size: int = 16,
     show_progress: bool | None = None,
+    inputs: Sequence[str | os.PathLike[str]] = (),
+    overwrite: bool = False,
 ) -> tuple[dict[str, dict[str, float]], DocumentEncodingStats, str]:
     """Encode ``documents`` shard by shard under ``work_dir``, reusing verified shards of an interrupted run.
 
     Returns ``(vectors in corpus order, merged stats, fingerprint)``. The caller removes ``work_dir`` once the
-    vectors are safely stored elsewhere (the index is published).
+    vectors are safely stored elsewhere (the index is published). ``inputs`` are the files (or folders) that
+    ``model`` and ``documents`` were read from, ``overwrite`` discards shards written from other input files
+    (module docstring).
 
     Raises:
         ValueError: ``shard_size`` or ``batch_size`` < 1.
+        FileExistsError: shards of other input files are on disk and ``overwrite`` is false.
     """
     for name, value in (("shard_size", shard_size), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -142,7 +166,7 @@ def encode_documents_resumable(
     keys = list(documents)
     ids = [str(d) for d in keys]
     fingerprint = encoding_fingerprint(model, documents, shard_size=shard_size, batch_size=batch_size)
-    present = _prepare(work_dir, fingerprint)
+    present = _prepare(work_dir, fingerprint, inputs, overwrite)
     shards = math.ceil(len(keys) / shard_size)
     if present:
         logger.info("resuming the encoding in %s: %d of %d shards on disk", work_dir, present, shards)

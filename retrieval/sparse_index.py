@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +85,15 @@ def index_with_model(
     show_progress: bool | None = None,
     work_dir: str | os.PathLike[str] | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
+    inputs: Sequence[str | os.PathLike[str]] = (),
 ) -> tuple[dict[str, dict[str, float]], DocumentEncodingStats, dict[str, Any]]:
     """Encode ``documents`` with ``model``'s document route and build the impact index at ``index_dir``.
 
     With ``work_dir``, encode in resumable shards of ``shard_size`` documents there
     (:func:`retrieval.resumable_encoding.encode_documents_resumable`); the index records the encoding fingerprint,
     and the work folder is removed after the index is published. A rerun that finds the index already published
-    with the same fingerprint (killed just before the clean-up) only removes the work folder.
+    with the same fingerprint (killed just before the clean-up) only removes the work folder. ``inputs`` (the corpus
+    file and model folder) identify the shards too: a changed one refuses the resume unless ``overwrite``.
 
     A folder at ``index_dir`` that is not a regkit index is refused before any encoding, even with ``overwrite``
     (:class:`common_regs.output_folders.ForeignFolderError`).
@@ -105,7 +107,8 @@ def index_with_model(
     if not overwrite and Path(index_dir).exists() and not Path(work_dir).exists():  # finished: fail before encoding
         raise FileExistsError(f"output directory {index_dir} already exists; pass overwrite=True to replace it.")
     vectors, stats, fingerprint = encode_documents_resumable(
-        model, documents, work_dir, shard_size=shard_size, batch_size=batch_size, show_progress=show_progress
+        model, documents, work_dir, shard_size=shard_size, batch_size=batch_size, show_progress=show_progress,
+        inputs=inputs, overwrite=overwrite,
     )
     published = read_success_marker(index_dir)
     if not overwrite and published is not None and published.get("encoding_fingerprint") == fingerprint:

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from common_regs.config_check import ConfigError, check_config_fields
 from common_regs.distill import DistillLoss, MinMaxEnsembleTeacher
+from common_regs.fingerprints import content_fingerprints
 from common_regs.io import atomic_dir, atomic_write_text
 from common_regs.schedules import QuadraticWarmup
 from common_regs.training import RegHooks
@@ -53,10 +54,10 @@ from retrieval.encoder import (
     write_idf_json,
 )
 from retrieval.hidden_cache import HiddenStates, build_hidden_cache, cache_fingerprint
-from retrieval.index import build_bm25_index, progress_enabled
+from retrieval.index import progress_enabled
 from retrieval.losses import IdfAwareFlops, MarginMSE, idf_scores, inbatch_infonce
 from retrieval.max_projection import splade_max_pool
-from retrieval.mining import TEACHERS, Candidates, mine_candidates
+from retrieval.mining import TEACHERS, Candidates, cached_bm25_index, mine_candidates
 
 logger = logging.getLogger(__name__)
 
@@ -385,12 +386,13 @@ def _mine(config, dataset, queries, positives, cache: HiddenStates, cache_dir: P
             "the dense teacher embeddings come from the cached all-MiniLM-L6-v2 backbone at max_seq_length 256; "
             "other backbones need their own dense teacher (not configurable yet): use the default backbone."
         )
-    name = Path(config.data).name
-    index_dir = cache_dir / f"{name}-bm25"
-    if not (index_dir / "regkit-index.json").is_file():
-        build_bm25_index(dataset.corpus, index_dir, threads=config.threads, overwrite=True, show_progress=False)
+    data, name, built_from = Path(config.data), Path(config.data).name, cache.meta["fingerprint"]
+    index_dir = cached_bm25_index(dataset.corpus, cache_dir / f"{name}-bm25", threads=config.threads,
+                                  inputs={"corpus.jsonl": built_from["inputs"]["corpus.jsonl"]})
     qids = list(queries)
-    fingerprint = {**cache.meta["fingerprint"], "split": config.split, "queries": qids[:3] + [len(qids)],
+    judged = content_fingerprints({"queries.jsonl": data / "queries.jsonl",
+                                   f"qrels/{config.split}.tsv": data / "qrels" / f"{config.split}.tsv"})
+    fingerprint = {**built_from, "inputs": {**built_from["inputs"], **judged}, "split": config.split,
                    "dense": "all-MiniLM-L6-v2"}
     return mine_candidates(
         queries, bm25_index=index_dir, doc_ids=cache.doc_ids, doc_embeddings=cache.dense,

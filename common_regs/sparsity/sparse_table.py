@@ -142,7 +142,7 @@ def save_sparse_tables(path: str | os.PathLike[str], tables: Mapping[str, Sparse
 def load_sparse_tables(path: str | os.PathLike[str]) -> dict[str, SparseTable]:
     """Inverse of :func:`save_sparse_tables`."""
     tables: dict[str, SparseTable] = {}
-    with np.load(path) as archive:
+    with np.load(path, allow_pickle=False) as archive:
         names = sorted({key.rsplit("/", 1)[0] for key in archive.files})
         for name in names:
             shape = tuple(int(s) for s in archive[f"{name}/shape"])

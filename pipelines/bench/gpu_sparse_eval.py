@@ -128,7 +128,7 @@ def run(results: Path, out_dir: Path, *, compare_only: bool = False) -> dict[str
     out: dict[str, Any] = {"scifact": scifact.baselines(), "cranfield": cranfield.baselines(), "training": {}}
     payload_idf = ROOT / ".gpu_payload" / "scifact_idf.npy"
     if payload_idf.is_file():
-        same = torch.equal(idf_weights(queries), torch.from_numpy(np.load(payload_idf)))
+        same = torch.equal(idf_weights(queries), torch.from_numpy(np.load(payload_idf, allow_pickle=False)))
         out["idf_equals_training_idf"] = bool(same)
         if not same:
             raise ValueError(f"{payload_idf}: the IDF sent to the GPU machine differs from the SciFact IDF here.")

@@ -136,7 +136,7 @@ class Inputs:
         queries, _ = read_queries(paths["scifact"] / "queries.jsonl")
         self.queries, self.positives = training_pairs(queries, read_qrels(paths["scifact"] / "qrels" / "train.tsv"))
         self.candidates = Candidates.load(paths["candidates"])
-        self.idf = torch.from_numpy(np.load(paths["idf"]))
+        self.idf = torch.from_numpy(np.load(paths["idf"], allow_pickle=False))
         cranfield = read_corpus(paths["cranfield_corpus"])
         self.encode = {
             "scifact": {d: doc.contents for d, doc in list(self.corpus.items())[:limit_docs]},

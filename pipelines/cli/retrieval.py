@@ -54,7 +54,7 @@ def index_command(
         documents = {doc_id: doc.contents for doc_id, doc in corpus.items()}
         vectors, stats, info = index_with_model(load_sparse_encoder(model), documents, index, threads=threads,
                                                 overwrite=overwrite, work_dir=encoding_work_dir(index),
-                                                shard_size=shard_size)
+                                                shard_size=shard_size, inputs=[data / "corpus.jsonl", model])
     if opensearch is not None:
         write_opensearch_bulk(vectors, opensearch, index_name=data.name.lower())
     console.print(f"impact index at {index}: {read_index_metadata(index)['documents']:,} documents, "
