@@ -16,7 +16,9 @@ Measured recall@10 / QPS trade-offs on a generated 1M-item catalogue: ``pipeline
 Cold start: a user with no training interactions (unknown id, or known with an empty history) is served from
 its features when the model has a user-feature tower (two-tower with user features: the id bag is emptied), and
 otherwise by popularity (training interaction counts). :meth:`Recommender.save` writes the model, vocabularies,
-feature tables, seen items, popularity and index into one folder atomically; :meth:`Recommender.load` restores it.
+feature tables, seen items, popularity and index into one folder atomically, with a manifest (``serving.json``)
+holding each file's size and SHA-256 and the index's vector count and dimension; :meth:`Recommender.load` verifies
+them before restoring it, so a truncated file or an index copied from another model is an error naming the file.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +35,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from common_regs.checkpoint import sha256_file
 from common_regs.io import atomic_dir
+from common_regs.safe_load import UnsafeFileError, load_tensors
 from recsys.data import Interactions, Vocabulary
 from recsys.features import FeatureTable
 from recsys.models import build_model
@@ -41,9 +45,9 @@ from recsys.models.base import Recommender as RecModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IndexConfig", "Recommender", "build_faiss_index"]
+__all__ = ["IndexConfig", "Recommender", "ServedModelError", "build_faiss_index"]
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: serving.json records each file's size and SHA-256 and the index's shape
 
 
 @dataclass(frozen=True)
@@ -328,7 +332,11 @@ class Recommender:
     def save(
         self, path: str | os.PathLike[str], *, overwrite: bool = False, extra: dict[str, Any] | None = None
     ) -> Path:
-        """Write everything needed to serve into the folder ``path`` (atomically)."""
+        """Write everything needed to serve into the folder ``path`` (atomically).
+
+        ``serving.json`` (the manifest) records the size and SHA-256 of every other file and the FAISS index's
+        vector count and dimension; :meth:`load` verifies them.
+        """
         import faiss
 
         with atomic_dir(path, overwrite=overwrite, markers=("serving.json",)) as tmp:
@@ -342,37 +350,44 @@ class Recommender:
             self.item_features.save(tmp / "item_features.npz")
             with open(tmp / "seen.npz", "wb") as handle:
                 np.savez(handle, indptr=self.seen_indptr, items=self.seen_items, popularity=self.popularity)
-            faiss.write_index(self.index, str(tmp / "index.faiss"))
+            faiss.write_index(self.index, str(tmp / _INDEX_FILE))
             meta = {
+                **(extra or {}),
                 "format_version": _FORMAT_VERSION,
                 "model": self.model.name,
                 "index": asdict(self.index_config),
-                **(extra or {}),
+                "faiss": {"ntotal": int(self.index.ntotal), "dimension": int(self.index.d)},
+                "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
+                          for name in _SERVED_FILES},
             }
             (tmp / "serving.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Recommender:
+        """Load a folder written by :meth:`save`, verifying every file against the manifest first.
+
+        Raises:
+            FileNotFoundError: no ``serving.json``. ServedModelError: the manifest or a file is unreadable, a file's
+                size or SHA-256 differs from the manifest (truncated, damaged or replaced), or the FAISS index does not
+                hold one vector per item of the recorded dimension; the message names the file.
+        """
         import faiss
 
         path = Path(path)
-        meta_path = path / "serving.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{path}: not a saved regkit recommender (no serving.json).")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(f"{path}: format_version {meta.get('format_version')}, expected {_FORMAT_VERSION}.")
-        users = Vocabulary.load(path / "users.parquet", name="user_id")
-        items = Vocabulary.load(path / "items.parquet", name="item_id")
-        user_features = FeatureTable.load(path / "user_features.npz")
-        item_features = FeatureTable.load(path / "item_features.npz")
-        saved = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+        meta = _read_manifest(path)
+        _verify_files(path, meta)
+        users = _read(path / "users.parquet", lambda file: Vocabulary.load(file, name="user_id"))
+        items = _read(path / "items.parquet", lambda file: Vocabulary.load(file, name="item_id"))
+        user_features = _read(path / "user_features.npz", FeatureTable.load)
+        item_features = _read(path / "item_features.npz", FeatureTable.load)
+        saved = _read(path / "model.pt", lambda file: load_tensors(file, what="served model"))
         model = build_model(saved["name"], saved["config"], users=user_features, items=item_features)
         model.load_state_dict(saved["state_dict"])
         model.eval()
-        with np.load(path / "seen.npz") as seen:
-            indptr, seen_items, popularity = seen["indptr"], seen["items"], seen["popularity"]
+        indptr, seen_items, popularity = _read(path / "seen.npz", _read_seen)
+        index = _read(path / _INDEX_FILE, lambda file: faiss.read_index(str(file)))
+        _check_index(path / _INDEX_FILE, index, meta.get("faiss"), items.size)
         return cls._from_parts(
             model=model,
             users=users,
@@ -383,5 +398,74 @@ class Recommender:
             seen_indptr=indptr,
             seen_items=seen_items,
             popularity=popularity,
-            index=faiss.read_index(str(path / "index.faiss")),
+            index=index,
+        )
+
+
+class ServedModelError(ValueError):
+    """A saved recommender folder is damaged or mixed with files of another model; the message names the file."""
+
+
+_INDEX_FILE = "index.faiss"
+_SERVED_FILES = (
+    "model.pt", "users.parquet", "items.parquet", "user_features.npz", "item_features.npz", "seen.npz", _INDEX_FILE
+)
+_RESAVE = "re-save the model (rerun `regkit recsys train`) or restore the folder from a complete copy"
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    meta_path = path / "serving.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{path}: not a saved regkit recommender (no serving.json).")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ServedModelError(f"{meta_path}: not a valid manifest ({err}); {_RESAVE}.") from None
+    if not isinstance(meta, dict) or meta.get("format_version") not in (1, _FORMAT_VERSION):
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise ServedModelError(f"{meta_path}: format_version {version}, expected {_FORMAT_VERSION}.")
+    return meta
+
+
+def _verify_files(path: Path, meta: dict[str, Any]) -> None:
+    """Compare each file's size and SHA-256 with the manifest (format 1 recorded none: it is loaded unverified)."""
+    if meta["format_version"] == 1:
+        logger.warning("%s was saved by an older regkit without file checksums: its files are not verified", path)
+        return
+    for name, recorded in meta["files"].items():
+        file = path / name
+        if not file.is_file():
+            raise ServedModelError(f"{file}: missing from the saved model (listed in serving.json); {_RESAVE}.")
+        size = file.stat().st_size
+        if size != recorded["bytes"] or sha256_file(file) != recorded["sha256"]:
+            raise ServedModelError(
+                f"{file}: {size:,} bytes whose SHA-256 differs from the {recorded['bytes']:,} bytes recorded in "
+                f"serving.json (truncated, damaged or replaced after saving); {_RESAVE}."
+            )
+
+
+def _read(file: Path, read: Callable[[Path], Any]) -> Any:
+    """``read(file)``; a failure to parse it becomes one :class:`ServedModelError` naming the file."""
+    try:
+        return read(file)
+    except UnsafeFileError:
+        raise
+    except Exception as err:  # noqa: BLE001 - parquet, npz, torch and faiss readers raise unrelated types
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ServedModelError(f"{file}: cannot be read ({reason}); {_RESAVE}.") from None
+
+
+def _read_seen(file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with np.load(file, allow_pickle=False) as seen:
+        return seen["indptr"], seen["items"], seen["popularity"]
+
+
+def _check_index(file: Path, index: Any, recorded: dict[str, int] | None, num_items: int) -> None:
+    """The index must hold one vector per catalogue item, of the dimension recorded when it was saved."""
+    dimension = recorded["dimension"] if recorded else int(index.d)  # format 1 recorded no dimension
+    if int(index.ntotal) != num_items or int(index.d) != dimension:
+        raise ServedModelError(
+            f"{file}: holds {int(index.ntotal):,} vectors of dimension {int(index.d)}, but this model serves "
+            f"{num_items:,} items of dimension {dimension} (serving.json): the index belongs to another model; "
+            f"{_RESAVE}."
         )
