@@ -3,7 +3,8 @@
 Loading validates everything up front and names the file, line and field of the first problem found:
 malformed JSON (including nesting too deep to parse and integers too long to convert), missing ``_id``, ids
 that are not strings or integers, text that is not valid Unicode (lone surrogates from ``\\ud800``-style
-escapes), duplicate ids, empty ids or non-integer relevance in qrels, qrels naming unknown queries or documents.
+escapes), duplicate ids, empty ids, ids holding whitespace (a non-breaking space included) or longer than
+:data:`MAX_ID_LENGTH` characters, non-integer relevance in qrels, qrels naming unknown queries or documents.
 Every such problem is a :class:`BeirFormatError`. Files may carry a UTF-8 BOM and CRLF line endings (the
 official SciFact qrels do).
 Downloading uses the official BEIR archive URL into a cache folder, atomically.
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BEIR_URL",
+    "MAX_ID_LENGTH",
     "BeirDataset",
     "BeirFormatError",
     "Document",
@@ -39,6 +41,12 @@ __all__ = [
 ]
 
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+
+
+MAX_ID_LENGTH = 1024
+"""Longest document or query id accepted, in characters (regkit convention). Lucene indexes the id as one term and
+drops a document whose term exceeds 32,766 UTF-8 bytes (the build then reports one document missing); 1,024
+characters are at most 4,096 bytes, and real BEIR ids (numbers, hashes, Wikipedia titles) are far shorter."""
 
 
 class BeirFormatError(ValueError):
@@ -111,6 +119,22 @@ def _check_unicode(path: Path, line_no: int, key: str, value: str) -> None:
         ) from None
 
 
+def _check_id(path: Path, line_no: int, field: str, value: str) -> None:
+    """Ids become one Lucene term and a column of whitespace-separated TREC run and qrels lines: refuse what breaks."""
+    if len(value) > MAX_ID_LENGTH:
+        raise BeirFormatError(
+            f"{path}:{line_no}: {field} is {len(value):,} characters long ({_shown(value)}); ids are limited to "
+            f"{MAX_ID_LENGTH:,} characters (Lucene stores each id as one term)."
+        )
+    space = next((position for position, char in enumerate(value) if char.isspace()), None)
+    if space is not None:
+        raise BeirFormatError(
+            f"{path}:{line_no}: {field} {_shown(value)} holds whitespace ({value[space]!r} at character {space}); "
+            "TREC run and qrels lines are split on whitespace, so ids cannot hold any (non-breaking spaces "
+            "included): replace it, e.g. by '_'."
+        )
+
+
 def _jsonl_records(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
     if not path.is_file():
         raise BeirFormatError(f"{path}: file not found (a BEIR folder has corpus.jsonl, queries.jsonl, qrels/).")
@@ -138,6 +162,7 @@ def _jsonl_records(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int,
                 raise BeirFormatError(
                     f"{path}:{line_no}: `_id` must be a non-empty string or an integer, got {_shown(identifier)}."
                 )
+            _check_id(path, line_no, "`_id`", str(identifier))
             if "\\u" in line:  # only escapes can produce lone surrogates: the bytes were valid UTF-8
                 for key, value in record.items():
                     if isinstance(value, str):
@@ -208,6 +233,7 @@ def read_qrels(path: str | os.PathLike[str]) -> Qrels:
             for number, (column, value) in enumerate((("query-id", query_id), ("corpus-id", doc_id)), start=1):
                 if not value:
                     raise BeirFormatError(f"{path}:{line_no}: empty {column} (column {number}).")
+                _check_id(path, line_no, column, value)
             if not _INTEGER.fullmatch(score) or len(score) > 18:
                 raise BeirFormatError(
                     f"{path}:{line_no}: score must be an integer (column 3, at most 18 ASCII digits), "
