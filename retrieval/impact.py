@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 from common_regs.io import atomic_dir
 from retrieval.index import (
     INDEX_MARKERS,
+    collection_folder,
     finish_index,
     read_index_metadata,
     run_index_collection,
@@ -146,15 +146,15 @@ def build_impact_index(
     kept = len(quantized) - len(empty)
     if kept == 0:
         raise ValueError("`doc_vectors`: every document quantizes to an empty vector; raise `doc_scale`.")
-    with tempfile.TemporaryDirectory(prefix="regkit-vectors-") as collection, atomic_dir(
+    with collection_folder(index_dir) as collection, atomic_dir(
         index_dir, overwrite=overwrite, markers=INDEX_MARKERS
     ) as tmp_index:
         shards = max(1, min(threads, kept))
-        write_collection_shards(records(), Path(collection), shards=shards, total=kept, show_progress=show_progress)
+        write_collection_shards(records(), collection, shards=shards, total=kept, show_progress=show_progress)
         run_index_collection(
             [
                 "-collection", "JsonVectorCollection",
-                "-input", collection,
+                "-input", str(collection),
                 "-index", str(tmp_index),
                 "-generator", "DefaultLuceneDocumentGenerator",
                 "-threads", str(threads),

@@ -15,11 +15,12 @@ Impact indexes (learned sparse vectors) live in :mod:`retrieval.impact` and shar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Iterable, Mapping
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ __all__ = [
     "INDEX_METADATA_FILE",
     "IndexBuildError",
     "build_bm25_index",
+    "collection_folder",
     "progress_enabled",
     "read_index_metadata",
     "run_index_collection",
@@ -84,6 +86,24 @@ def write_collection_shards(
         raise OSError(err.errno, f"{err.strerror} while writing the collection files part-*.jsonl in {folder} "
                                  f"({written} records written)") from err
     return written
+
+
+@contextlib.contextmanager
+def collection_folder(index_dir: Path) -> Iterator[Path]:
+    """The folder for the JSON collection Anserini reads while it builds ``index_dir``: ``.<index>.collection.tmp``
+    beside the index, removed when the build ends.
+
+    Not the system temp folder: a killed build's collection (as large as the corpus) would stay there forever. Here
+    the next build of the same index removes it first (and ``regkit retrieval index`` removes it with the other
+    ``.<index>.*.tmp`` leftovers, :func:`common_regs.run_dir.remove_stale_temporaries`).
+    """
+    folder = index_dir.parent / f".{index_dir.name}.collection.tmp"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def progress_enabled(show_progress: bool | None) -> bool:
@@ -169,16 +189,14 @@ def build_bm25_index(
         )
     records = ({"id": doc_id, "contents": doc.contents} for doc_id, doc in corpus.items())
     shards = max(1, min(threads, len(corpus)))
-    with tempfile.TemporaryDirectory(prefix="regkit-collection-") as collection, atomic_dir(
+    with collection_folder(index_dir) as collection, atomic_dir(
         index_dir, overwrite=overwrite, markers=INDEX_MARKERS
     ) as tmp_index:
-        write_collection_shards(
-            records, Path(collection), shards=shards, total=len(corpus), show_progress=show_progress
-        )
+        write_collection_shards(records, collection, shards=shards, total=len(corpus), show_progress=show_progress)
         run_index_collection(
             [
                 "-collection", "JsonCollection",
-                "-input", collection,
+                "-input", str(collection),
                 "-index", str(tmp_index),
                 "-generator", "DefaultLuceneDocumentGenerator",
                 "-threads", str(threads),
