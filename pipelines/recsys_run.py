@@ -96,13 +96,20 @@ from recsys.models import build_model
 from recsys.models.base import Recommender as RecModel
 from recsys.regularizers import TrainSetup
 from recsys.serving import IndexConfig, Recommender
-from recsys.splits import Split, given_split, leave_last_out_split, random_holdout_split, temporal_split
+from recsys.splits import (
+    Split,
+    check_same_id_types,
+    given_split,
+    leave_last_out_split,
+    random_holdout_split,
+    temporal_split,
+)
 from recsys.ssl import SSLConfig
 from recsys.trainer import TrainConfig, Trainer, TrainResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULTS", "apply_overrides", "input_files", "load_config", "load_split", "train_run"]
+__all__ = ["DEFAULTS", "apply_overrides", "load_config", "load_split", "train_run"]
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -204,23 +211,6 @@ def _under_data_dir(data: Mapping[str, Any], value: str | Path) -> Path:
     return Path(data["dir"]) / path if data.get("dir") and not path.is_absolute() else path
 
 
-def input_files(config: Mapping[str, Any]) -> list[Path]:
-    """The data files a run reads: its split's logs, the side tables and a given validation file.
-
-    Their fingerprints are part of the run's identity (``pipelines.run_guard``). Values of the wrong type are
-    skipped here; reading the data reports them.
-    """
-    data = config.get("data")
-    if not isinstance(data, Mapping) or not isinstance(data.get("dir"), str | Path | None):
-        return []
-    keys = ("train", "test") if data.get("split") == "given" else ("log",)
-    values = [data.get(key) for key in (*keys, "users", "items")]
-    validation = data.get("validation")
-    if isinstance(validation, Mapping) and validation.get("method") == "given":
-        values.append(validation.get("file"))
-    return [_under_data_dir(data, value) for value in values if isinstance(value, str | Path)]
-
-
 def _input(data: Mapping[str, Any], key: str, value: str | Path | None) -> Path | None:
     """``data.<key>`` = ``value`` as the path of a file to read; a missing one is an error naming the key and, for a
     relative path, what it was resolved against."""
@@ -249,13 +239,12 @@ def _split(data: Mapping[str, Any]) -> Split:
     log_path = _input(data, "log", data.get("log"))
     if log_path is None:
         raise ValueError(f"`data.split`={method!r} needs `data.log` (the full interaction log).")
-    log = scan_log(log_path)
     if method == "random_holdout":
-        return random_holdout_split(log, test_fraction=data["test_fraction"], seed=data["split_seed"])
+        return random_holdout_split(log_path, test_fraction=data["test_fraction"], seed=data["split_seed"])
     if method == "leave_last_out":
-        return leave_last_out_split(log, n=data["leave_last"])
+        return leave_last_out_split(log_path, n=data["leave_last"])
     if method == "temporal":
-        return temporal_split(log, test_fraction=data["test_fraction"])
+        return temporal_split(log_path, test_fraction=data["test_fraction"])
     raise ValueError(f"`data.split` must be given / random_holdout / leave_last_out / temporal, got {method!r}.")
 
 
@@ -341,8 +330,9 @@ class _Data:
         self.split_name = split.name
         self.train_path, self.test_path = _path(data, "train"), _path(data, "test")
         cleaning = {"rating_threshold": data["rating_threshold"], "duplicates": data["duplicates"]}
-        train_lazy = clean_log(split.train, where="train", **cleaning)  # checks the ids in one streaming pass
-        test_lazy = clean_log(split.test, where="test", **cleaning)
+        # checks the ids in one streaming pass; a split carved from a file has checked it, naming the file's rows
+        train_lazy = clean_log(split.train, where=split.describe("train"), **cleaning)
+        test_lazy = clean_log(split.test, where=split.describe("test"), **cleaning)
         self.train_log = None if self.streaming else train_lazy.collect()
         self.test_log = None if self.streaming else test_lazy.collect()
         log = train_lazy if self.streaming else self.train_log
@@ -357,7 +347,7 @@ class _Data:
         self.validation_name: str | None = None
         self.given_validation = validation.method == "given"
         if self.given_validation:
-            self._read_given_validation(validation, cleaning)
+            self._read_given_validation(validation, cleaning, split)
         if self.streaming:
             for vocabulary, side_table in ((self.users, users_path), (self.items, items_path)):
                 if side_table is not None:  # the in-memory path's unknown="error", from the distinct ids only
@@ -373,7 +363,9 @@ class _Data:
             logger.info("data: %s; train streamed from %s (%d rows), %d users, %d items", split.name,
                         self.train_path, int(self.item_counts.sum()), self.users.size, self.items.size)
             return
-        self.train = encode_interactions(self.train_log, self.users, self.items, where="train", unknown="error")
+        self.train = encode_interactions(
+            self.train_log, self.users, self.items, where=split.describe("train"), unknown="error"
+        )
         self.item_counts = self.train.item_counts()
         carved = None if self.given_validation else _carve_validation(self.train_log.lazy(), validation)
         if carved is not None:
@@ -390,10 +382,11 @@ class _Data:
             f", validation {self.valid_log.height} rows" if self.valid_log is not None else "",
         )
 
-    def _read_given_validation(self, validation: ValidationConfig, cleaning: Mapping[str, Any]) -> None:
+    def _read_given_validation(self, validation: ValidationConfig, cleaning: Mapping[str, Any], split: Split) -> None:
         """``data.validation: {method: given, file: ...}``: a held-out file beside the train / test files."""
         path = _input(self.config, "validation.file", validation.file)
-        self.valid_log = clean_log(scan_log(path), where="validation", **cleaning).collect()
+        check_same_id_types(split.files[0], path)  # every split read from data files has one
+        self.valid_log = clean_log(scan_log(path), where=str(path), **cleaning).collect()
         self.validation_name = f"given:{path.name}"
 
     def split_logs(self) -> SplitLogs:

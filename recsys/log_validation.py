@@ -115,7 +115,7 @@ def _unusable_ids(column: str, dtype: pa.DataType | pl.DataType) -> list[tuple[p
             (pl.col(column).str.ends_with("\x00"), "ids ending in NUL", "numpy cannot tell 'a\\x00' from 'a'"),
             (
                 pl.col(column).str.len_chars() > MAX_ID_LENGTH,
-                f"ids longer than {MAX_ID_LENGTH:,} characters (the limit for an id)",
+                f"ids longer than the {MAX_ID_LENGTH:,}-character limit",
                 "shorten or hash them (is a text column stored as the id?)",
             ),
         ]

@@ -32,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from pipelines.evaluation.metrics import evaluate
+from recsys.log_validation import LogSchemaError
 from recsys.models.base import Recommender as RecModel
 from recsys.serving import Recommender
 
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "evaluate_recommendations", "head_items", "make_evaluator", "qrels_from_log", "rank_users", "run_from_lists",
+    "unknown_users_warnings",
 ]
 
 
@@ -70,6 +72,19 @@ def rank_users(
     return items, run_from_lists(raw_users.tolist(), lists)
 
 
+def unknown_users_warnings(users: int, unknown: int, *, log: bool = True) -> list[str]:
+    """The warning (for ``metrics.json``; logged unless ``log`` is false) when no test user is in the training data."""
+    if not users or unknown < users:
+        return []
+    message = (
+        f"none of the {users} test users is in the training data: every list is the popularity fallback, so these "
+        "metrics measure popularity, not the model; check that the test log's user ids match the training log's"
+    )
+    if log:
+        logger.warning("%s", message)
+    return [message]
+
+
 def head_items(popularity: np.ndarray, head_fraction: float = 0.2) -> np.ndarray:
     """Boolean mask of head items: the ``ceil(head_fraction · n)`` most popular (ties broken by lower index)."""
     if not 0.0 < head_fraction < 1.0:
@@ -92,24 +107,37 @@ def evaluate_recommendations(
     head_fraction: float = 0.2,
     exclude_seen: bool = True,
     per_user: bool = False,
+    where: str = "test log",
+    warn: bool = True,
 ) -> dict[str, Any]:
     """Full-catalogue evaluation of ``service`` on a raw-id test log (module docstring).
 
-    Returns flat metrics (``R@10``, ``nDCG@20``, ``coverage@20``, ``tail/R@20``, ...) plus ``users``,
-    ``cold_users``, ``unknown_test_items`` and ``seconds`` (ranking + scoring time); ``per_user`` adds the
-    per-user values under ``"per_user"``.
+    ``where`` names the test log in errors (its file); ``warn=False`` leaves the ``warnings`` unlogged (for a caller
+    that pools several calls). Returns flat metrics (``R@10``, ``nDCG@20``, ``coverage@20``,
+    ``tail/R@20``, ...) plus ``users``, ``cold_users``, ``unknown_test_users``, ``unknown_test_items`` and
+    ``seconds`` (ranking + scoring time); ``warnings`` lists what makes the metrics misleading (every test user
+    unknown: the lists are the popularity fallback, not the model's), also logged; ``per_user`` adds the per-user
+    values under ``"per_user"``.
     """
     if not ks or min(ks) < 1:
         raise ValueError(f"`ks` must be positive cut-offs, got {list(ks)}.")
     frame = test.collect() if isinstance(test, pl.LazyFrame) else test
-    for column in ("user_id", "item_id"):
+    for column, vocabulary in (("user_id", service.users), ("item_id", service.items)):
         if column not in frame.columns:
-            raise ValueError(f"test log has no `{column}` column (columns: {frame.columns}).")
+            raise ValueError(f"{where} has no `{column}` column (columns: {frame.columns}).")
+        given = "string" if frame[column].dtype == pl.String else "integer"
+        if vocabulary.size and given != vocabulary.id_type:
+            raise LogSchemaError(
+                f"{where}: column `{column}` holds {given} ids but the model's are {vocabulary.id_type}s (an "
+                f"integer id never equals a string one); cast the column to {vocabulary.id_type}s."
+            )
     started = time.perf_counter()
     qrels = qrels_from_log(frame)
     raw_users = frame["user_id"].unique(maintain_order=True).to_numpy()
     user_index = service.users.encode(raw_users)
     cold = service.is_cold(user_index)
+    unknown_users = int((user_index == service.users.oov_index).sum())
+    warnings = unknown_users_warnings(len(raw_users), unknown_users, log=warn)
     unknown_items = ~service.items.contains(frame["item_id"])
     if unknown_items.any():
         logger.warning(
@@ -150,7 +178,9 @@ def evaluate_recommendations(
         {
             "users": len(qrels),
             "cold_users": int(cold.sum()),
+            "unknown_test_users": unknown_users,
             "unknown_test_items": int(unknown_items.sum()),
+            **({"warnings": warnings} if warnings else {}),
             "seconds": time.perf_counter() - started,
         }
     )

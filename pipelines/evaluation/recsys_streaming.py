@@ -28,7 +28,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from pipelines.evaluation.recsys import _measures, evaluate_recommendations
+from pipelines.evaluation.recsys import _measures, evaluate_recommendations, unknown_users_warnings
 from recsys.data import Interactions, encode_interactions, partition_by_user
 from recsys.serving import Recommender
 
@@ -64,7 +64,8 @@ def evaluate_recommendations_streaming(
 
     Returns:
         ``R@K``, ``nDCG@K``, ``head/…``, ``tail/…`` (means over users with test items), ``users``,
-        ``cold_users``, ``unknown_test_items``, ``head/users``, ``tail/users``, ``parts`` and ``seconds``.
+        ``cold_users``, ``unknown_test_users``, ``unknown_test_items``, ``head/users``, ``tail/users``, ``parts``,
+        ``seconds`` and, when no test user is in the training data, ``warnings``.
     """
     if max_rows_per_part < 1:
         raise ValueError(f"`max_rows_per_part` must be >= 1, got {max_rows_per_part}.")
@@ -73,7 +74,8 @@ def evaluate_recommendations_streaming(
     started = time.perf_counter()
     keys = _measures(ks)
     sums: dict[str, float] = {}
-    counts = {"users": 0, "cold_users": 0, "unknown_test_items": 0, "head/users": 0, "tail/users": 0}
+    counts = {"users": 0, "cold_users": 0, "unknown_test_users": 0, "unknown_test_items": 0, "head/users": 0,
+              "tail/users": 0}
     show = logger.getEffectiveLevel() <= logging.INFO if show_progress is None else show_progress
     with tempfile.TemporaryDirectory(prefix="regkit-eval-parts-", dir=work_dir) as folder:
         train_parts = partition_by_user(train, service.users, Path(folder) / "train", parts=parts)
@@ -96,7 +98,8 @@ def evaluate_recommendations_streaming(
                 )
             )
             metrics = evaluate_recommendations(
-                service.with_seen(seen, popularity=popularity), test_frame, ks=ks, head_fraction=head_fraction
+                service.with_seen(seen, popularity=popularity), test_frame, ks=ks, head_fraction=head_fraction,
+                warn=False,  # warnings are about the whole test log: computed from the pooled counts below
             )
             for prefix, weight in (("", metrics["users"]), ("head/", metrics["head/users"]),
                                    ("tail/", metrics["tail/users"])):
@@ -112,4 +115,5 @@ def evaluate_recommendations_streaming(
                 result[prefix + key] = sums[prefix + key] / total
     result.update(counts)
     result.update({"parts": parts, "seconds": time.perf_counter() - started})
-    return result
+    warnings = unknown_users_warnings(counts["users"], counts["unknown_test_users"])
+    return {**result, "warnings": warnings} if warnings else result
