@@ -109,7 +109,7 @@ from recsys.trainer import TrainConfig, Trainer, TrainResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULTS", "apply_overrides", "load_config", "load_split", "train_run"]
+__all__ = ["DEFAULTS", "apply_overrides", "input_files", "load_config", "load_split", "train_run"]
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -209,6 +209,23 @@ def _under_data_dir(data: Mapping[str, Any], value: str | Path) -> Path:
     """A configured path; relative ones are taken under ``data.dir`` when it is set."""
     path = Path(value)
     return Path(data["dir"]) / path if data.get("dir") and not path.is_absolute() else path
+
+
+def input_files(config: Mapping[str, Any]) -> list[Path]:
+    """The data files a run reads: its split's logs, the side tables and a given validation file.
+
+    Their fingerprints are part of the run's identity (``pipelines.run_guard``). Values of the wrong type are
+    skipped here; reading the data reports them.
+    """
+    data = config.get("data")
+    if not isinstance(data, Mapping) or not isinstance(data.get("dir"), str | Path | None):
+        return []
+    keys = ("train", "test") if data.get("split") == "given" else ("log",)
+    values = [data.get(key) for key in (*keys, "users", "items")]
+    validation = data.get("validation")
+    if isinstance(validation, Mapping) and validation.get("method") == "given":
+        values.append(validation.get("file"))
+    return [_under_data_dir(data, value) for value in values if isinstance(value, str | Path)]
 
 
 def _input(data: Mapping[str, Any], key: str, value: str | Path | None) -> Path | None:

@@ -36,7 +36,7 @@ def train(
     checkpoint, and ``_SUCCESS.json`` is written last (docs/reliability.md). Multi-process:
     ``torchrun --nproc_per_node N -m pipelines recsys train --config C --distributed`` (docs/scaling_distributed.md).
     """
-    from pipelines.recsys_run import load_config, train_run
+    from pipelines.recsys_run import input_files, load_config, train_run
     from pipelines.run_guard import guarded_run_dir
 
     resolved = load_config(config, [*overrides, *([f"seed={seed}"] if seed is not None else [])])
@@ -45,7 +45,8 @@ def train(
     if distributed and os.environ.get("RANK", "0") != "0":  # rank 0 holds the folder lock and writes the run
         train_run(resolved, output_dir=folder, overwrite=overwrite, distributed=sharding)
         return
-    with guarded_run_dir(folder, config=resolved, overwrite=overwrite, force=force, extra={"job": "recsys train"}):
+    with guarded_run_dir(folder, config=resolved, inputs=input_files(resolved), overwrite=overwrite, force=force,
+                         extra={"job": "recsys train"}):
         report = train_run(resolved, output_dir=folder, overwrite=overwrite, distributed=sharding)
     table = Table(title=f"{report['model']} on {report['split']}")
     table.add_column("metric")
