@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -153,13 +153,51 @@ class PostHoc(Protocol):
 
 
 class ConfigFromKeys:
-    """``get_config_dict()`` = the constructor arguments named in ``config_keys``, each stored under its own name.
+    """The one ``get_config_dict()`` of every registered method: the ``config_keys`` attributes, as JSON values.
 
-    For methods whose constructor arguments are all JSON values kept as attributes; ``cls(**get_config_dict())``
-    rebuilds the method (the round trip of every method's config).
+    The sentence-transformers pattern: each hyperparameter is a constructor argument kept as an attribute of the
+    same name and listed in ``config_keys``. Constructor arguments that are runtime objects rather than
+    configuration (a model or teacher to wrap, a tensor computed from data, a progress-bar switch) are listed in
+    ``runtime_keys`` instead; the two together are exactly the constructor's parameters, so
+    ``cls.from_config(obj.get_config_dict(), **runtime)`` rebuilds an equal method with the same bound objects.
+
+    :meth:`example_kwargs` gives the constructor keywords of a small instance (runtime objects included); the
+    registry-wide config contract test builds every registered method from it, so a new method brings its own.
     """
 
     config_keys: ClassVar[tuple[str, ...]] = ()
+    runtime_keys: ClassVar[tuple[str, ...]] = ()
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self.config_keys}
+        """The hyperparameters (``config_keys``) as JSON values: tuples become lists, tensors nested lists.
+
+        Raises:
+            TypeError: a hyperparameter holds an object that JSON cannot hold (e.g. a callable passed where a name
+                is also accepted); the message names the class and the key.
+        """
+        return {key: _json_value(getattr(self, key), f"{type(self).__name__}.{key}") for key in self.config_keys}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **runtime: Any) -> Self:
+        """Inverse of :meth:`get_config_dict`; ``runtime`` supplies the ``runtime_keys`` objects."""
+        return cls(**runtime, **config)
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        """Constructor keywords of a small, valid instance; default: none (every argument has a default)."""
+        return {}
+
+
+def _json_value(value: Any, where: str) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return [_json_value(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, Mapping) and all(isinstance(key, str) for key in value):
+        return {key: _json_value(item, f"{where}.{key}") for key, item in value.items()}
+    if isinstance(value, Tensor):
+        return value.tolist()
+    raise TypeError(
+        f"`{where}` is a {type(value).__name__}, which a JSON config cannot hold; pass a value (a name, a number, "
+        "a list) instead, or declare the argument in `runtime_keys` if it is a runtime object."
+    )

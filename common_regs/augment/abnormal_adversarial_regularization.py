@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common_regs._batch import batch_inputs, batch_labels
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def aaer_regularizer(
     "Regularization, NeurIPS 2023, arXiv:2404.08154",
     seed=69,
 )
-class AAER:
+class AAER(ConfigFromKeys):
     """Single-step (FGSM) adversarial training loss plus the abnormal-adversarial-example regularizer.
 
     During single-step adversarial training some adversarial examples *lower* the loss (abnormal AEs); their

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def mix_labels(labels: Tensor, lam: float, num_classes: int) -> Tensor:
     "Localizable Features, ICCV 2019, arXiv:1905.04899",
     seed=10,
 )
-class CutMix:
+class CutMix(ConfigFromKeys):
     """Batch CutMix following ``torchvision.transforms.v2.CutMix``, plus a 1-D variant for sequence batches.
 
     A box of another sample (the batch rolled by one) is pasted into each sample and the labels are mixed with
@@ -114,6 +115,10 @@ class CutMix:
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.last_lam = 1.0
         self.last_box: tuple[tuple[int, int], ...] | None = None
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"num_classes": 3, "alpha": 0.5, "seed": 0}
 
     def _uniform(self) -> float:
         return float(torch.rand((), generator=self.generator))

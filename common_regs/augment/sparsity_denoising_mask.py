@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def sparsify(
     paper="Chihaoui, Favaro, Unsupervised Real-World Denoising: Sparsity is All You Need, 2025, arXiv:2503.21377",
     seed=34,
 )
-class SparsityDenoisingMask:
+class SparsityDenoisingMask(ConfigFromKeys):
     """Builds (masked noisy input, clean target) pairs: synthetic noise on clean images, then random pixel masking.
 
     MID trains a denoiser that also inpaints: masking most input pixels shrinks the gap between synthetic and real
@@ -89,6 +90,10 @@ class SparsityDenoisingMask:
         self.mask_ratio, self.noise_std, self.seed = float(mask_ratio), float(noise_std), seed
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.bank: Tensor | None = None
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"mask_ratio": 0.25, "seed": 0}
 
     @torch.no_grad()
     def refit(self, noisy: Tensor, denoised: Tensor) -> None:

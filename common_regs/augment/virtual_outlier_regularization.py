@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common_regs._batch import batch_labels
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def synthesize_virtual_outliers(
     "Class-Incremental Learning, ICLR 2024, arXiv:2402.04129",
     seed=36,
 )
-class VirtualOutlierRegularizer:
+class VirtualOutlierRegularizer(ConfigFromKeys):
     """Energy-margin regularizer of a classifier head with virtual outliers synthesized at the class boundaries.
 
     Outliers sampled just outside each class's feature support must get high energy, real features low energy,
@@ -127,6 +127,7 @@ class VirtualOutlierRegularizer:
     """
 
     config_keys: ClassVar[tuple[str, ...]] = ("t_id", "t_ood", "k", "per_class", "cov", "weight")
+    runtime_keys: ClassVar[tuple[str, ...]] = ("head",)
     citation: ClassVar[str] = (
         "@inproceedings{huang2024ovor, title={OVOR: OnePrompt with Virtual Outlier Regularization for Rehearsal-Free "
         "Class-Incremental Learning}, author={Huang, Wei-Cheng and Chen, Chun-Fu and Hsu, Hsiang}, booktitle={ICLR}, "
@@ -152,6 +153,10 @@ class VirtualOutlierRegularizer:
             raise ValueError(f"`cov` must be > 0 and `weight` >= 0, got {cov} and {weight}.")
         self.head, self.t_id, self.t_ood = head, float(t_id), float(t_ood)
         self.k, self.per_class, self.cov, self.weight = k, per_class, float(cov), float(weight)
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"head": nn.Linear(4, 3), "k": 5, "per_class": 8}
 
     def __call__(self, ctx: TrainContext) -> Tensor:
         features = ctx.extras.get("features")

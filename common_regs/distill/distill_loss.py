@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from common_regs._batch import logits_of
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.distill._utils import check_positive, soft_cross_entropy, tempered_kl
 from common_regs.registry import register
 
@@ -26,7 +26,7 @@ _MODES = ("soft_ce", "kl", "mse")
     paper="Hinton, Vinyals, Dean, Distilling the Knowledge in a Neural Network, NIPS DL Workshop 2014, "
     "arXiv:1503.02531",
 )
-class DistillLoss:
+class DistillLoss(ConfigFromKeys):
     """Student loss against provider targets: soft cross-entropy, tempered KL or representation MSE.
 
     ``RegHooks`` stores the first target provider's output in ``ctx.extras["targets"]``; this term compares the

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common_regs._batch import batch_inputs, batch_labels
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.distill._utils import check_positive
 from common_regs.registry import register
 
@@ -64,7 +64,7 @@ def semantic_calibration(
     "Regularization with Semantic Calibration, ICCV 2023, arXiv:2308.12058",
     seed=19,
 )
-class DRTune:
+class DRTune(ConfigFromKeys):
     """Train the head also on queued, calibrated features of the frozen pretrained encoder (distribution regularizer).
 
     While fine-tuning, the downstream encoder drifts from the pretrained one. DR-Tune keeps the *head* valid on the
@@ -118,6 +118,7 @@ class DRTune:
     """
 
     config_keys: ClassVar[tuple[str, ...]] = ("queue_size", "rotation_interval", "feature_key", "weight")
+    runtime_keys: ClassVar[tuple[str, ...]] = ("head", "pretrained_encoder")
     citation: ClassVar[str] = (
         "@inproceedings{zhou2023drtune, title={DR-Tune: Improving Fine-tuning of Pretrained Visual Models by "
         "Distribution Regularization with Semantic Calibration}, author={Zhou, Nan and Chen, Jiaxin and Huang, Di}, "
@@ -150,6 +151,10 @@ class DRTune:
         self.queue_labels: Tensor | None = None
         self.rotation: Tensor | None = None
         self._calls = 0
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"head": nn.Linear(4, 3), "pretrained_encoder": nn.Linear(6, 4), "queue_size": 8}
 
     def _enqueue(self, down: Tensor, pre: Tensor, labels: Tensor) -> None:
         if self.queue_down is None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from common_regs._batch import batch_inputs
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.distill._utils import check_positive
 from common_regs.registry import register
 
@@ -36,7 +36,7 @@ def hidden_distance(student_hidden: Tensor, teacher_hidden: Tensor) -> Tensor:
     "ICLR 2023, arXiv:2210.02871",
     seed=61,
 )
-class FurtherPretrainSelfDistillation:
+class FurtherPretrainSelfDistillation(ConfigFromKeys):
     """Representation distillation from a further-pretrained teacher into the *initial* pretrained model.
 
     Step 1: further pretrain the pretrained model on the target domain (MAE/MLM) → teacher. Step 2: restart from
@@ -82,6 +82,7 @@ class FurtherPretrainSelfDistillation:
     """
 
     config_keys: ClassVar[tuple[str, ...]] = ("hidden_key", "weight")
+    runtime_keys: ClassVar[tuple[str, ...]] = ("teacher",)
     citation: ClassVar[str] = (
         "@inproceedings{lee2023selfdistillation, title={Self-Distillation for Further Pre-training of "
         "Transformers}, author={Lee, Seanie and Kang, Minki and Lee, Juho and Hwang, Sung Ju and Kawaguchi, Kenji}, "
@@ -95,6 +96,10 @@ class FurtherPretrainSelfDistillation:
             teacher.eval().requires_grad_(False)
         self.teacher, self.hidden_key = teacher, hidden_key
         self.weight = check_positive("weight", weight, allow_zero=True)
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"teacher": nn.Linear(4, 4), "hidden_key": None}
 
     def __call__(self, ctx: TrainContext) -> Tensor:
         if self.hidden_key is None:

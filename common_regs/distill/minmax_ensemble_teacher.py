@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.distill._utils import check_positive, minmax_per_row
 from common_regs.registry import register
 
@@ -49,7 +49,7 @@ def minmax_ensemble_scores(
     "2024, arXiv:2411.04403",
     seed=39,
 )
-class MinMaxEnsembleTeacher:
+class MinMaxEnsembleTeacher(ConfigFromKeys):
     """Teacher scores for distillation from several heterogeneous teachers (dense + sparse/lexical).
 
     Teachers score on different scales (cosine in [-1, 1], BM25 in [0, 40+]); normalising each teacher's
@@ -97,6 +97,7 @@ class MinMaxEnsembleTeacher:
     """
 
     config_keys: ClassVar[tuple[str, ...]] = ("weights", "scale", "tie_value")
+    runtime_keys: ClassVar[tuple[str, ...]] = ("teachers",)
     citation: ClassVar[str] = (
         "@article{geng2024competitive, title={Towards Competitive Search Relevance for Inference-Free Learned Sparse "
         "Retrievers}, author={Geng, Zhichao and Ru, Dongyu and Yang, Yang}, journal={arXiv:2411.04403}, year={2024}}"
@@ -117,6 +118,10 @@ class MinMaxEnsembleTeacher:
         if not 0.0 <= tie_value <= 1.0:
             raise ValueError(f"`tie_value` must be in [0, 1], got {tie_value}.")
         self.tie_value = float(tie_value)
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"teachers": [lambda ctx: ctx.outputs, lambda ctx: -ctx.outputs], "weights": [1.0, 2.0]}
 
     def teacher_scores(self, ctx: TrainContext) -> Tensor:
         if self.teachers is not None:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from common_regs._batch import batch_labels, logits_of
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.distill._utils import soft_cross_entropy
 from common_regs.registry import register
 
@@ -38,7 +38,7 @@ def pskd_targets(labels: Tensor, past: Tensor, alpha: float) -> Tensor:
     "arXiv:2006.12000",
     seed=25,
 )
-class ProgressiveSelfDistillation:
+class ProgressiveSelfDistillation(ConfigFromKeys):
     """Soft targets mixing the label with the model's own prediction of the previous epoch (PS-KD).
 
     The model is its own teacher: the target of sample i at epoch t mixes its one-hot label with the softmax the
@@ -110,6 +110,10 @@ class ProgressiveSelfDistillation:
         self.alpha_final, self.total_epochs = float(alpha_final), total_epochs
         self.store = torch.zeros(num_samples, num_classes)
         self.seen = torch.zeros(num_samples, dtype=torch.bool)
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"num_samples": 4, "num_classes": 3}
 
     def alpha(self, epoch: int) -> float:
         return pskd_alpha(self.alpha_final, epoch, self.total_epochs)

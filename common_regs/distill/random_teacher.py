@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common_regs._batch import batch_inputs
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.distill._utils import check_positive, soft_cross_entropy
 from common_regs.registry import register
 
@@ -55,7 +55,7 @@ def ridge_probe_accuracy(
     paper="Sarnthein, Bachmann, Anagnostidis, Hofmann, Random Teachers are Good Teachers, ICML 2023, arXiv:2302.12091",
     seed=31,
 )
-class RandomTeacher:
+class RandomTeacher(ConfigFromKeys):
     """Soft targets from a frozen, randomly initialised teacher (DINO-style self-distillation without augmentation).
 
     A student trained to match the sharpened outputs of a *random* network learns data-dependent features whose
@@ -105,6 +105,7 @@ class RandomTeacher:
     """
 
     config_keys: ClassVar[tuple[str, ...]] = ("teacher_temperature", "student_temperature")
+    runtime_keys: ClassVar[tuple[str, ...]] = ("teacher",)
     citation: ClassVar[str] = (
         "@inproceedings{sarnthein2023random, title={Random Teachers are Good Teachers}, author={Sarnthein, Felix "
         "and Bachmann, Gregor and Anagnostidis, Sotiris and Hofmann, Thomas}, booktitle={ICML}, year={2023}}"
@@ -116,6 +117,10 @@ class RandomTeacher:
         self.teacher = teacher.eval().requires_grad_(False)
         self.teacher_temperature = check_positive("teacher_temperature", teacher_temperature)
         self.student_temperature = check_positive("student_temperature", student_temperature)
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"teacher": nn.Linear(4, 3)}
 
     @torch.no_grad()
     def targets(self, ctx: TrainContext) -> Tensor:

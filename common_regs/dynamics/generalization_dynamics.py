@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def marchenko_pastur_pdf(values: Tensor, ratio: float, variance: float = 1.0) ->
 @register("linear_gradient_flow", kind="solver", seed=47,
           paper="Advani, Saxe, High-dimensional dynamics of generalization error in neural networks, Neural "
                 "Networks 2020, arXiv:1710.03667")
-class LinearGradientFlow:
+class LinearGradientFlow(ConfigFromKeys):
     """Exact train/test error trajectories of a linear student–teacher model under gradient flow.
 
     Explains why early stopping regularizes: each eigen-mode of the data covariance is learned at rate λᵢ,
@@ -108,6 +109,3 @@ class LinearGradientFlow:
         train = ((ws @ x64.T) - y64).pow(2).mean(1)
         test = (ws - teacher64).pow(2).sum(1) + self.noise**2
         return {"time": list(map(float, times)), "train_mse": train.tolist(), "test_error": test.tolist()}
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {"noise": self.noise}

@@ -5,12 +5,12 @@ from __future__ import annotations
 import fnmatch
 import logging
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def hessian_alignment_penalty(env_losses: Sequence[Tensor], params: Sequence[Ten
 @register("hessian_alignment", kind="loss", seed=40,
           paper="Hemati, Zhang, Estiri, Wang, Understanding Hessian Alignment for Domain Generalization, ICCV 2023, "
                 "arXiv:2308.11778")
-class HessianAlignment:
+class HessianAlignment(ConfigFromKeys):
     """Penalize differences of classifier-head gradients and Hessians across training domains.
 
     Out-of-domain transferability is bounded by the spectral distance between domain Hessians of the classifier
@@ -142,6 +142,3 @@ class HessianAlignment:
         value = hessian_alignment_penalty(losses, self.parameters(ctx.model), method=self.method, samples=self.samples)
         self.last_components = {"hessian_alignment": float(value.detach())}
         return value
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "include": list(self.include), "samples": self.samples, "weight": self.weight}

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class STNLinear(nn.Module):
 @register("self_tuning_network", kind="solver", seed=55,
           paper="MacKay, Vicol, Lorraine, Duvenaud, Grosse, Self-Tuning Networks: Bilevel Optimization of "
                 "Hyperparameters using Structured Best-Response Functions, ICLR 2019, arXiv:1903.03088")
-class SelfTuningNetwork:
+class SelfTuningNetwork(ConfigFromKeys):
     """Alternating bilevel optimizer for a model built from :class:`STNLinear` layers and its hyperparameters.
 
     Train steps fit the weights for hyperparameters sampled around the current value (so the gated layers learn
@@ -113,6 +114,10 @@ class SelfTuningNetwork:
         self.weight_opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         self.hyper_opt = torch.optim.Adam([self.hparams, self.log_scale], lr=self.hyper_lr)
 
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"model": nn.Linear(3, 1), "init_hparams": [0.5], "config": {"train_steps": 2}}
+
     def _perturbed(self, detach: bool) -> Tensor:
         eps = torch.randn_like(self.hparams)
         sample = self.hparams + self.log_scale.exp() * eps
@@ -147,6 +152,3 @@ class SelfTuningNetwork:
         self.model.load_state_dict(state["model"])
         self.weight_opt.load_state_dict(state["weight_opt"])
         self.hyper_opt.load_state_dict(state["hyper_opt"])
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {"init_hparams": self.init_hparams, "lr": self.lr, "hyper_lr": self.hyper_lr, "config": self.config}

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.generative._utils import squared_distance
 from common_regs.registry import register
 
@@ -22,7 +22,7 @@ __all__ = ["CrossInitialization"]
 @register("cross_initialization", kind="loss", seed=53,
           paper="Pang, Zhang, Zhou, Wang, Cross Initialization for Face Personalization of Text-to-Image Models, "
                 "CVPR 2024, arXiv:2312.15905")
-class CrossInitialization:
+class CrossInitialization(ConfigFromKeys):
     """Initialize a textual-inversion embedding from the encoder output of a mean embedding and anchor it there.
 
     The textual-inversion input embedding v starts at ``v₀ = E(v̄)`` — the text encoder's *output* for the mean
@@ -94,6 +94,3 @@ class CrossInitialization:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.anchor = state["anchor"]
         self.embedding = None if state["embedding"] is None else nn.Parameter(state["embedding"].clone())
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {"weight": self.weight}

@@ -6,13 +6,13 @@ import fnmatch
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from scipy.special import gammaincinv
 from torch import Tensor, nn
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def generalized_gaussian_(tensor: Tensor, beta: float, std: float, generator: to
 @register("generalized_gaussian_prior", kind="loss", seed=12,
           paper="It Takes a Good Model to Train a Good Model: Generalized Gaussian Priors for Optimized LLMs, 2025, "
                 "arXiv:2506.00486")
-class GeneralizedGaussianPrior:
+class GeneralizedGaussianPrior(ConfigFromKeys):
     """Negative log generalized-Gaussian prior on weights (β < 2 favours peaky, compressible weights), plus GG init.
 
     Trained LLM weights follow a generalized Gaussian with shape β ≈ 1–1.5 rather than a Gaussian; initializing
@@ -113,6 +113,3 @@ class GeneralizedGaussianPrior:
         if not params:
             raise ValueError(f"`include` patterns {self.include} match no parameter of the model.")
         return self.penalty(params)
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {"beta": self.beta, "std": self.std, "include": list(self.include), "weight": self.weight}

@@ -8,12 +8,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class GIFDResult:
 @register("gifd_attack", kind="solver", seed=26,
           paper="Fang, Chen, Wang, Wang, Xia, GIFD: A Generative Gradient Inversion Method with Feature Domain "
                 "Optimization, ICCV 2023, arXiv:2308.04699")
-class GIFDAttack:
+class GIFDAttack(ConfigFromKeys):
     """Gradient inversion that optimizes the latent, then each intermediate feature of a generator in turn.
 
     Stage 0 searches the generator's latent z; stage k ≥ 1 starts from the feature the previous stage produced at
@@ -223,6 +224,3 @@ class GIFDAttack:
                 best.x, best.cost, best.best_stage = x.detach(), final, stage
             logger.debug("GIFD stage %d: cost %.4g", stage, final)
         return best
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {"steps": list(self.steps), "lr": self.lr, "radii": list(self.radii), "cost": self.cost}

@@ -27,6 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from common_regs.api import ConfigFromKeys
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ParametrizedReparam", "ReparamSite", "WeightParametrization", "resolve_targets"]
@@ -99,7 +101,7 @@ class ReparamSite:
     stash: list[tuple[nn.Parameter, Tensor]] | None = None
 
 
-class ParametrizedReparam:
+class ParametrizedReparam(ConfigFromKeys):
     """Base class of the parametrize-based reparametrizations (hook kind ``reparam``).
 
     Args:
@@ -116,8 +118,7 @@ class ParametrizedReparam:
     hook_kind: ClassVar[str] = "reparam"
     identity_at_init: ClassVar[bool] = True
     tensor_name: ClassVar[str] = "weight"
-    base_config_keys: ClassVar[tuple[str, ...]] = ("module_types", "include", "exclude", "freeze_base")
-    config_keys: ClassVar[tuple[str, ...]] = ()
+    config_keys: ClassVar[tuple[str, ...]] = ("module_types", "include", "exclude", "freeze_base")
 
     def __init__(self, *, module_types: Sequence[str] = ("linear",), include: Sequence[str] | None = None,
                  exclude: Sequence[str] | None = None, freeze_base: bool = False) -> None:
@@ -129,19 +130,6 @@ class ParametrizedReparam:
         self.freeze_base = bool(freeze_base)
         self.sites: list[ReparamSite] = []
         self.model: nn.Module | None = None
-
-    def get_config_dict(self) -> dict[str, Any]:
-        """JSON-primitive config; ``from_config`` is its exact inverse."""
-        config: dict[str, Any] = {"name": getattr(self, "registry_name", type(self).__name__)}
-        for key in (*self.config_keys, *self.base_config_keys):
-            value = getattr(self, key)
-            config[key] = list(value) if isinstance(value, tuple) else value
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> ParametrizedReparam:
-        params = {k: v for k, v in config.items() if k != "name"}
-        return cls(**params)
 
     # -- to implement ---------------------------------------------------------------------------------------
     def make_parametrization(self, name: str, module: nn.Module, weight: Tensor) -> WeightParametrization:

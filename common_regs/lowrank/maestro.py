@@ -139,8 +139,9 @@ class Maestro(ParametrizedReparam):
         (torch.Size([4, 6]), 2)
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = ("group_lasso_weight", "threshold", "hierarchical")
-    base_config_keys: ClassVar[tuple[str, ...]] = ("module_types", "include", "exclude")
+    config_keys: ClassVar[tuple[str, ...]] = (
+        "group_lasso_weight", "threshold", "hierarchical", "module_types", "include", "exclude"
+    )
     runtime_keys: ClassVar[tuple[str, ...]] = ()
     citation: ClassVar[str] = (
         "@inproceedings{horvath2024maestro, title={Maestro: Uncovering Low-Rank Structures via Trainable "

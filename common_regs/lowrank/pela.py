@@ -102,7 +102,9 @@ class PELA(ParametrizedReparam):
     """
 
     identity_at_init: ClassVar[bool] = False
-    config_keys: ClassVar[tuple[str, ...]] = ("rank", "keep_ratio")
+    config_keys: ClassVar[tuple[str, ...]] = (
+        "rank", "keep_ratio", "module_types", "include", "exclude", "freeze_base"
+    )
     runtime_keys: ClassVar[tuple[str, ...]] = ()
     citation: ClassVar[str] = (
         "@inproceedings{guo2024pela, title={PELA: Learning Parameter-Efficient Models with Low-Rank Approximation}, "

@@ -113,7 +113,9 @@ class RegularizedMaskTuning(ParametrizedReparam):
         (True, 0.0)
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = ("threshold", "init_score")
+    config_keys: ClassVar[tuple[str, ...]] = (
+        "threshold", "init_score", "module_types", "include", "exclude", "freeze_base"
+    )
     runtime_keys: ClassVar[tuple[str, ...]] = ()
     citation: ClassVar[str] = (
         "@inproceedings{zheng2023rmt, title={Regularized Mask Tuning: Uncovering Hidden Knowledge in Pre-trained "

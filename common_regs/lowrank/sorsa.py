@@ -91,7 +91,7 @@ class SORSA(ParametrizedReparam):
         (True, 30)
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = ("rank", "alpha")
+    config_keys: ClassVar[tuple[str, ...]] = ("rank", "alpha", "module_types", "include", "exclude", "freeze_base")
     runtime_keys: ClassVar[tuple[str, ...]] = ()
     citation: ClassVar[str] = (
         "@article{cao2024sorsa, title={SORSA: Singular Values and Orthonormal Regularized Singular Vectors Adaptation "

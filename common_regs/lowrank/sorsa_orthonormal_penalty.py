@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.lowrank.sorsa import _SorsaWeight
 from common_regs.registry import register
 
@@ -48,7 +48,7 @@ def sorsa_factors(model: nn.Module) -> list[tuple[Tensor, Tensor]]:
 @register("sorsa_orthonormal", kind="loss", seed=60,
           paper="Cao, SORSA: Singular Values and Orthonormal Regularized Singular Vectors Adaptation of Large "
                 "Language Models, 2024, arXiv:2409.00055")
-class SorsaOrthonormalPenalty:
+class SorsaOrthonormalPenalty(ConfigFromKeys):
     """Orthonormality regularizer of SORSA: keeps the trainable singular vectors orthonormal.
 
     Add it next to a :class:`~common_regs.lowrank.sorsa.SORSA` reparametrization; it finds every SORSA adapter of
@@ -102,9 +102,6 @@ class SorsaOrthonormalPenalty:
 
     def __call__(self, ctx: TrainContext) -> Tensor:
         return orthonormality_penalty(sorsa_factors(ctx.model))
-
-    def get_config_dict(self) -> dict[str, float | str]:
-        return {"name": "sorsa_orthonormal", "weight": self.weight}
 
     def state_dict(self) -> dict[str, float]:
         return {"weight": self.weight}

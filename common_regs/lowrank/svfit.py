@@ -95,7 +95,7 @@ class SVFit(ParametrizedReparam):
         (True, 4)
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = ("rank", "energy")
+    config_keys: ClassVar[tuple[str, ...]] = ("rank", "energy", "module_types", "include", "exclude", "freeze_base")
     runtime_keys: ClassVar[tuple[str, ...]] = ()
     citation: ClassVar[str] = (
         "@article{sun2024svfit, title={SVFit: Parameter-Efficient Fine-Tuning of Large Pre-Trained Models Using "

@@ -102,7 +102,7 @@ class WeightCompander(ParametrizedReparam):
         True
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = ("mu", "learnable")
+    config_keys: ClassVar[tuple[str, ...]] = ("mu", "learnable", "module_types", "include", "exclude", "freeze_base")
     runtime_keys: ClassVar[tuple[str, ...]] = ()
     citation: ClassVar[str] = (
         "@inproceedings{cakaj2023compander, title={Weight Compander: A Simple Weight Reparameterization for "

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from scipy.sparse.csgraph import shortest_path
 from torch import Tensor, nn
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class LokiHead(nn.Module):
 @register("loki", kind="post_hoc", seed=33,
           paper="Roberts, Li, Adila, Cromp, Huang, Zhao, Sala, Geometry-Aware Adaptation for Pretrained Models, "
                 "NeurIPS 2023, arXiv:2307.12226")
-class Loki:
+class Loki(ConfigFromKeys):
     """Drop-in prediction rule: predict the Fréchet mean of the label metric space instead of the argmax.
 
     A classifier trained on K of the |Y| labels can then predict any label, including unobserved ones lying
@@ -112,6 +113,10 @@ class Loki:
         if self.observed is not None and (self.observed.min() < 0 or self.observed.max() >= dist.shape[0]):
             raise ValueError(f"`observed` label ids must be in [0, {dist.shape[0]}), got {self.observed.tolist()}.")
 
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"distances": [[0.0, 1.0], [1.0, 0.0]], "observed": [1]}
+
     def head(self, num_outputs: int) -> LokiHead:
         observed = self.observed if self.observed is not None else torch.arange(num_outputs)
         if observed.numel() != num_outputs:
@@ -125,7 +130,3 @@ class Loki:
                 raise ValueError("pass `num_outputs` (the model's number of classes) or set `observed`.")
             num_outputs = self.observed.numel()
         return nn.Sequential(model, self.head(num_outputs))
-
-    def get_config_dict(self) -> dict[str, object]:
-        return {"name": "loki", "distances": self.distances.tolist(),
-                "observed": None if self.observed is None else self.observed.tolist()}

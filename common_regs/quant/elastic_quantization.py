@@ -143,8 +143,9 @@ class ElasticQuantization(ParametrizedReparam):
     """
 
     identity_at_init: ClassVar[bool] = False
-    config_keys: ClassVar[tuple[str, ...]] = ("bit_list", "kurtosis_weight", "skewness_weight")
-    base_config_keys: ClassVar[tuple[str, ...]] = ("module_types", "include", "exclude")
+    config_keys: ClassVar[tuple[str, ...]] = (
+        "bit_list", "kurtosis_weight", "skewness_weight", "module_types", "include", "exclude"
+    )
     runtime_keys: ClassVar[tuple[str, ...]] = ()
     kurtosis_target: ClassVar[float] = 1.8
     citation: ClassVar[str] = (

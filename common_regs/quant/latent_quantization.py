@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class LatentQuantizer(nn.Module):
 @register("latent_quantization", kind="loss", seed=71,
           paper="Hsu, Dorrell, Whittington, Wu, Finn, Disentanglement via Latent Quantization, NeurIPS 2023, "
                 "arXiv:2305.18378")
-class LatentQuantization:
+class LatentQuantization(ConfigFromKeys):
     """Quantized latent bottleneck with a learnable scalar codebook per dimension, and its two VQ-style losses.
 
     Put ``lq.quantizer`` between encoder and decoder; add ``lq`` as a loss term. Each latent dimension snaps to the
@@ -115,6 +115,10 @@ class LatentQuantization:
         self.optimize_values = bool(optimize_values)
         self.quantizer = LatentQuantizer(num_latents, values_per_latent, optimize_values)
 
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"num_latents": 3, "values_per_latent": 4}
+
     def losses(self) -> dict[str, Tensor]:
         """``{"quantization": mean (sg z − ẑ)², "commitment": mean (z − sg ẑ)²}`` of the last quantizer call."""
         if self.quantizer.last is None:
@@ -126,9 +130,6 @@ class LatentQuantization:
     def __call__(self, ctx: TrainContext | None = None) -> Tensor:
         parts = self.losses()
         return self.quantization_weight * parts["quantization"] + self.commitment_weight * parts["commitment"]
-
-    def get_config_dict(self) -> dict[str, object]:
-        return {"name": "latent_quantization", **{k: getattr(self, k) for k in self.config_keys}}
 
     def state_dict(self) -> dict[str, Tensor]:
         return self.quantizer.state_dict()

@@ -119,8 +119,7 @@ class QuantizationNoise(ParametrizedReparam):
     """
 
     identity_at_init: ClassVar[bool] = True
-    config_keys: ClassVar[tuple[str, ...]] = ("bits", "noise", "activations")
-    base_config_keys: ClassVar[tuple[str, ...]] = ("module_types", "include", "exclude")
+    config_keys: ClassVar[tuple[str, ...]] = ("bits", "noise", "activations", "module_types", "include", "exclude")
     runtime_keys: ClassVar[tuple[str, ...]] = ()
     citation: ClassVar[str] = (
         "@article{shvetsov2024quantnas, title={QuantNAS for super resolution: searching for efficient "

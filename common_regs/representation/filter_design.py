@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def receptive_field(
     "unconfirmed); orthogonal init: Saxe, McClelland, Ganguli, ICLR 2014, arXiv:1312.6120",
     seed=66,
 )
-class FilterInit:
+class FilterInit(ConfigFromKeys):
     """Initialise every Conv2d of a model with one documented filter-design scheme (one-shot transform).
 
     Choices surveyed by the filter-design literature: orthogonal filters (decorrelated, norm-preserving), Kaiming

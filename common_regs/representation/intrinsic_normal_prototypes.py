@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def soft_mining_loss(encoder: Tensor, decoder: Tensor, gamma: float = 3.0) -> Te
     "Anomaly Detection (INP-Former), CVPR 2025, arXiv:2503.02424",
     seed=20,
 )
-class IntrinsicNormalPrototypes:
+class IntrinsicNormalPrototypes(ConfigFromKeys):
     """The two INP-Former training losses: soft-mining reconstruction + weighted INP coherence.
 
     INP-Former reconstructs encoder tokens from a few "intrinsic normal prototypes" extracted from the same image;

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def brownian_loss(embeddings: Tensor, std: float = 0.1, generator: torch.Generat
     "arXiv:2207.03552",
     seed=29,
 )
-class MSBReg:
+class MSBReg(ConfigFromKeys):
     """Sum of three embedding forces: attraction of view centroids, global dispersion, local Brownian diffusion.
 
     Treats embeddings as particles: a multiview centroid loss pulls the online views of an image to the (delayed,

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class RegularizationTokens(nn.Module):
     "Data, ICLR 2025, arXiv:2410.05016",
     seed=44,
 )
-class TJEPA:
+class TJEPA(ConfigFromKeys):
     """Joint-embedding predictive SSL over feature subsets of tabular rows, with an EMA target encoder.
 
     A context encoder sees a random subset of a row's features (plus regularization tokens); a predictor

@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def ufm_weights_step(h: Tensor, y: Tensor, lambda_w: float) -> Tensor:
     paper="Tirer, Huang, Niles-Weed, Perturbation Analysis of Neural Collapse, ICML 2023, arXiv:2210.16658",
     seed=9,
 )
-class VicinityUFM:
+class VicinityUFM(ConfigFromKeys):
     """Block-coordinate solver of the UFM whose features are regularized toward a vicinity of H₀.
 
     The unconstrained features model treats the penultimate features as free variables; with the extra proximity

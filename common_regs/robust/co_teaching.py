@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from common_regs._batch import batch_labels
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def small_loss_indices(losses: Tensor, forget_rate: float) -> Tensor:
     "Extremely Noisy Labels, NeurIPS 2018, arXiv:1804.06872",
     seed=3,
 )
-class CoTeaching:
+class CoTeaching(ConfigFromKeys):
     """Cross-update of two peer networks on each other's small-loss samples (label-noise robust training).
 
     Small-loss samples are likely clean; letting each network pick them *for its peer* avoids confirming its own

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from common_regs._batch import batch_labels
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def conr_loss(
     "arXiv:2309.06651",
     seed=14,
 )
-class ConR:
+class ConR(ConfigFromKeys):
     """Contrastive feature regularizer for regression: negatives are label-far samples the model predicts close.
 
     In imbalanced regression, rare targets collapse onto the features of frequent neighbours. ConR pulls together

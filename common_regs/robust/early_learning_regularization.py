@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from common_regs._batch import logits_of
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def elr_penalty(logits: Tensor, targets: Tensor) -> Tensor:
     "Noisy Labels, NeurIPS 2020, arXiv:2007.00151",
     seed=21,
 )
-class EarlyLearningRegularization:
+class EarlyLearningRegularization(ConfigFromKeys):
     """Keeps predictions close to their own running average, so the early (clean) fit is not replaced by memorisation.
 
     With noisy labels, networks first fit the clean majority ("early learning") then memorise the wrong labels.
@@ -105,6 +105,10 @@ class EarlyLearningRegularization:
             float(weight),
         )
         self.targets = torch.zeros(num_samples, num_classes)
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"num_samples": 4, "num_classes": 3}
 
     def update(self, indices: Tensor, logits: Tensor) -> Tensor:
         """EMA update of the batch rows; returns the updated targets of the batch."""

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common_regs._batch import logits_of
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def configure_norm_adaptation(model: nn.Module) -> list[nn.Parameter]:
     "arXiv:2204.02610",
     seed=51,
 )
-class EATA:
+class EATA(ConfigFromKeys):
     """Test-time adaptation loss: weighted entropy of reliable, non-redundant samples + Fisher-weighted anchor.
 
     Only low-entropy (reliable) samples whose prediction differs from the running mean prediction (non-redundant)
@@ -138,6 +138,7 @@ class EATA:
     """
 
     config_keys: ClassVar[tuple[str, ...]] = ("num_classes", "entropy_margin", "redundancy_margin", "fisher_weight")
+    runtime_keys: ClassVar[tuple[str, ...]] = ("fishers",)
     citation: ClassVar[str] = (
         "@inproceedings{niu2022eata, title={Efficient Test-Time Model Adaptation without Forgetting}, author={Niu, "
         "Shuaicheng and Wu, Jiaxiang and Zhang, Yifan and Chen, Yaofo and Zheng, Shijian and Zhao, Peilin and Tan, "
@@ -164,6 +165,10 @@ class EATA:
         self.fishers = dict(fishers) if fishers is not None else None
         self.mean_probs: Tensor | None = None
         self.last_selected: Tensor | None = None
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"num_classes": 3, "fishers": {"weight": (torch.ones(2), torch.zeros(2))}}
 
     def entropy_loss(self, logits: Tensor) -> Tensor:
         _, selected = eata_selection(logits, self.entropy_margin, self.redundancy_margin, self.mean_probs)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Beta
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def reinforce_loss(log_prob: Tensor, reward: Tensor, baseline: float = 0.0) -> T
     paper="Yavuz, Yang, Policy Gradient-Driven Noise Mask, 2024, arXiv:2406.14568",
     seed=24,
 )
-class PolicyNoiseMask(nn.Module):
+class PolicyNoiseMask(ConfigFromKeys, nn.Module):
     """Input-conditional additive noise whose per-element mask ~ Beta(a(x), b(x)) is learned by policy gradient.
 
     A very light policy network outputs Beta parameters for every input element; the classifier trains on
@@ -78,6 +79,7 @@ class PolicyNoiseMask(nn.Module):
     """
 
     config_keys: ClassVar[tuple[str, ...]] = ("num_features", "noise_scale", "reward")
+    runtime_keys: ClassVar[tuple[str, ...]] = ("policy",)
     citation: ClassVar[str] = (
         "@article{yavuz2024policy, title={Policy Gradient-Driven Noise Mask}, author={Yavuz, Mehmet Can and Yang, "
         "Yang}, journal={arXiv:2406.14568}, year={2024}}"
@@ -109,6 +111,10 @@ class PolicyNoiseMask(nn.Module):
         )
         self.baseline = 0.0
         self.last_log_prob: Tensor | None = None
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"num_features": 4}
 
     def distribution(self, x: Tensor) -> Beta:
         raw = self.policy(x)

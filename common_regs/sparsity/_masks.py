@@ -28,14 +28,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_MODULE_TYPES",
+    "MODULE_TYPES",
     "MaskParametrization",
     "MaskSchedulerBase",
     "check_fraction",
+    "module_classes",
     "nm_mask",
     "resolve_parameter",
     "select_weights",
@@ -43,7 +46,25 @@ __all__ = [
     "zero_optimizer_state",
 ]
 
-DEFAULT_MODULE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+MODULE_TYPES: dict[str, type[nn.Module]] = {
+    "conv1d": nn.Conv1d,
+    "conv2d": nn.Conv2d,
+    "embedding": nn.Embedding,
+    "embedding_bag": nn.EmbeddingBag,
+    "linear": nn.Linear,
+}
+"""Layer types a scheduler can select by name (``module_types``), so that the choice is a config value."""
+DEFAULT_MODULE_TYPES: tuple[str, ...] = ("linear", "conv1d", "conv2d")
+
+
+def module_classes(names: Sequence[str]) -> tuple[type[nn.Module], ...]:
+    """The layer classes named in ``names`` (keys of :data:`MODULE_TYPES`)."""
+    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+        raise TypeError(f"`module_types` must be a list of layer names from {sorted(MODULE_TYPES)}, got {names!r}.")
+    unknown = sorted(set(names) - set(MODULE_TYPES))
+    if unknown:
+        raise ValueError(f"`module_types` entries must be in {sorted(MODULE_TYPES)}, got unknown {unknown}.")
+    return tuple(MODULE_TYPES[name] for name in names)
 
 
 def check_fraction(
@@ -130,15 +151,16 @@ def select_weights(
     *,
     targets: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
-    module_types: tuple[type[nn.Module], ...] = DEFAULT_MODULE_TYPES,
+    module_types: Sequence[str] = DEFAULT_MODULE_TYPES,
 ) -> list[str]:
     """FQNs (``"<module>.weight"``) of the weights a scheduler should own.
 
     Args:
         targets: explicit parameter names; default: the ``weight`` of every module of ``module_types``.
         exclude: module-name prefixes to skip (e.g. the classifier head).
-        module_types: layer types selected when ``targets`` is None.
+        module_types: names of the layer types (:data:`MODULE_TYPES`) selected when ``targets`` is None.
     """
+    classes = module_classes(module_types)
     if targets is not None:
         names = list(targets)
         for name in names:
@@ -146,12 +168,12 @@ def select_weights(
         return names
     names = []
     for module_name, module in model.named_modules():
-        if not isinstance(module, module_types) or any(module_name.startswith(prefix) for prefix in exclude):
+        if not isinstance(module, classes) or any(module_name.startswith(prefix) for prefix in exclude):
             continue
         names.append(f"{module_name}.weight" if module_name else "weight")
     if not names:
         raise ValueError(
-            f"no parameter selected: the model has no module of types {[t.__name__ for t in module_types]} outside "
+            f"no parameter selected: the model has no module of types {list(module_types)} outside "
             f"`exclude`={list(exclude)}; pass `targets` explicitly."
         )
     return names
@@ -218,7 +240,7 @@ class MaskParametrization(nn.Module):
         return weight * (self.mask + (1.0 - self.mask) * self.fill)
 
 
-class MaskSchedulerBase:
+class MaskSchedulerBase(ConfigFromKeys):
     """Base of every mask scheduler: owns masks by FQN, parametrizes the weights, zeros pruned optimizer state.
 
     Subclasses implement :meth:`_on_prepare` (initial masks) and :meth:`_update` (called after each optimizer
@@ -233,7 +255,7 @@ class MaskSchedulerBase:
     Args:
         targets: parameter FQNs to own; default: the weights of all ``module_types`` modules.
         exclude: module-name prefixes left dense (e.g. ``("head",)``).
-        module_types: layer types selected when ``targets`` is None.
+        module_types: names of the layer types (:data:`MODULE_TYPES`) selected when ``targets`` is None.
     """
 
     hook_kind: ClassVar[str] = "mask_scheduler"
@@ -241,18 +263,19 @@ class MaskSchedulerBase:
     semantics: ClassVar[str] = "prune"
     exact_density: ClassVar[bool] = True
     straight_through: ClassVar[bool] = False
-    config_keys: ClassVar[tuple[str, ...]] = ("targets", "exclude")
+    config_keys: ClassVar[tuple[str, ...]] = ("targets", "exclude", "module_types")
 
     def __init__(
         self,
         *,
         targets: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
-        module_types: tuple[type[nn.Module], ...] = DEFAULT_MODULE_TYPES,
+        module_types: Sequence[str] = DEFAULT_MODULE_TYPES,
     ) -> None:
+        module_classes(module_types)  # a bad name fails here, not at prepare()
         self.targets = list(targets) if targets is not None else None
         self.exclude = tuple(exclude)
-        self.module_types = module_types
+        self.module_types = tuple(module_types)
         self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.steps_done = 0
@@ -368,14 +391,6 @@ class MaskSchedulerBase:
         self._hard = bool(state["hard"])
         self.set_fill(float(state["fill"]))
         self._load_extra_state(state.get("extra", {}))
-
-    def get_config_dict(self) -> dict[str, Any]:
-        """JSON-primitive constructor arguments (``config_keys``) plus the registry name."""
-        config: dict[str, Any] = {"name": self.registry_name}
-        for key in self.config_keys:
-            value = getattr(self, key)
-            config[key] = list(value) if isinstance(value, tuple) else value
-        return config
 
     # ----------------------------------------------------------------------------------------- subclass hooks
     def _on_prepare(self) -> None:

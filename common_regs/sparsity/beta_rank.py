@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 from common_regs.sparsity._masks import check_fraction
 
@@ -53,7 +54,7 @@ def beta_rank_scores(layer: nn.Module, inputs: Tensor, outputs: Tensor, *, norma
     "Pruning Method For Imbalanced Medical Image Analysis, 2023, arXiv:2304.07461",
     seed=46,
 )
-class BetaRank:
+class BetaRank(ConfigFromKeys):
     """Rank filters by β-rank on calibration data and prune (zero) the lowest-ranked fraction of each layer.
 
     The importance of a filter combines its values (L1 of the weights) with how much it changes the data: the
@@ -97,6 +98,10 @@ class BetaRank:
         self.targets, self.exclude = (list(targets) if targets is not None else None), tuple(exclude)
         self.scores: dict[str, Tensor] = {}
         self.masks: dict[str, Tensor] = {}
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"prune_ratio": {"0": 0.25}, "targets": ["0"], "exclude": ["2"]}
 
     def _layers(self, model: nn.Module) -> dict[str, nn.Module]:
         layers = {

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 from common_regs.sparsity._masks import check_fraction
 
@@ -76,7 +76,7 @@ def output_change_score(inputs: Tensor, reference: nn.Module) -> Callable[[nn.Mo
     "Delta-Parameter Pruning For Fine-Tuned Models, ICLR 2025, arXiv:2410.09344",
     seed=62,
 )
-class DARE:
+class DARE(ConfigFromKeys):
     """Delta-parameter pruning of a fine-tuned model: drop each δ = θ_ft - θ_pre with prob. p, rescale the rest.
 
     DARE (Yu et al. 2024) rescales the kept deltas by ``1/(1-p)`` so the pruned delta is unbiased; DAREx-q
@@ -113,6 +113,10 @@ class DARE:
             raise ValueError(f"`q` must be > 0, got {q}.")
         self.q, self.seed = q, seed
         self.targets = list(targets) if targets is not None else None
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"q": 2.0, "targets": ["0.weight"]}
 
     @torch.no_grad()
     def apply(self, model: nn.Module, base: nn.Module | Mapping[str, Tensor], q: float | None = None) -> nn.Module:
@@ -154,7 +158,7 @@ class DARE:
     "arXiv:2410.09344 (AdamR-L2)",
     seed=62,
 )
-class DeltaL2:
+class DeltaL2(ConfigFromKeys):
     """``Σ ‖θ - θ_pre‖²``: the L2 pull toward the pretrained weights used (as AdamR-L2) before DARE.
 
     Shrinks the deltas' mean and variance during fine-tuning so delta pruning afterwards loses less. The anchor
@@ -173,12 +177,17 @@ class DeltaL2:
     """
 
     config_keys: ClassVar[tuple[str, ...]] = ("weight",)
+    runtime_keys: ClassVar[tuple[str, ...]] = ("anchor",)
 
     def __init__(self, weight: float = 1e-2, anchor: Mapping[str, Tensor] | None = None) -> None:
         if weight < 0:
             raise ValueError(f"`weight` must be >= 0, got {weight}.")
         self.weight = float(weight)
         self.anchor = {k: v.detach().clone() for k, v in anchor.items()} if anchor is not None else None
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"anchor": {"0.weight": torch.ones(2, 3)}}
 
     def __call__(self, ctx: TrainContext) -> Tensor:
         params = dict(ctx.model.named_parameters())

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DSL", "DSL_MODULE_TYPES", "erk_densities", "prune_and_grow", "ranked_indices", "update_count"]
 
-DSL_MODULE_TYPES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag, nn.Linear)
+DSL_MODULE_TYPES: tuple[str, ...] = ("embedding", "embedding_bag", "linear")
 Distribution = Literal["uniform", "erk"]
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 from common_regs.sparsity._masks import check_fraction
 
@@ -132,7 +133,7 @@ def dsnot_prune_mask(
     "for Sparse LLMs, ICLR 2024, arXiv:2310.08915",
     seed=64,
 )
-class DSnoT:
+class DSnoT(ConfigFromKeys):
     """Training-free pruning of the Linear layers of a model: Wanda mask + DSnoT prune-and-grow cycles.
 
     Layers are processed in module order; each layer's input statistics are collected on the calibration batches
@@ -197,6 +198,10 @@ class DSnoT:
         )
         self.exclude = tuple(exclude)
         self.masks: dict[str, Tensor] = {}
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"exclude": ["head"]}
 
     @torch.no_grad()
     def apply(

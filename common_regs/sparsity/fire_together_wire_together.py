@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 from common_regs.sparsity._masks import check_fraction
 
@@ -82,7 +82,7 @@ class FTWTLayer(nn.Module):
     "Self-Supervised Mask Prediction, CVPR 2022, arXiv:2110.08232",
     seed=7,
 )
-class FireTogetherWireTogether:
+class FireTogetherWireTogether(ConfigFromKeys):
     """Self-supervised mask-prediction loss: BCE between predicted and heat-mass top-k channel masks.
 
     Sums, over every :class:`FTWTLayer` in the model, the binary cross-entropy between the predictor logits and

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from common_regs.api import TrainContext
 from common_regs.registry import register
@@ -140,7 +140,9 @@ class GroupEnvelopeProx(MaskSchedulerBase):
     """
 
     exact_density: ClassVar[bool] = False
-    config_keys: ClassVar[tuple[str, ...]] = ("k", "prox_step", "group_dim", "mode", "targets", "exclude")
+    config_keys: ClassVar[tuple[str, ...]] = (
+        "k", "prox_step", "group_dim", "mode", "targets", "exclude", "module_types"
+    )
 
     def __init__(
         self,
@@ -151,7 +153,7 @@ class GroupEnvelopeProx(MaskSchedulerBase):
         mode: Literal["gap", "envelope"] = "gap",
         targets: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
-        module_types: tuple[type[nn.Module], ...] = DEFAULT_MODULE_TYPES,
+        module_types: Sequence[str] = DEFAULT_MODULE_TYPES,
     ) -> None:
         super().__init__(targets=targets, exclude=exclude, module_types=module_types)
         if isinstance(k, float) and not 0 < k <= 1:

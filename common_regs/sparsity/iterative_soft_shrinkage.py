@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from common_regs.api import TrainContext
 from common_regs.registry import register
@@ -70,7 +70,9 @@ class IterativeSoftShrinkage(MaskSchedulerBase):
         Before ``hard_prune_step`` the mask only *reports* the kept set: the forward pass uses the raw weights.
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = ("sparsity", "shrink_ratio", "hard_prune_step", "targets", "exclude")
+    config_keys: ClassVar[tuple[str, ...]] = (
+        "sparsity", "shrink_ratio", "hard_prune_step", "targets", "exclude", "module_types"
+    )
 
     def __init__(
         self,
@@ -80,7 +82,7 @@ class IterativeSoftShrinkage(MaskSchedulerBase):
         hard_prune_step: int | None = None,
         targets: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
-        module_types: tuple[type[nn.Module], ...] = DEFAULT_MODULE_TYPES,
+        module_types: Sequence[str] = DEFAULT_MODULE_TYPES,
     ) -> None:
         super().__init__(targets=targets, exclude=exclude, module_types=module_types)
         self._schedule = as_schedule(sparsity)

@@ -6,8 +6,6 @@ import logging
 from collections.abc import Sequence
 from typing import ClassVar
 
-from torch import nn
-
 from common_regs.api import TrainContext
 from common_regs.registry import register
 from common_regs.sparsity._masks import DEFAULT_MODULE_TYPES, MaskSchedulerBase, check_fraction, nm_mask, topk_mask
@@ -47,7 +45,7 @@ class MagnitudePruning(MaskSchedulerBase):
         targets / exclude / module_types: see :class:`MaskSchedulerBase`.
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = ("sparsity", "n_m", "prune_step", "targets", "exclude")
+    config_keys: ClassVar[tuple[str, ...]] = ("sparsity", "n_m", "prune_step", "targets", "exclude", "module_types")
 
     def __init__(
         self,
@@ -57,7 +55,7 @@ class MagnitudePruning(MaskSchedulerBase):
         prune_step: int = 0,
         targets: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
-        module_types: tuple[type[nn.Module], ...] = DEFAULT_MODULE_TYPES,
+        module_types: Sequence[str] = DEFAULT_MODULE_TYPES,
     ) -> None:
         super().__init__(targets=targets, exclude=exclude, module_types=module_types)
         self.sparsity = check_fraction("sparsity", sparsity)

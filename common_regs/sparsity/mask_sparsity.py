@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 from common_regs.sparsity._masks import check_fraction
 
@@ -53,7 +53,7 @@ def global_bn_prune_masks(model: nn.Module, sparsity: float) -> dict[str, Tensor
     "Research 2023, arXiv:2201.06776",
     seed=16,
 )
-class MaskSparsity:
+class MaskSparsity(ConfigFromKeys):
     """Pruning-aware sparse regularization: sparsify only the BN channels that pruning will remove.
 
     Network slimming puts an L1 penalty on *every* BN scale γ; MaskSparsity applies it only to the channels a
@@ -83,6 +83,7 @@ class MaskSparsity:
     """
 
     config_keys: ClassVar[tuple[str, ...]] = ("sparsity", "strength", "norm")
+    runtime_keys: ClassVar[tuple[str, ...]] = ("masks",)
 
     def __init__(
         self,

@@ -142,6 +142,7 @@ class NMSparsity(MaskSchedulerBase):
         "srste_decay",
         "targets",
         "exclude",
+        "module_types",
     )
 
     def __init__(
@@ -159,7 +160,7 @@ class NMSparsity(MaskSchedulerBase):
         srste_decay: float = 2e-4,
         targets: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
-        module_types: tuple[type[nn.Module], ...] = DEFAULT_MODULE_TYPES,
+        module_types: Sequence[str] = DEFAULT_MODULE_TYPES,
     ) -> None:
         super().__init__(targets=targets, exclude=exclude, module_types=module_types)
         if not 0 < n <= m:

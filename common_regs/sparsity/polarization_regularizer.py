@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 from common_regs.sparsity._masks import check_fraction
 
@@ -89,7 +89,7 @@ def polarization_terms(gates: Tensor, target_density: float) -> tuple[Tensor, Te
     "Regularization and One Pass Training, 2023, arXiv:2302.10798",
     seed=5,
 )
-class PolarizationRegularizer:
+class PolarizationRegularizer(ConfigFromKeys):
     """Sparsity + polarization loss on all :class:`ConsensusGate` modules of the model (consensus sub-network).
 
     Trains binary channel/layer gates jointly with the network in one pass so that (i) the fraction of open gates

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from common_regs.api import TrainContext
 from common_regs.registry import register
@@ -102,6 +102,7 @@ class SaRA(MaskSchedulerBase):
         "seed",
         "targets",
         "exclude",
+        "module_types",
     )
 
     def __init__(
@@ -115,7 +116,7 @@ class SaRA(MaskSchedulerBase):
         seed: int = 0,
         targets: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
-        module_types: tuple[type[nn.Module], ...] = DEFAULT_MODULE_TYPES,
+        module_types: Sequence[str] = DEFAULT_MODULE_TYPES,
     ) -> None:
         super().__init__(targets=targets, exclude=exclude, module_types=module_types)
         if threshold is not None:

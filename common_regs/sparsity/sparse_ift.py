@@ -172,7 +172,7 @@ class SparseIFT(MaskSchedulerBase):
         seed: int = 0,
         exclude: Sequence[str] = (),
     ) -> None:
-        super().__init__(exclude=exclude, module_types=(nn.Linear,))
+        super().__init__(exclude=exclude, module_types=("linear",))
         if transform == "wide":
             raise ValueError("`transform`='wide' changes model widths: build the MLP with `sparse_wide_widths`.")
         iso_flop_size(transform, 1, 1, sparsity)  # validates both

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def drop_pos_loss(logits: Tensor, ids_keep: Tensor, mask_pos: Tensor, smoothing:
     "Positions, NeurIPS 2023, arXiv:2309.03576",
     seed=57,
 )
-class DropPos:
+class DropPos(ConfigFromKeys):
     """Position-reconstruction pretext: drop most position embeddings, classify every patch's position among L.
 
     Only a random 25 % of the patches stay visible; of those, 75 % lose their position embedding (a mask token
@@ -148,6 +148,10 @@ class DropPos:
         self.grid_size = (int(grid_size[0]), int(grid_size[1]))
         self.mask_ratio, self.pos_mask_ratio = float(mask_ratio), float(pos_mask_ratio)
         self.sigma, self.total_epochs = float(sigma), int(total_epochs)
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"grid_size": (2, 3), "total_epochs": 4}
 
     @property
     def num_positions(self) -> int:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common_regs._batch import batch_labels
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def multi_sample_dropout_loss(
     paper="Inoue, Multi-Sample Dropout for Accelerated Training and Better Generalization, 2019, arXiv:1905.09788",
     seed=4,
 )
-class MultiSampleDropout:
+class MultiSampleDropout(ConfigFromKeys):
     """Average of the losses of M dropout samples of the penultimate features through one shared head.
 
     Each step draws M dropout masks on the features before the head, runs the (weight-shared) head on each and
@@ -87,6 +87,7 @@ class MultiSampleDropout:
     """
 
     config_keys: ClassVar[tuple[str, ...]] = ("num_samples", "p", "criterion", "feature_key")
+    runtime_keys: ClassVar[tuple[str, ...]] = ("head",)
     citation: ClassVar[str] = (
         "@article{inoue2019multisample, title={Multi-Sample Dropout for Accelerated Training and Better "
         "Generalization}, author={Inoue, Hiroshi}, journal={arXiv:1905.09788}, year={2019}}"
@@ -115,6 +116,10 @@ class MultiSampleDropout:
             raise TypeError(f"`criterion` must be a string or a callable, got {type(criterion).__name__}.")
         self.head, self.num_samples, self.p, self.criterion = head, num_samples, float(p), criterion
         self.feature_key = feature_key
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"head": nn.Linear(4, 3), "criterion": "mse"}
 
     def loss(self, features: Tensor, target: Tensor, training: bool = True) -> Tensor:
         if not training:

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def prefix_mask(size: int, kept: Tensor) -> Tensor:
     kind="batch_transform",
     paper="Rippel, Gelbart, Adams, Learning Ordered Representations with Nested Dropout, ICML 2014, arXiv:1402.0915",
 )
-class OrderedTruncation(nn.Module):
+class OrderedTruncation(ConfigFromKeys, nn.Module):
     """Zero everything after a random prefix length k along one axis; identity in eval mode.
 
     Training with random prefixes orders information: leading coordinates (features, ranks, tokens) carry the

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class DropPath(nn.Module):
     "CVPR 2018, arXiv:1707.07012",
     seed=17,
 )
-class ScheduledDropPath:
+class ScheduledDropPath(ConfigFromKeys):
     """Sets the drop probability of every :class:`DropPath` of a model from a linear-in-time (and depth) schedule.
 
     NASNet's ScheduledDropPath drops each path of a cell with a probability that grows linearly during training

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def structural_hamming_distance(true_adj: Tensor, est_adj: Tensor) -> int:
 
 @register("colide", kind="solver", seed=48,
           paper="Saboksayr, Mateos, Tepper, CoLiDE: Concomitant Linear DAG Estimation, ICLR 2024, arXiv:2310.02895")
-class CoLiDE:
+class CoLiDE(ConfigFromKeys):
     """Learn a linear DAG from data with a scale-aware (concomitant) score and a smooth acyclicity penalty.
 
     The least-squares score is divided by a jointly estimated noise scale σ (closed form at every step), which
@@ -156,7 +157,3 @@ class CoLiDE:
 
     def adjacency(self, w: Tensor) -> Tensor:
         return (w.abs() >= self.threshold).to(torch.int64)
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {"lambda1": self.lambda1, "variance": self.variance, "s_schedule": list(self.s_schedule),
-                "lr": self.lr, "iters": list(self.iters), "threshold": self.threshold}

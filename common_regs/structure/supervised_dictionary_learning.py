@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class SDLResult:
 
 @register("supervised_dictionary_learning", kind="solver", seed=67,
           paper="Lee, Lyu, Yao, Supervised Dictionary Learning with Auxiliary Covariates, 2022, arXiv:2206.06774")
-class SupervisedDictionaryLearning:
+class SupervisedDictionaryLearning(ConfigFromKeys):
     """Jointly learn a dictionary, codes and a logistic classifier (with auxiliary covariates) by BCD.
 
     SDL finds a class-discriminative dictionary: latent atoms that both reconstruct the features and predict the
@@ -191,7 +192,3 @@ class SupervisedDictionaryLearning:
         h = torch.linalg.lstsq(w, x).solution if self.mode == "feature" else w.T @ x
         return torch.sigmoid(_logits(x, w, h, result.beta, aux.to(torch.float64) if aux is not None else None,
                                      self.mode))
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {"n_components": self.n_components, "xi": self.xi, "mode": self.mode, "l2": list(self.l2),
-                "nonnegative": self.nonnegative, "iterations": self.iterations}

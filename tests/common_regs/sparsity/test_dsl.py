@@ -303,7 +303,7 @@ def test_torchrec_embedding_bag_collection_tables() -> None:
 def test_config_round_trip_and_validation() -> None:
     sched = DSL(density=0.1, update_interval=7, total_steps=70, distribution="erk", targets=["*.weight"])
     config = sched.get_config_dict()
-    assert config["name"] == "dsl" and build(config).get_config_dict() == config
+    assert build({"name": "dsl", **config}).get_config_dict() == config
     for kwargs, match in [
         ({"density": 0.0}, "density"),
         ({"density": 1.5}, "density"),
