@@ -26,12 +26,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import polars as pl
 import torch
 from torch import Tensor
 
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
+from recsys.data import Vocabulary
 from recsys.feature_mi import MIMatrix, top_partners
-from recsys.features import FeatureTable
+from recsys.features import FeatureSpec, FeatureTable
 from recsys.models.base import RecBatch
 
 logger = logging.getLogger(__name__)
@@ -129,7 +132,7 @@ class SSLViews:
     seed_feature: str | None = None
 
 
-class _FeatureMasking:
+class _FeatureMasking(ConfigFromKeys):
     """Shared machinery of RFM and CFM (see the subclasses for the docstring template)."""
 
     config_keys: ClassVar[tuple[str, ...]] = ("mask_ratio", "dropout", "batch_size", "seed")
@@ -203,8 +206,12 @@ class _FeatureMasking:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.calls = int(state["calls"])
 
-    def get_config_dict(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self.config_keys}
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        frame = pl.DataFrame({"item_id": [1, 2, 3], "a": ["x", "y", "x"], "b": ["u", "v", "v"]})
+        specs = [FeatureSpec("item_id", "id")] + [FeatureSpec(name, "categorical", name) for name in "ab"]
+        items = FeatureTable.build(Vocabulary.from_values("item_id", frame["item_id"]), specs, frame)
+        return {"items": items, "mask_ratio": 0.4, "batch_size": 2, "seed": 3}
 
 
 @register("ssl_rfm", kind="batch_transform", paper=PAPER)
@@ -347,6 +354,12 @@ class CorrelatedFeatureMasking(_FeatureMasking):
             raise TypeError(f"`mi` must be a recsys.feature_mi.MIMatrix, got {type(mi).__name__}.")
         mi.check_features(self.keys)
         self.mi = mi
+
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        kwargs = super().example_kwargs()
+        keys = tuple(kwargs["items"].keys)
+        return {**kwargs, "mi": MIMatrix(keys, np.eye(len(keys)) + 0.1, "custom", "")}
 
     def masked_set(self, generator: torch.Generator) -> tuple[list[int], int | None]:
         seed = int(torch.randint(len(self.keys), (1,), generator=generator))

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 from recsys.feature_masking import (
     CITATION,
@@ -93,7 +93,7 @@ def ssl_info_nce(view_a: Tensor, view_b: Tensor, temperature: float, *, item_ids
 
 
 @register("ssl_infonce", kind="loss", paper=PAPER)
-class ItemSSLLoss:
+class ItemSSLLoss(ConfigFromKeys):
     """In-batch InfoNCE between the two augmented views of the SSL items, through the shared item tower.
 
     The auxiliary loss of the SSL framework: regularizes item representations, most where clicks are sparse
@@ -163,9 +163,6 @@ class ItemSSLLoss:
         with torch.no_grad():
             self.last_alignment = float(F.cosine_similarity(z_a, z_b, dim=-1).mean())
         return ssl_info_nce(z_a, z_b, self.temperature, item_ids=views.items)
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "weight": self.weight}
 
 
 # -- configuration -----------------------------------------------------------------------------------------------

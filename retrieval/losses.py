@@ -12,12 +12,12 @@ Scores: :math:`s(q, d) = \\sum_t \\mathrm{idf}(t)\\,[t \\in q]\\, w_d(t)` (:func
 from __future__ import annotations
 
 import logging
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
 from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def margin_mse(student: Tensor, teacher: Tensor) -> Tensor:
 
 
 @register("idf_aware_flops", kind="loss", paper=_PAPER, seed=39)
-class IdfAwareFlops:
+class IdfAwareFlops(ConfigFromKeys):
     """FLOPS sparsity penalty for an inference-free retriever whose query side is an IDF table.
 
     The ranking gradient on a document weight is proportional to the IDF of its token (queries are IDF vectors),
@@ -130,6 +130,7 @@ class IdfAwareFlops:
     """
 
     config_keys: ClassVar[tuple[str, ...]] = ("mode", "threshold", "weight")
+    runtime_keys: ClassVar[tuple[str, ...]] = ("idf",)
     citation: ClassVar[str] = _CITATION
 
     def __init__(
@@ -150,6 +151,10 @@ class IdfAwareFlops:
         self.threshold = threshold
         self.weight = float(weight)
 
+    @classmethod
+    def example_kwargs(cls) -> dict[str, Any]:
+        return {"threshold": 3, "weight": 0.5}
+
     def compute(self, doc: Tensor) -> Tensor:
         weights = self.idf if self.mode == "plain" else None
         return flops_penalty(doc, token_weights=weights, threshold=self.threshold)
@@ -163,7 +168,7 @@ class IdfAwareFlops:
 
 @register("margin_mse", kind="loss", paper="Hofstätter et al., Improving Efficient Neural Ranking Models with "
           "Cross-Architecture Knowledge Distillation, 2020, arXiv:2010.02666")
-class MarginMSE:
+class MarginMSE(ConfigFromKeys):
     """MarginMSE distillation of teacher score margins (positive − each negative) into the student's scores.
 
     The option to KL in the ensemble KD recipe: instead of matching the teacher's softmax over a query's
