@@ -3,8 +3,9 @@
 After every optimizer step: masks are binary with the exact expected count (and N:M group pattern), pruned entries
 of hard masks are zero in the raw weights and in the Adam state, frozen entries (``semantics="freeze"``) keep their
 values bit-exactly; state_dict round-trips (train k steps, save, restore into fresh objects, continue: identical
-masks and weights). The config round trip is in ``tests/common_regs/test_config_contract.py``. A new scheduler registered later (e.g. DSL) is picked up automatically; the overrides
-below only shorten schedules so that every phase is reached within a few steps.
+masks and weights). The config round trip is in ``tests/common_regs/test_config_contract.py``. A new scheduler
+registered later (e.g. DSL) is picked up automatically; the overrides below only shorten schedules so that every
+phase is reached within a few steps.
 """
 
 from __future__ import annotations
