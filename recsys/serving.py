@@ -50,6 +50,10 @@ __all__ = ["IndexConfig", "Recommender", "ServedModelError", "build_faiss_index"
 _FORMAT_VERSION = 2  # 2: serving.json records each file's size and SHA-256 and the index's shape
 
 
+class ServedModelError(ValueError):
+    """A saved recommender folder is damaged or mixed with files of another model; the message names the file."""
+
+
 @dataclass(frozen=True)
 class IndexConfig:
     """FAISS index options. Defaults: exact flat inner product; IVF ``nlist=100, nprobe=8`` and HNSW
@@ -400,10 +404,6 @@ class Recommender:
             popularity=popularity,
             index=index,
         )
-
-
-class ServedModelError(ValueError):
-    """A saved recommender folder is damaged or mixed with files of another model; the message names the file."""
 
 
 _INDEX_FILE = "index.faiss"
