@@ -156,3 +156,13 @@ def test_prepare_twice_and_bad_targets_are_rejected() -> None:
     other = build({"name": "magnitude_pruning", "targets": ["nope.weight"]})
     with pytest.raises(ValueError, match="nope"):
         other.prepare(_model())
+
+
+def test_module_types_are_layer_names_a_config_can_hold() -> None:
+    model = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 4))
+    scheduler = build({"name": "magnitude_pruning", "module_types": ["embedding"]})
+    scheduler.prepare(model)
+    assert list(scheduler.masks) == ["0.weight"]
+    assert scheduler.get_config_dict()["module_types"] == ["embedding"]
+    with pytest.raises(ValueError, match="`module_types` entries must be in"):
+        build({"name": "nm_sparsity", "module_types": ["lstm"]})
