@@ -281,7 +281,6 @@ def _first_row(lazy: pl.LazyFrame, predicate: pl.Expr, where: object = "log") ->
     return _collect(first, where, streaming=False).item()
 
 
-
 def check_log_content(source: pl.LazyFrame | str | os.PathLike[str], *, where: object | None = None) -> int:
     """Check what training reads from a log, in one streaming pass; return its row count.
 

@@ -236,4 +236,3 @@ class Vocabulary:
             raise ValueError(f"{path}: not a vocabulary file (no `id` column; columns: {frame.columns}).")
         counts = frame["count"].to_numpy().astype(np.int64) if "count" in frame.columns else None
         return cls(name=name or Path(path).stem, ids=_as_id_array(frame["id"], what=str(path)), counts=counts)
-

@@ -33,10 +33,6 @@ from retrieval.beir import MAX_ID_LENGTH as MAX_BEIR_ID_LENGTH
 USERS, ITEMS, PER_USER = 30, 20, 8
 
 
-def _log(users: list, items: list, **columns: list) -> pl.DataFrame:
-    return pl.DataFrame({"user_id": users, "item_id": items, **columns})
-
-
 def _interactions(seed: int = 0) -> pl.DataFrame:
     """``USERS`` users with ``PER_USER`` distinct items each, in user order."""
     rng = np.random.default_rng(seed)
@@ -81,8 +77,9 @@ def _split_in_four(log: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 def test_a_long_id_is_refused_by_validate_and_train_with_the_limit(tmp_path, capsys):
     train, test = _split_in_four(_interactions().with_columns(pl.col("user_id").cast(pl.String)))
     long_id = "u" * 100_000  # a million characters made training allocate 60.9 GiB: ids were padded to the longest
-    train = train.with_columns(pl.when(pl.int_range(pl.len()) == 7).then(pl.lit(long_id)).otherwise("user_id")
-                               .alias("user_id"))
+    train = train.with_columns(
+        pl.when(pl.int_range(pl.len()) == 7).then(pl.lit(long_id)).otherwise("user_id").alias("user_id")
+    )
     config = _write_given(tmp_path / "data", train, test)
     log = tmp_path / "data" / "train.parquet"
     limit = f"ids longer than the {MAX_ID_LENGTH:,}-character limit"
@@ -125,13 +122,15 @@ def test_training_errors_name_the_file_and_its_row_as_validate_does(tmp_path, ca
     folder = tmp_path / "data"
     folder.mkdir()
     log.write_parquet(folder / "log.parquet")
-    config = _write_config(folder, {"dir": str(folder), "log": "log.parquet", "split": "random_holdout",
-                                    "test_fraction": 0.5})
+    config = _write_config(
+        folder, {"dir": str(folder), "log": "log.parquet", "split": "random_holdout", "test_fraction": 0.5}
+    )
 
     assert main(["data", "validate", str(folder / "log.parquet")]) == 2
     assert "column `rating` has 1 null/NaN/infinite values (first at row 7)" in capsys.readouterr().err
     assert _train(config, tmp_path / "run") == 2  # was "train: ... (first at row 6)": a row of the train side
-    assert f"{folder / 'log.parquet'}: column `rating` has 1 NaN/null values (first at row 7)" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"{folder / 'log.parquet'}: column `rating` has 1 NaN/null values (first at row 7)" in error
 
 
 def test_integer_train_ids_and_string_test_ids_name_the_test_file(tmp_path, capsys):
@@ -210,8 +209,10 @@ def test_an_index_of_another_shape_is_refused_even_with_a_matching_checksum(trai
     manifest["files"]["index.faiss"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     (model / "serving.json").write_text(json.dumps(manifest))
     assert main(["recsys", "recommend", "--model", str(model), "--user", "1"]) == 2
-    assert (f"index.faiss: holds {ITEMS - 1} vectors of dimension {dimension + 1}, but this model serves {ITEMS} "
-            f"items of dimension {dimension}") in capsys.readouterr().err
+    assert (
+        f"index.faiss: holds {ITEMS - 1} vectors of dimension {dimension + 1}, but this model serves {ITEMS} "
+        f"items of dimension {dimension}"
+    ) in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["model.pt", "seen.npz"])
@@ -231,13 +232,14 @@ def _beir_folder(folder: Path, *, doc_id: str = "d2", query_id: str = "q1") -> P
     (folder / "corpus.jsonl").write_text(
         "".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in docs), encoding="utf-8"
     )
+    queries = [("q0", "red fruit"), (query_id, "bananas")]
     (folder / "queries.jsonl").write_text(
-        json.dumps({"_id": "q0", "text": "red fruit"}) + "\n" + json.dumps({"_id": query_id, "text": "bananas"}) + "\n",
-        encoding="utf-8",
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries), encoding="utf-8"
     )
     (folder / "qrels").mkdir()
-    (folder / "qrels" / "test.tsv").write_text(f"query-id\tcorpus-id\tscore\nq0\td3\t1\n{query_id}\t{doc_id}\t1\n",
-                                               encoding="utf-8")
+    (folder / "qrels" / "test.tsv").write_text(
+        f"query-id\tcorpus-id\tscore\nq0\td3\t1\n{query_id}\t{doc_id}\t1\n", encoding="utf-8"
+    )
     return folder
 
 
@@ -246,7 +248,7 @@ def _beir_folder(folder: Path, *, doc_id: str = "d2", query_id: str = "q1") -> P
     [
         ({"doc_id": "d 2"}, "corpus.jsonl:2", "holds whitespace (' ' at character 1)"),
         ({"query_id": "q\u00a01"}, "queries.jsonl:2", "holds whitespace ('\\xa0' at character 1)"),
-        ({"doc_id": "d" * 40_000}, "corpus.jsonl:2", f"is 40,000 characters long ('dddd"),
+        ({"doc_id": "d" * 40_000}, "corpus.jsonl:2", "is 40,000 characters long ('dddd"),
     ],
     ids=["space-in-doc-id", "nbsp-in-query-id", "long-doc-id"],
 )
