@@ -11,8 +11,9 @@
 5. **Report** — ``report.md`` + ``report.html`` (plots) + ``metrics.json`` in the output folder
    (:mod:`pipelines.demo_report`).
 
-Configuration: ``pipelines/configs/demo.yaml`` ← ``--config FILE`` ← ``--set a.b=value`` (:func:`load_demo_config`).
-Every recsys model entry is a ``regkit recsys train`` config fragment; the sparse retriever's entry holds
+Configuration: ``pipelines/configs/demo.yaml`` ← ``--config FILE`` ← ``--set a.b=value``, read once into a typed
+:class:`pipelines.run_config.DemoConfig` (:func:`pipelines.run_config.load_demo_config`). Every recsys model entry is
+a ``regkit recsys train`` config fragment; the sparse retriever's entry holds
 :class:`retrieval.sparse_training.SparseTrainConfig` fields. A model's name becomes its sub-folder, so it must be a
 plain name (``[A-Za-z0-9._-]+``).
 
@@ -22,7 +23,6 @@ The output folder is a run folder (:func:`pipelines.run_guard.guarded_run_dir`):
 
 from __future__ import annotations
 
-import copy
 import logging
 import sys
 import time
@@ -38,80 +38,17 @@ from rich.console import Console
 from rich.table import Table
 
 from common_regs.io import atomic_write_text
-from common_regs.output_folders import check_name
 from pipelines.datasets.demo import DemoSpec, write_demo_data
-from pipelines.recsys_run import apply_overrides
 from pipelines.report import ReportPaths
+from pipelines.run_config import DemoConfig, load_demo_config
 from pipelines.run_guard import guarded_run_dir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_CONFIG", "DEMO_DATA", "DemoOutcome", "load_demo_config", "run_demo"]
+__all__ = ["DEMO_DATA", "DemoOutcome", "load_demo_config", "run_demo"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DATA = REPO_ROOT / "data" / "demo"
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
-SECTIONS = ("seed", "threads", "data", "recsys", "retrieval", "ab")
-RETRIEVERS = ("bm25", "sparse")
-
-
-# -- configuration ---------------------------------------------------------------------------------------------
-
-
-def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(dict(base))
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"demo config {path} not found.")
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: malformed YAML ({err}).") from None
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: a demo config must be a mapping, got {type(loaded).__name__}.")
-    return loaded
-
-
-def _check_pairs(config: Mapping[str, Any], section: str, names: Sequence[str]) -> None:
-    pairs = config[section].get("ab") or []
-    for pair in pairs:
-        if not (isinstance(pair, list | tuple) and len(pair) == 2):
-            raise ValueError(f"`{section}.ab` entries must be [A, B] pairs, got {pair!r}.")
-        unknown = [name for name in pair if name not in names]
-        if unknown:
-            raise ValueError(f"`{section}.ab` names {unknown}, not among the {section} models {list(names)}.")
-
-
-def load_demo_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """``pipelines/configs/demo.yaml`` ← ``path`` (deep-merged) ← ``overrides`` (``a.b=value``, YAML values).
-
-    A model set to ``null`` (``--set recsys.models.mf_dsl=null``) is skipped. Unknown sections, A/B pairs naming
-    unknown models, model names that are not plain folder names and bad demo-data sizes are errors naming the key.
-    """
-    config = _read_yaml(DEFAULT_CONFIG)
-    if path is not None:
-        config = _deep_merge(config, _read_yaml(Path(path)))
-    config = apply_overrides(config, overrides)
-    unknown = sorted(set(config) - set(SECTIONS))
-    if unknown:
-        raise ValueError(f"unknown demo config sections {unknown}; allowed: {list(SECTIONS)}.")
-    if config["data"].get("generate") is not None:
-        DemoSpec.from_dict(config["data"]["generate"])  # fail before any work
-    fragments = (config["recsys"].get("models") or {}).items()
-    models = [check_name(name, "`recsys.models` key") for name, fragment in fragments if fragment is not None]
-    if not models:
-        raise ValueError("`recsys.models` is empty: the demo needs at least one recommender.")
-    _check_pairs(config, "recsys", models)
-    _check_pairs(config, "retrieval", RETRIEVERS)
-    return config
 
 
 # -- running ---------------------------------------------------------------------------------------------------
@@ -136,11 +73,11 @@ def _step(title: str, console: Console, timings: dict[str, float]) -> Iterator[N
     console.print(f"[green]done[/green]: {title} in {timings[title]:.1f} s")
 
 
-def _prepare_data(config: Mapping[str, Any], out: Path) -> Path:
-    data = config["data"]
-    if data.get("generate") is not None:
-        return write_demo_data(out / "data", DemoSpec.from_dict(data["generate"]), overwrite=True)
-    folder = Path(data["dir"]) if data.get("dir") else DEMO_DATA
+def _prepare_data(config: DemoConfig, out: Path) -> Path:
+    data = config.data
+    if data.generate is not None:
+        return write_demo_data(out / "data", data.generate, overwrite=True)
+    folder = Path(data.dir) if data.dir else DEMO_DATA
     needed = [folder / "recsys" / "interactions.parquet", folder / "beir" / "corpus.jsonl"]
     if not all(p.is_file() for p in needed):
         if folder.resolve() != DEMO_DATA.resolve():
@@ -163,7 +100,7 @@ def _print_table(console: Console, title: str, rows: Sequence[Mapping[str, Any]]
 
 
 def run_demo(
-    config: Mapping[str, Any], out: str | Path, console: Console | None = None, *, overwrite: bool = False
+    config: DemoConfig, out: str | Path, console: Console | None = None, *, overwrite: bool = False
 ) -> DemoOutcome:
     """Run the demo configured by ``config`` (:func:`load_demo_config`) into ``out``; returns what it measured.
 
@@ -173,11 +110,11 @@ def run_demo(
     """
     console = console or Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes: no squeezed tables
     out = Path(out)
-    with guarded_run_dir(out, config=dict(config), overwrite=overwrite, extra={"job": "demo"}):
+    with guarded_run_dir(out, config=config.to_dict(), overwrite=overwrite, extra={"job": "demo"}):
         return _run_steps(config, out, console)
 
 
-def _run_steps(config: Mapping[str, Any], out: Path, console: Console) -> DemoOutcome:
+def _run_steps(config: DemoConfig, out: Path, console: Console) -> DemoOutcome:
     from pipelines.demo_ab import run_ab
     from pipelines.demo_recsys import run_recsys
     from pipelines.demo_report import write_demo_report
@@ -197,7 +134,7 @@ def _run_steps(config: Mapping[str, Any], out: Path, console: Console) -> DemoOu
         run_ab(config, recsys, retrieval, out / "ab", console, outcome)
     with _step("5. report", console, timings):
         outcome.metrics["timings_s"] = {**timings, "total": time.perf_counter() - started}
-        atomic_write_text(out / "resolved_config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
+        atomic_write_text(out / "resolved_config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         outcome.report = write_demo_report(out, config, outcome, inputs=[data_dir])
     total = time.perf_counter() - started
     console.print(f"demo finished in {total:.0f} s; outputs in {out.resolve()}", soft_wrap=True)

@@ -11,7 +11,6 @@ metric feed the report's histograms. The same numbers come out of
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +18,23 @@ from rich.console import Console
 from rich.table import Table
 
 from common_regs.io import atomic_write_text
+from pipelines.run_config.demo import DemoAB, DemoConfig
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["run_ab"]
 
 
-def _compare(domain: str, pairs: list, outcome_runs: Any, metrics: list[str], settings: Mapping[str, Any],
+def _compare(domain: str, pairs: list, outcome_runs: Any, metrics: list[str], settings: DemoAB,
              seed: int, console: Console) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     from pipelines.evaluation.ab import compare_runs, per_query_differences
 
     results, deltas = [], {}
     for a, b in pairs:
         comparisons = compare_runs(outcome_runs.qrels, outcome_runs.runs[a], outcome_runs.runs[b], metrics,
-                                   confidence=settings["confidence"], n_resamples=settings["resamples"], seed=seed)
+                                   confidence=settings.confidence, n_resamples=settings.resamples, seed=seed)
         table = Table(title=f"{domain}: {b} (B) vs {a} (A), {comparisons[0].queries:,} paired queries")
-        for column in ("metric", "A", "B", "B − A", f"{settings['confidence']:.0%} CI", "p (rand.)", "p (Holm)",
+        for column in ("metric", "A", "B", "B − A", f"{settings.confidence:.0%} CI", "p (rand.)", "p (Holm)",
                        "W/T/L"):
             table.add_column(column, justify="right")
         for c in comparisons:
@@ -54,17 +54,17 @@ def _compare(domain: str, pairs: list, outcome_runs: Any, metrics: list[str], se
     return results, deltas
 
 
-def run_ab(config: Mapping[str, Any], recsys: Any, retrieval: Any, out: Path, console: Console, outcome: Any) -> None:
+def run_ab(config: DemoConfig, recsys: Any, retrieval: Any, out: Path, console: Console, outcome: Any) -> None:
     """Compare the configured pairs of both domains; fills ``outcome`` and writes ``<out>/comparisons.json``."""
     import json
 
-    settings = config["ab"]
+    settings = config.ab
     results, deltas = [], {}
     for domain, runs, pairs, metrics in (
-        ("recommendation", recsys, config["recsys"].get("ab") or [], settings["recsys_metrics"]),
-        ("retrieval", retrieval, config["retrieval"].get("ab") or [], settings["retrieval_metrics"]),
+        ("recommendation", recsys, config.recsys.ab, settings.recsys_metrics),
+        ("retrieval", retrieval, config.retrieval.ab, settings.retrieval_metrics),
     ):
-        found, found_deltas = _compare(domain, pairs, runs, list(metrics), settings, config["seed"], console)
+        found, found_deltas = _compare(domain, pairs, runs, list(metrics), settings, config.seed, console)
         results += found
         deltas.update(found_deltas)
     atomic_write_text(out / "comparisons.json", json.dumps(results, indent=2) + "\n")

@@ -24,6 +24,8 @@ from rich.table import Table
 
 from common_regs.io import atomic_write_text
 from common_regs.output_folders import check_name, path_inside
+from pipelines.run_config import DemoConfig
+from pipelines.run_config.demo import DemoRecsys
 
 logger = logging.getLogger(__name__)
 
@@ -55,32 +57,7 @@ def _nonzero_share(model: torch.nn.Module) -> tuple[int, float]:
     return total, nonzero / max(total, 1)
 
 
-def _model_config(config: Mapping[str, Any], name: str, fragment: Mapping[str, Any], split: dict[str, Path],
-                  data_dir: Path) -> dict[str, Any]:
-    from pipelines.demo import _deep_merge
-
-    rec = config["recsys"]
-    fragment = dict(fragment)
-    ids_only = bool(fragment.pop("ids_only", False))
-    base = {
-        "seed": config["seed"],
-        "num_threads": rec.get("num_threads") or config["threads"],
-        "data": {
-            "split": "given", "train": str(split["train"]), "test": str(split["test"]),
-            "users": str(data_dir / "recsys" / "users.parquet"), "items": str(data_dir / "recsys" / "items.parquet"),
-            "validation": rec["validation"],
-            "user_features": [{"name": "user_id", "kind": "id"}] if ids_only else rec["user_features"],
-            "item_features": [{"name": "item_id", "kind": "id"}] if ids_only else rec["item_features"],
-        },
-        "eval": {"ks": rec["ks"], "head_fraction": rec["head_fraction"], "refit": False},
-    }
-    merged = _deep_merge(base, fragment)
-    merged.setdefault("train", {})["seed"] = merged["train"].get("seed", config["seed"])
-    logger.info("demo recsys model %s: %s", name, merged["model"])
-    return merged
-
-
-def run_recsys(config: Mapping[str, Any], data_dir: Path, out: Path, console: Console, outcome: Any) -> RecsysOutcome:
+def run_recsys(config: DemoConfig, data_dir: Path, out: Path, console: Console, outcome: Any) -> RecsysOutcome:
     """Train, serve, show and evaluate every configured model; fills ``outcome`` (metrics, figures, examples)."""
     from pipelines.evaluation.recsys import qrels_from_log
     from pipelines.recsys_run import train_run
@@ -89,17 +66,16 @@ def run_recsys(config: Mapping[str, Any], data_dir: Path, out: Path, console: Co
     from recsys.splits import random_holdout_split
     from retrieval.runs import write_trec_run
 
-    rec = config["recsys"]
-    run_dirs = {name: path_inside(out, check_name(name, "`recsys.models` key"))
-                for name, fragment in rec["models"].items() if fragment is not None}
+    rec = config.recsys
+    run_dirs = {name: path_inside(out, check_name(name, "`recsys.models` key")) for name in rec.named()}
     split = random_holdout_split(scan_log(data_dir / "recsys" / "interactions.parquet"),
-                                 test_fraction=rec["split"]["test_fraction"], seed=rec["split"]["seed"])
+                                 test_fraction=rec.split.test_fraction, seed=rec.split.seed)
     split.check()
     paths = split.write(out / "split")
     test = pl.read_parquet(paths["test"])
     console.print(f"split: {split.name}: train {pl.scan_parquet(paths['train']).select(pl.len()).collect().item():,} "
                   f"rows, test {test.height:,} rows ({test['user_id'].n_unique():,} users)")
-    k = max(rec["ks"])
+    k = max(rec.ks)
     metrics: dict[str, Any] = {}
     runs: dict[str, dict[str, dict[str, float]]] = {}
     run_paths: dict[str, Path] = {}
@@ -107,8 +83,10 @@ def run_recsys(config: Mapping[str, Any], data_dir: Path, out: Path, console: Co
     for name, run_dir in run_dirs.items():
         console.print(f"[bold cyan]training {name}[/]")
         started = time.perf_counter()
-        report = train_run(_model_config(config, name, rec["models"][name], paths, data_dir), output_dir=run_dir,
-                           overwrite=True)
+        tables = {side: data_dir / "recsys" / f"{side}.parquet" for side in ("users", "items")}
+        run_config = config.recsys_run(name, {**paths, **tables})
+        logger.info("demo recsys model %s: %s", name, run_config.model)
+        report = train_run(run_config, output_dir=run_dir, overwrite=True)
         service = Recommender.load(run_dir / "model")
         parameters, nonzero = _nonzero_share(service.model)
         runs[name] = recommendation_run(service, test, k)
@@ -162,7 +140,7 @@ def _print_metrics(console: Console, metrics: Mapping[str, Any]) -> None:
                   "parameters (DSL keeps its density budget)")
 
 
-def _show_users(console: Console, rec: Mapping[str, Any], services: Mapping[str, Any], data_dir: Path,
+def _show_users(console: Console, rec: DemoRecsys, services: Mapping[str, Any], data_dir: Path,
                 test: pl.DataFrame) -> list[dict[str, Any]]:
     items = pl.read_parquet(data_dir / "recsys" / "items.parquet")
     info = {row["item_id"]: row for row in items.iter_rows(named=True)}
@@ -171,9 +149,9 @@ def _show_users(console: Console, rec: Mapping[str, Any], services: Mapping[str,
         held_out.setdefault(user, set()).add(item)
     name = next((n for n in ("two_tower_cfm", *services) if n in services), None)
     shown = []
-    for user in rec.get("show_users") or []:
-        ranked = services[name].recommend([user], rec["top_k"], exclude_seen=True)[0]
-        table = Table(title=f"top-{rec['top_k']} for user {user} ({name}); ✓ = a held-out test item")
+    for user in rec.show_users:
+        ranked = services[name].recommend([user], rec.top_k, exclude_seen=True)[0]
+        table = Table(title=f"top-{rec.top_k} for user {user} ({name}); ✓ = a held-out test item")
         for column in ("rank", "item", "genres", "studio", "year", "score", "held out"):
             table.add_column(column)
         rows = []

@@ -17,6 +17,7 @@ import numpy as np
 
 from pipelines.demo_recsys import metric_rows
 from pipelines.report import Report, ReportPaths, bar_plot, histogram_plot, line_plot
+from pipelines.run_config import DemoConfig
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ __all__ = ["write_demo_report"]
 
 
 def _recsys_section(report: Report, recsys: Mapping[str, Any], examples: Sequence[Mapping[str, Any]],
-                    config: Mapping[str, Any]) -> None:
+                    config: DemoConfig) -> None:
     monitor = "R@20"
     report.heading("Recommendation")
     report.text("Per-user random hold-out (20% of each user's interactions are test items); every model early-stops "
@@ -60,7 +61,7 @@ def _recsys_section(report: Report, recsys: Mapping[str, Any], examples: Sequenc
                                   "genres, studio and year")
             break
     if examples:
-        report.table(examples, caption=f"top-{config['recsys']['top_k']} recommendations for the shown users "
+        report.table(examples, caption=f"top-{config.recsys.top_k} recommendations for the shown users "
                                        "(✓ = a held-out test item)")
 
 
@@ -106,7 +107,7 @@ def _ab_section(report: Report, ab: Sequence[Mapping[str, Any]], deltas: Mapping
                       caption=f"per-query differences, {title}")
 
 
-def write_demo_report(out: str | os.PathLike[str], config: Mapping[str, Any], outcome: Any, *,
+def write_demo_report(out: str | os.PathLike[str], config: DemoConfig, outcome: Any, *,
                       inputs: Sequence[str | os.PathLike[str]] = ()) -> ReportPaths:
     """Write the demo report into ``out``; returns the paths (``report.html`` is what the CLI prints)."""
     metrics = outcome.metrics
@@ -122,7 +123,7 @@ def write_demo_report(out: str | os.PathLike[str], config: Mapping[str, Any], ou
     report.table([{"field": k, "value": v} for k, v in metrics["data"].items()], caption="validated inputs")
     _recsys_section(report, metrics["recsys"], outcome.examples.get("recommendations", []), config)
     _retrieval_section(report, metrics["retrieval"], outcome.figures.get("sparse_log", []),
-                       outcome.examples.get("queries", []), config["retrieval"]["measures"])
+                       outcome.examples.get("queries", []), config.retrieval.measures)
     _ab_section(report, metrics.get("ab", []), outcome.figures.get("deltas", {}))
     report.heading("Outputs")
     out = Path(out)
@@ -132,4 +133,4 @@ def write_demo_report(out: str | os.PathLike[str], config: Mapping[str, Any], ou
         {"what": "A/B comparisons", "where": str(out / "ab" / "comparisons.json")},
         {"what": "resolved demo config", "where": str(out / "resolved_config.yaml")},
     ])
-    return report.write(out, metrics=metrics, config=dict(config), inputs=inputs, seed=config.get("seed"))
+    return report.write(out, metrics=metrics, config=config.to_dict(), inputs=inputs, seed=config.seed)

@@ -19,6 +19,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.run_config import DemoConfig
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["RetrievalOutcome", "run_retrieval"]
@@ -32,31 +34,27 @@ class RetrievalOutcome:
     run_paths: dict[str, Path]
 
 
-def run_retrieval(config: Mapping[str, Any], data_dir: Path, out: Path, console: Console,
+def run_retrieval(config: DemoConfig, data_dir: Path, out: Path, console: Console,
                   outcome: Any) -> RetrievalOutcome:
     """Evaluate BM25, train + evaluate the sparse model; fills ``outcome`` (metrics, figures, examples)."""
     from pipelines.evaluation.beir_eval import BeirEvalConfig, run_beir_eval
     from retrieval.beir import load_beir
     from retrieval.encoder import load_sparse_encoder, mlm_parts, query_weights
     from retrieval.runs import read_trec_run
-    from retrieval.sparse_training import SparseTrainConfig, train_sparse
+    from retrieval.sparse_training import train_sparse
 
-    settings = config["retrieval"]
+    settings = config.retrieval
     beir = data_dir / "beir"
     dataset = load_beir(beir, split="test")
-    common = {"data": str(beir), "k": settings["k"], "measures": list(settings["measures"]),
-              "threads": config["threads"]}
+    common = {"data": str(beir), "k": settings.k, "measures": list(settings.measures), "threads": config.threads}
     console.print("[bold cyan]BM25[/] (Lucene flat index through Pyserini, k1=0.9, b=0.4)")
     # the demo's own folder, already checked (pipelines.demo.run_demo): its evaluations are rewritten on a rerun
     bm25 = run_beir_eval(BeirEvalConfig(out_dir=str(out / "bm25"), retriever="bm25", **common), overwrite=True)
 
     console.print("[bold cyan]inference-free sparse model[/]: short training on the train split "
-                  f"({settings['sparse'].get('steps')} steps, ensemble distillation + IDF-aware FLOPS)")
+                  f"({settings.sparse.steps} steps, ensemble distillation + IDF-aware FLOPS)")
     shutil.rmtree(out / "cache", ignore_errors=True)  # mining caches are keyed by folder name, not content
-    train_config = SparseTrainConfig(**{"threads": config["threads"], "seed": config["seed"], **settings["sparse"],
-                                        "data": str(beir), "out_dir": str(out / "sparse-model"),
-                                        "cache_dir": str(out / "cache")})
-    trained = train_sparse(train_config)
+    trained = train_sparse(config.sparse_train(beir, out / "sparse-model", out / "cache"))
     console.print(f"trained in {trained.seconds:.1f} s (+{trained.setup_seconds:.1f} s setup: backbone states, "
                   f"BM25 + dense candidates); model at {trained.model_dir}", soft_wrap=True)
     console.print("[bold cyan]encoding the corpus into a Lucene impact index[/] and searching with IDF query weights")
@@ -64,7 +62,7 @@ def run_retrieval(config: Mapping[str, Any], data_dir: Path, out: Path, console:
                                           model=str(trained.model_dir), **common), overwrite=True)
 
     results = {"bm25": bm25, "sparse": sparse}
-    rows = [{"retriever": name, **{m: r.evaluation.aggregate[m] for m in settings["measures"]}}
+    rows = [{"retriever": name, **{m: r.evaluation.aggregate[m] for m in settings.measures}}
             for name, r in results.items()]
     table = Table(title=f"BEIR-style evaluation on the demo corpus (test split, {len(dataset.qrels)} queries)")
     for column in rows[0]:
@@ -78,7 +76,7 @@ def run_retrieval(config: Mapping[str, Any], data_dir: Path, out: Path, console:
     console.print(f"sparse documents: {active:.1f} active terms on average (of a {vocabulary:,}-wordpiece vocabulary)")
 
     runs = {name: read_trec_run(r.run_path) for name, r in results.items()}
-    examples = _show_queries(console, dataset, runs, int(settings.get("show_queries", 2)), model, query_weights)
+    examples = _show_queries(console, dataset, runs, settings.show_queries, model, query_weights)
     last = trained.log[-1] if trained.log else {}
     outcome.metrics["retrieval"] = {
         **{name: r.evaluation.aggregate for name, r in results.items()},

@@ -1,7 +1,9 @@
 """End-to-end recommendation runs: config → data/splits → model → trainer (+ validation) → FAISS → test metrics.
 
-One YAML file configures a run (see ``pipelines/configs/ml100k_*.yaml``); ``regkit recsys train`` calls
-:func:`train_run`. Sections:
+One YAML file configures a run (see ``pipelines/configs/ml100k_*.yaml``), read once into a typed
+:class:`pipelines.run_config.RecsysRunConfig` (:func:`pipelines.run_config.load_recsys_config`: unknown keys, wrong
+types and duplicate keys are errors naming the file and line); ``regkit recsys train`` calls :func:`train_run`.
+Sections:
 
 ``data``
     ``dir`` (base folder for relative paths), ``train`` / ``test`` (given split files) or ``log`` + ``split``
@@ -51,7 +53,7 @@ the split's ``split_fingerprint`` in ``metrics.json`` and writes its test lists 
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -59,10 +61,9 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -70,15 +71,15 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-from common_regs.config_check import check_config_fields
 from common_regs.io import atomic_write_text
 from pipelines.evaluation.recsys import evaluate_recommendations, make_evaluator
 from pipelines.evaluation.recsys_streaming import evaluate_recommendations_streaming
 from pipelines.provenance import run_metadata
-from pipelines.recsys_hooks import build_hooks, check_hook_specs
+from pipelines.recsys_hooks import build_hooks
 from pipelines.recsys_split import TEST_RUN, SplitLogs, write_test_trec
 from pipelines.recsys_ssl import add_ssl_section, resolve_ssl_config, ssl_hooks
 from pipelines.report import Report, bar_plot, line_plot
+from pipelines.run_config import DataConfig, RecsysRunConfig, ValidationConfig, recsys_config
 from recsys.data import (
     InMemoryBatches,
     Interactions,
@@ -91,11 +92,11 @@ from recsys.data import (
     partition_by_user,
     scan_log,
 )
-from recsys.features import FeatureSpec, FeatureTable
+from recsys.features import FeatureTable
 from recsys.models import build_model
 from recsys.models.base import Recommender as RecModel
 from recsys.regularizers import TrainSetup
-from recsys.serving import IndexConfig, Recommender
+from recsys.serving import Recommender
 from recsys.splits import (
     Split,
     check_same_id_types,
@@ -104,131 +105,41 @@ from recsys.splits import (
     random_holdout_split,
     temporal_split,
 )
-from recsys.ssl import SSLConfig
 from recsys.trainer import TrainConfig, Trainer, TrainResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULTS", "apply_overrides", "input_files", "load_config", "load_split", "train_run"]
-
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "num_threads": None,
-    "output_dir": "runs/recsys",
-    "data": {
-        "dir": None,
-        "train": None,
-        "test": None,
-        "log": None,
-        "split": "given",
-        "test_fraction": 0.2,
-        "leave_last": 1,
-        "split_seed": 0,
-        "users": None,
-        "items": None,
-        "user_features": [{"name": "user_id", "kind": "id"}],
-        "item_features": [{"name": "item_id", "kind": "id"}],
-        "rating_threshold": None,
-        "duplicates": "drop",
-        "validation": {"method": "random_holdout", "fraction": 0.1, "seed": 0},
-        "streaming": False,
-        "streaming_part_rows": 2_000_000,  # rows per user partition (evaluator's default: ~100 MB of ids)
-    },
-    "model": {"name": "mf"},
-    "train": {},
-    "hooks": [],
-    "ssl": SSLConfig().to_dict(),
-    "eval": {"ks": [10, 20], "head_fraction": 0.2, "refit": True},
-    "index": {},
-}
-
-
-def _merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(dict(base))
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) and key != "model":
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML: ``0.1``, ``true``, ``[64, 64]``, ``null``)."""
-    config = copy.deepcopy(config)
-    for override in overrides:
-        if "=" not in override:
-            raise ValueError(f"override {override!r} must look like `section.key=value` (e.g. train.lr=0.01).")
-        dotted, raw = override.split("=", 1)
-        keys = dotted.strip().split(".")
-        node = config
-        for key in keys[:-1]:
-            if not isinstance(node.get(key), dict):
-                node[key] = {}
-            node = node[key]
-        node[keys[-1]] = yaml.safe_load(raw)
-    return config
-
-
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Defaults ← YAML file ← ``overrides``; unknown top-level sections are rejected."""
-    loaded: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} not found.")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path}: not valid YAML ({err}).") from None
-        except RecursionError:  # PyYAML's composer recurses once per nesting level
-            raise ValueError(f"{path}: not valid YAML (nested too deeply).") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a recsys config must be a mapping, got {type(loaded).__name__}.")
-        odd_keys = sorted(repr(key) for key in loaded if not isinstance(key, str))
-        if odd_keys:
-            raise ValueError(f"{path}: section names must be strings, got {odd_keys}.")
-    if isinstance(loaded.get("ssl"), str):  # `ssl: cfm` shorthand; `--set ssl.alpha=...` keeps the mode
-        loaded["ssl"] = {"mode": loaded["ssl"]}
-    config = apply_overrides(_merge(DEFAULTS, loaded), overrides)
-    unknown = set(config) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown config sections {sorted(unknown)}; allowed: {sorted(DEFAULTS)}.")
-    return config
+__all__ = ["input_files", "load_split", "train_run"]
 
 
 # -- data ------------------------------------------------------------------------------------------------------
 
 
-def _path(data: Mapping[str, Any], key: str) -> Path | None:
-    value = data.get(key)
+def _path(data: DataConfig, key: str) -> Path | None:
+    value = getattr(data, key)
     return None if value is None else _under_data_dir(data, value)
 
 
-def _under_data_dir(data: Mapping[str, Any], value: str | Path) -> Path:
+def _under_data_dir(data: DataConfig, value: str | Path) -> Path:
     """A configured path; relative ones are taken under ``data.dir`` when it is set."""
     path = Path(value)
-    return Path(data["dir"]) / path if data.get("dir") and not path.is_absolute() else path
+    return Path(data.dir) / path if data.dir and not path.is_absolute() else path
 
 
-def input_files(config: Mapping[str, Any]) -> list[Path]:
+def input_files(config: RecsysRunConfig) -> list[Path]:
     """The data files a run reads: its split's logs, the side tables and a given validation file.
 
-    Their fingerprints are part of the run's identity (``pipelines.run_guard``). Values of the wrong type are
-    skipped here; reading the data reports them.
+    Their fingerprints are part of the run's identity (``pipelines.run_guard``).
     """
-    data = config.get("data")
-    if not isinstance(data, Mapping) or not isinstance(data.get("dir"), str | Path | None):
-        return []
-    keys = ("train", "test") if data.get("split") == "given" else ("log",)
-    values = [data.get(key) for key in (*keys, "users", "items")]
-    validation = data.get("validation")
-    if isinstance(validation, Mapping) and validation.get("method") == "given":
-        values.append(validation.get("file"))
-    return [_under_data_dir(data, value) for value in values if isinstance(value, str | Path)]
+    data = config.data
+    keys = ("train", "test") if data.split == "given" else ("log",)
+    values = [getattr(data, key) for key in (*keys, "users", "items")]
+    if data.validation.method == "given":
+        values.append(data.validation.file)
+    return [_under_data_dir(data, value) for value in values if value is not None]
 
 
-def _input(data: Mapping[str, Any], key: str, value: str | Path | None) -> Path | None:
+def _input(data: DataConfig, key: str, value: str | Path | None) -> Path | None:
     """``data.<key>`` = ``value`` as the path of a file to read; a missing one is an error naming the key and, for a
     relative path, what it was resolved against."""
     if value is None:
@@ -237,55 +148,32 @@ def _input(data: Mapping[str, Any], key: str, value: str | Path | None) -> Path 
     if path.exists():
         return path
     base = ""
-    if not Path(value).is_absolute() and data.get("dir"):
-        base = f" (relative paths are resolved against `data.dir` = {data['dir']}"
-        base += ")" if Path(data["dir"]).is_absolute() else f", itself under the current directory {Path.cwd()})"
+    if not Path(value).is_absolute() and data.dir:
+        base = f" (relative paths are resolved against `data.dir` = {data.dir}"
+        base += ")" if Path(data.dir).is_absolute() else f", itself under the current directory {Path.cwd()})"
     elif not Path(value).is_absolute():
         base = f" (relative paths are resolved against the current directory {Path.cwd()}, or `data.dir` when set)"
     fix = f", or set `data.{key}: null` to take the ids from the training log" if key in ("users", "items") else ""
     raise FileNotFoundError(f"`data.{key}`: {path} not found{base}. Fix the path{fix}.")
 
 
-def _split(data: Mapping[str, Any]) -> Split:
-    method = data["split"]
+def _split(data: DataConfig) -> Split:
+    method = data.split
     if method == "given":
-        train, test = _input(data, "train", data.get("train")), _input(data, "test", data.get("test"))
+        train, test = _input(data, "train", data.train), _input(data, "test", data.test)
         if train is None or test is None:
             raise ValueError("`data.split`='given' needs `data.train` and `data.test` files.")
         return given_split(train, test)
-    log_path = _input(data, "log", data.get("log"))
+    log_path = _input(data, "log", data.log)
     if log_path is None:
         raise ValueError(f"`data.split`={method!r} needs `data.log` (the full interaction log).")
     if method == "random_holdout":
-        return random_holdout_split(log_path, test_fraction=data["test_fraction"], seed=data["split_seed"])
+        return random_holdout_split(log_path, test_fraction=data.test_fraction, seed=data.split_seed)
     if method == "leave_last_out":
-        return leave_last_out_split(log_path, n=data["leave_last"])
+        return leave_last_out_split(log_path, n=data.leave_last)
     if method == "temporal":
-        return temporal_split(log_path, test_fraction=data["test_fraction"])
+        return temporal_split(log_path, test_fraction=data.test_fraction)
     raise ValueError(f"`data.split` must be given / random_holdout / leave_last_out / temporal, got {method!r}.")
-
-
-@dataclass(frozen=True)
-class ValidationConfig:
-    """``data.validation``: the split that early stopping watches (module docstring for the methods)."""
-
-    method: Literal["none", "given", "random_holdout", "leave_last_out", "temporal"] | None = "none"  # null = none
-    fraction: float = 0.1
-    seed: int = 0
-    user_fraction: float = 1.0
-    n: int = 1
-    file: str | None = None
-
-    @classmethod
-    def from_value(cls, value: Mapping[str, Any] | None) -> ValidationConfig:
-        """From the config section (``None`` = no validation); a wrong key or type is a one-line ``ConfigError``."""
-        if value is None:
-            return cls()
-        check_config_fields(cls, value, section="data.validation")
-        config = cls(**value)
-        if config.method == "given" and not config.file:
-            raise ValueError("`data.validation.method`='given' needs `data.validation.file` (a parquet log).")
-        return config
 
 
 def _carve_validation(train: pl.LazyFrame, validation: ValidationConfig) -> Split | None:
@@ -299,28 +187,6 @@ def _carve_validation(train: pl.LazyFrame, validation: ValidationConfig) -> Spli
     if validation.method == "temporal":
         return temporal_split(train, test_fraction=validation.fraction)
     return None
-
-
-def _check_streaming(config: Mapping[str, Any]) -> None:
-    """Refuse, in one line each, what ``data.streaming`` cannot do without the whole training log in memory."""
-    data = config["data"]
-    method = ValidationConfig.from_value(data.get("validation")).method
-    refusals = [
-        (data["split"] != "given", f"needs `data.split`='given' (it reads the training file), got {data['split']!r}"),
-        (method not in (None, "none", "given"), "needs `data.validation.method`='none' or 'given' (a carve holds "
-         f"the whole training log), got {method!r}"),
-        (data["rating_threshold"] is not None, "needs `data.rating_threshold`=null (filter the file beforehand), "
-         f"got {data['rating_threshold']!r}"),
-        (data["duplicates"] != "keep", "needs `data.duplicates`='keep' (finding duplicates holds every pair; "
-         f"deduplicate the file beforehand), got {data['duplicates']!r}"),
-        (config["model"]["name"] == "lightgcn", "cannot train `model.name`='lightgcn' (its graph holds every "
-         "training pair)"),
-        (SSLConfig.from_value(config.get("ssl")).mode != "none", "cannot run `ssl` (its item statistics are "
-         f"computed in memory), got mode {SSLConfig.from_value(config.get('ssl')).mode!r}"),
-    ]
-    for refused, reason in refusals:
-        if refused:
-            raise ValueError(f"`data.streaming`=true {reason}.")
 
 
 def _vocabulary(column: str, side_table: Path | None, log: pl.LazyFrame | pl.DataFrame) -> Vocabulary:
@@ -339,27 +205,25 @@ class _Data:
     ``train_path`` is streamed by the batches, ``item_counts`` come from a streaming group-by.
     """
 
-    def __init__(self, data: Mapping[str, Any]) -> None:
+    def __init__(self, data: DataConfig) -> None:
         self.config = data
-        validation = ValidationConfig.from_value(data["validation"])  # checked before any data is read
-        self.streaming = bool(data.get("streaming"))
+        validation = data.validation
+        self.streaming = data.streaming
         split = _split(data)
         self.split_name = split.name
         self.train_path, self.test_path = _path(data, "train"), _path(data, "test")
-        cleaning = {"rating_threshold": data["rating_threshold"], "duplicates": data["duplicates"]}
+        cleaning = {"rating_threshold": data.rating_threshold, "duplicates": data.duplicates}
         # checks the ids in one streaming pass; a split carved from a file has checked it, naming the file's rows
         train_lazy = clean_log(split.train, where=split.describe("train"), **cleaning)
         test_lazy = clean_log(split.test, where=split.describe("test"), **cleaning)
         self.train_log = None if self.streaming else train_lazy.collect()
         self.test_log = None if self.streaming else test_lazy.collect()
         log = train_lazy if self.streaming else self.train_log
-        users_path, items_path = _input(data, "users", data.get("users")), _input(data, "items", data.get("items"))
+        users_path, items_path = _input(data, "users", data.users), _input(data, "items", data.items)
         self.users = _vocabulary("user_id", users_path, log)
         self.items = _vocabulary("item_id", items_path, log)
-        user_specs = [FeatureSpec.from_dict(spec) for spec in data["user_features"]]
-        item_specs = [FeatureSpec.from_dict(spec) for spec in data["item_features"]]
-        self.user_features = FeatureTable.build(self.users, user_specs, users_path)
-        self.item_features = FeatureTable.build(self.items, item_specs, items_path)
+        self.user_features = FeatureTable.build(self.users, data.user_features, users_path)
+        self.item_features = FeatureTable.build(self.items, data.item_features, items_path)
         self.fit_log, self.valid_log = (None, None)
         self.validation_name: str | None = None
         self.given_validation = validation.method == "given"
@@ -432,7 +296,7 @@ class _Data:
         grows with the log's distinct pairs; it is the one part of a streamed run that is not bounded.
         """
         rows = pq.ParquetFile(self.train_path).metadata.num_rows
-        parts = max(1, math.ceil(rows / self.config["streaming_part_rows"]))
+        parts = max(1, math.ceil(rows / self.config.streaming_part_rows))
         keys = [np.empty(0, dtype=np.int64)]
         with tempfile.TemporaryDirectory(prefix="regkit-seen-parts-") as folder:
             for part in partition_by_user(self.train_path, self.users, Path(folder) / "train", parts=parts):
@@ -447,11 +311,11 @@ class _Data:
 # -- training --------------------------------------------------------------------------------------------------
 
 
-def _hooks(config: Mapping[str, Any], model: RecModel, item_counts: np.ndarray, train: TrainConfig) -> list[Any]:
+def _hooks(config: RecsysRunConfig, model: RecModel, item_counts: np.ndarray, train: TrainConfig) -> list[Any]:
     """The ``hooks`` section built for one fit (:func:`pipelines.recsys_hooks.build_hooks`)."""
-    epochs = TrainConfig.from_dict(config["train"]).epochs  # the configured budget, not a refit's shortened one
+    epochs = config.train.epochs  # the configured budget, not a refit's shortened one
     setup = TrainSetup(model=model, train=train, item_counts=item_counts, epochs=epochs)
-    return build_hooks(config["hooks"], setup)
+    return build_hooks(config.hooks, setup)
 
 
 def _negative_sampler(data: _Data, interactions: Interactions | None, train: TrainConfig) -> NegativeSampler:
@@ -464,7 +328,7 @@ def _negative_sampler(data: _Data, interactions: Interactions | None, train: Tra
 
 
 def _fit(
-    config: Mapping[str, Any],
+    config: RecsysRunConfig,
     data: _Data,
     interactions: Interactions | None,
     train_config: TrainConfig,
@@ -475,13 +339,12 @@ def _fit(
     distributed: str | None = None,
 ) -> tuple[RecModel, Recommender, TrainResult]:
     """One fit; ``interactions`` is None when the training log is streamed from ``stream_path``."""
-    torch.manual_seed(config["seed"])
-    np.random.seed(config["seed"])
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
     item_counts = data.item_counts if interactions is None else interactions.item_counts()
-    model_options = {k: v for k, v in config["model"].items() if k != "name"}
     model = build_model(
-        config["model"]["name"],
-        model_options,
+        config.model.name,
+        config.model.options(),
         users=data.user_features,
         items=data.item_features,
         interactions=interactions,
@@ -493,7 +356,7 @@ def _fit(
         data.user_features,
         data.item_features,
         data.no_interactions() if interactions is None else interactions,  # streamed: seen table set after fit
-        IndexConfig(**config["index"]),
+        config.index,
     )
     if stream_path is not None:
         batches: InMemoryBatches | StreamingBatches = StreamingBatches(
@@ -505,8 +368,9 @@ def _fit(
         raise ValueError("`_fit` needs `interactions` or `stream_path`.")
     hooks = [
         *_hooks(config, model, item_counts, train_config),
-        *(ssl_hooks(config, data.item_features, interactions, train_config.seed) if interactions is not None else []),
-    ]  # a streamed run has refused SSL (_check_streaming)
+        *(ssl_hooks(config.ssl, data.item_features, interactions, train_config.seed)
+          if interactions is not None else []),
+    ]  # the config refuses SSL with a streamed log
     trainer_class = Trainer
     if distributed is not None:  # torchrun: tables sharded by torchrec DMP, each rank a slice of every batch
         from recsys.distributed import DistributedTrainer, RankSlicedBatches, init_distributed, shard_two_tower
@@ -518,9 +382,7 @@ def _fit(
     if evaluate_on is not None:
         # a streamed fit's service has no seen table yet: evaluate through a view that excludes the training pairs
         evaluated = service if interactions is not None else service.with_seen(data.seen_table, popularity=item_counts)
-        evaluator = make_evaluator(
-            evaluated, evaluate_on, ks=config["eval"]["ks"], head_fraction=config["eval"]["head_fraction"]
-        )
+        evaluator = make_evaluator(evaluated, evaluate_on, ks=config.eval.ks, head_fraction=config.eval.head_fraction)
     trainer = trainer_class(
         model,
         batches,
@@ -563,13 +425,13 @@ def _run_report(report: dict[str, Any], result: TrainResult) -> Report:
     return page
 
 
-def load_split(config: Mapping[str, Any]) -> SplitLogs:
+def load_split(config: RecsysRunConfig) -> SplitLogs:
     """The logs a run of ``config`` trains, validates and tests on, prepared by the code :func:`train_run` uses."""
-    return _Data(_merge(DEFAULTS, config)["data"]).split_logs()
+    return _Data(config.data).split_logs()
 
 
 def train_run(
-    config: Mapping[str, Any],
+    config: RecsysRunConfig | Mapping[str, Any],
     *,
     output_dir: str | Path | None = None,
     overwrite: bool = False,
@@ -577,26 +439,26 @@ def train_run(
 ) -> dict[str, Any]:
     """Run one configured experiment end to end; returns (and writes) the metrics.
 
-    ``distributed`` (a torchrec sharding type, e.g. ``"table_wise"``) trains under torchrun with
-    :mod:`recsys.distributed`; rank 0 then evaluates and writes the run folder, other ranks return after training.
+    ``config`` is a :class:`pipelines.run_config.RecsysRunConfig` (a mapping is validated into one first). The run
+    writes into ``output_dir`` (default: the config's), and ``resolved_config.yaml`` is the config as it ran: that
+    folder, every default filled in. ``distributed`` (a torchrun sharding type, e.g. ``"table_wise"``) trains under
+    torchrun with :mod:`recsys.distributed`; rank 0 then evaluates and writes the run folder, other ranks return
+    after training.
     """
-    config = _merge(DEFAULTS, config)
-    out = Path(output_dir or config["output_dir"])
-    ssl = resolve_ssl_config(config, out)
-    check_hook_specs(config["hooks"])  # a bad hook name fails here, before any data is read
+    config = recsys_config(config)
+    out = Path(output_dir or config.output_dir)
+    config = config.model_copy(update={"output_dir": str(out), "ssl": resolve_ssl_config(config.ssl, out)})
     if (out / "model").exists() and not overwrite:
         raise FileExistsError(f"{out / 'model'} exists; pass overwrite=True (--overwrite) or another --output-dir.")
     if overwrite:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # otherwise an unfinished run resumes from them
-    if config.get("num_threads"):
-        torch.set_num_threads(int(config["num_threads"]))
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
     started = time.perf_counter()
-    if config["data"]["streaming"]:
-        _check_streaming(config)
-    data = _Data(config["data"])
-    train_config = TrainConfig.from_dict(config["train"])
+    data = _Data(config.data)
+    train_config = config.train
     stream_path = data.train_path if data.streaming else None
-    report: dict[str, Any] = {"split": data.split_name, "model": config["model"]["name"]}
+    report: dict[str, Any] = {"split": data.split_name, "model": config.model.name}
     if not data.streaming:  # `regkit data split` writes files with the same fingerprint
         report["split_fingerprint"] = data.split_logs().fingerprint()
     tuning: TrainResult | None = None
@@ -620,13 +482,13 @@ def train_run(
             "train_seconds": tuning.train_seconds,
         }
     # a given validation file is held-out data, not training data: the early-stopped model is the final one
-    if data.given_validation and config["eval"]["refit"]:
+    if data.given_validation and config.eval.refit:
         logger.info("`eval.refit` does not apply to a given validation file: serving the best validation epoch")
-    if tuning is None or (config["eval"]["refit"] and not data.given_validation):
+    if tuning is None or (config.eval.refit and not data.given_validation):
         final_config = train_config
         if tuning is not None and tuning.best_epoch is not None:
-            final_config = TrainConfig.from_dict(
-                {**train_config.to_dict(), "epochs": tuning.best_epoch + 1, "patience": None, "max_steps": None}
+            final_config = dataclasses.replace(
+                train_config, epochs=tuning.best_epoch + 1, patience=None, max_steps=None
             )
         model, service, result = _fit(
             config,
@@ -654,15 +516,15 @@ def train_run(
             data.train_path,
             data.test_path,
             popularity=data.item_counts,
-            ks=config["eval"]["ks"],
-            head_fraction=config["eval"]["head_fraction"],
-            max_rows_per_part=config["data"]["streaming_part_rows"],
+            ks=config.eval.ks,
+            head_fraction=config.eval.head_fraction,
+            max_rows_per_part=config.data.streaming_part_rows,
         )
     else:
         test_metrics = evaluate_recommendations(
-            service, data.test_log, ks=config["eval"]["ks"], head_fraction=config["eval"]["head_fraction"]
+            service, data.test_log, ks=config.eval.ks, head_fraction=config.eval.head_fraction
         )
-        written = write_test_trec(service, data.test_log, out, k=max(config["eval"]["ks"]), tag=report["model"])
+        written = write_test_trec(service, data.test_log, out, k=max(config.eval.ks), tag=report["model"])
         report["test_run"] = TEST_RUN if written else None
     report.update(
         {
@@ -683,11 +545,12 @@ def train_run(
         extra={"test_metrics": {k: v for k, v in test_metrics.items() if isinstance(v, int | float)}},
     )
     page = _run_report(report, result)
-    if ssl.mode != "none":
-        add_ssl_section(page, report, config, data.item_features, data.train)
-    page.write(out, metrics=report, config=config, seed=config.get("seed"))  # report.{md,html} + metrics.json
-    atomic_write_text(out / "resolved_config.yaml", yaml.safe_dump(config, sort_keys=False))
-    atomic_write_text(out / "run.json", json.dumps(run_metadata(config, config["seed"]), indent=2) + "\n")
+    if config.ssl.mode != "none":
+        add_ssl_section(page, report, config.ssl, data.item_features, data.train)
+    resolved = config.to_dict()
+    page.write(out, metrics=report, config=resolved, seed=config.seed)  # report.{md,html} + metrics.json
+    atomic_write_text(out / "resolved_config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    atomic_write_text(out / "run.json", json.dumps(run_metadata(resolved, config.seed), indent=2) + "\n")
     logger.info(
         "test: %s", ", ".join(f"{k}={test_metrics[k]:.4f}" for k in test_metrics if k.startswith(("R@", "nDCG@")))
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,27 +31,17 @@ logger = logging.getLogger(__name__)
 __all__ = ["add_ssl_section", "mi_heatmap", "resolve_ssl_config", "ssl_hooks"]
 
 
-def resolve_ssl_config(config: dict[str, Any], out: str | os.PathLike[str]) -> SSLConfig:
-    """Normalise ``config["ssl"]`` in place (``"cfm"`` → full mapping; MI cache under ``out/cache``) and check it."""
-    ssl = SSLConfig.from_value(config.get("ssl"))
-    if ssl.mode != "none":
-        model = config.get("model", {}).get("name")
-        if model != "two_tower":
-            raise ValueError(
-                f"`ssl.mode`={ssl.mode!r} regularizes the item tower: it needs `model.name`='two_tower', "
-                f"got {model!r}."
-            )
-        if ssl.mi_cache_dir is None:
-            ssl = replace(ssl, mi_cache_dir=str(Path(out) / "cache"))
-    config["ssl"] = ssl.to_dict()
+def resolve_ssl_config(ssl: SSLConfig, out: str | os.PathLike[str]) -> SSLConfig:
+    """``ssl`` as a run in ``out`` uses it: with SSL on, the MI matrix is cached under ``out/cache`` unless
+    ``mi_cache_dir`` says otherwise."""
+    if ssl.mode != "none" and ssl.mi_cache_dir is None:
+        return replace(ssl, mi_cache_dir=str(Path(out) / "cache"))
     return ssl
 
 
-def ssl_hooks(config: Mapping[str, Any], items: FeatureTable, interactions: Interactions, seed: int) -> list[Any]:
+def ssl_hooks(ssl: SSLConfig, items: FeatureTable, interactions: Interactions, seed: int) -> list[Any]:
     """Fresh SSL trainer hooks for one fit (``[]`` when ``ssl`` is none)."""
-    return build_ssl_hooks(
-        SSLConfig.from_value(config.get("ssl")), items, item_counts=interactions.item_counts(), seed=seed
-    )
+    return build_ssl_hooks(ssl, items, item_counts=interactions.item_counts(), seed=seed)
 
 
 def mi_heatmap(mi: MIMatrix, *, title: str | None = None) -> Figure:
@@ -78,16 +67,15 @@ def mi_heatmap(mi: MIMatrix, *, title: str | None = None) -> Figure:
 def add_ssl_section(
     page: Report,
     report: dict[str, Any],
-    config: Mapping[str, Any],
+    ssl: SSLConfig,
     items: FeatureTable,
     interactions: Interactions,
 ) -> None:
     """Add the SSL settings and the item-feature MI heatmap to a run report; adds ``report["ssl"]``."""
-    ssl = config["ssl"]
-    mi = ssl_mutual_information(SSLConfig.from_value(ssl), items, item_counts=interactions.item_counts())
-    report["ssl"] = {"mode": ssl["mode"], "mi_weighting": mi.weighting, "mi": mi.as_dict()}
-    page.heading(f"SSL ({ssl['mode'].upper()}) settings").table(
-        [{key: value for key, value in ssl.items() if key != "mi_cache_dir"}]
+    mi = ssl_mutual_information(ssl, items, item_counts=interactions.item_counts())
+    report["ssl"] = {"mode": ssl.mode, "mi_weighting": mi.weighting, "mi": mi.as_dict()}
+    page.heading(f"SSL ({ssl.mode.upper()}) settings").table(
+        [{key: value for key, value in ssl.to_dict().items() if key != "mi_cache_dir"}]
     )
     page.heading("Item-feature mutual information")
     page.text(

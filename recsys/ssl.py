@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -196,19 +195,6 @@ class SSLConfig:
             raise ValueError(f"`ssl.mi_weighting` must be 'catalogue' or 'interactions', got {self.mi_weighting!r}.")
         if self.alpha < 0:
             raise ValueError(f"`ssl.alpha` must be >= 0, got {self.alpha}.")
-
-    @classmethod
-    def from_value(cls, value: str | Mapping[str, Any] | None) -> SSLConfig:
-        if value is None or isinstance(value, str):
-            return cls(mode=value or "none")  # type: ignore[arg-type]
-        if not isinstance(value, Mapping):
-            raise TypeError(f"`ssl` must be 'none' / 'rfm' / 'cfm' or a mapping, got {type(value).__name__}.")
-        unknown = set(value) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(
-                f"unknown `ssl` options {sorted(unknown)}; allowed: {sorted(f.name for f in fields(cls))}."
-            )
-        return cls(**value)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -35,7 +35,6 @@ from tqdm.auto import tqdm
 
 from common_regs.api import TrainContext
 from common_regs.checkpoint import CheckpointDir, global_rng_state, save_with_checksum, set_global_rng_state
-from common_regs.config_check import check_config_fields
 from common_regs.safe_load import load_tensors
 from common_regs.training import RegHooks
 from recsys.data import IndexBatch, InMemoryBatches, NegativeSampler, StreamingBatches
@@ -118,19 +117,6 @@ class TrainConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"`train.{name}` must be {expected}, got {getattr(self, name)!r}.")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """Build from a parsed YAML ``train:`` section, checking keys and value types first.
-
-        Raises:
-            ConfigError (a ``TypeError`` and a ``ValueError``): unknown keys, or a value of the wrong type
-                (``lr: 1e-3`` is a *string* in YAML 1.1, which PyYAML follows: write ``1.0e-3``; ``true`` is not
-                a number), outside its allowed set, or a non-finite float.
-            ValueError: a value outside its range (``__post_init__``).
-        """
-        check_config_fields(cls, data, section="train")
-        return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -35,7 +35,6 @@ import yaml
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from common_regs.config_check import ConfigError, check_config_fields
 from common_regs.distill import DistillLoss, MinMaxEnsembleTeacher
 from common_regs.fingerprints import content_fingerprints
 from common_regs.io import atomic_dir, atomic_write_text
@@ -61,14 +60,15 @@ from retrieval.mining import TEACHERS, Candidates, cached_bm25_index, mine_candi
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SparseTrainConfig", "TrainResult", "load_train_config", "train_model", "train_sparse", "training_pairs"]
+__all__ = ["SparseTrainConfig", "TrainResult", "train_model", "train_sparse", "training_pairs"]
 
 RankingLoss = Literal["infonce", "kd_kl", "kd_margin_mse"]
 
 
 @dataclass
 class SparseTrainConfig:
-    """Everything ``regkit retrieval train --config FILE`` reads (YAML keys = field names).
+    """Everything ``regkit retrieval train --config FILE`` reads (YAML keys = field names; the file is read and
+    checked by :func:`pipelines.run_config.load_sparse_train_config`).
 
     Args:
         data: BEIR folder; training queries/positives from ``qrels/{split}.tsv``, candidates from its corpus.
@@ -178,32 +178,6 @@ class SparseTrainConfig:
     @property
     def encoder_config(self) -> SparseEncoderConfig:
         return SparseEncoderConfig(**self.model)
-
-
-def load_train_config(path: str | os.PathLike[str], **overrides: Any) -> SparseTrainConfig:
-    """Read a YAML training config (unknown keys are an error naming them)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: training config not found.")
-    try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 (byte offset {err.start}).") from None
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: malformed YAML ({err}).") from None
-    except RecursionError:  # PyYAML's composer recurses once per nesting level
-        raise ValueError(f"{path}: malformed YAML (nested too deeply).") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of config keys, got {type(raw).__name__}.")
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        check_config_fields(SparseTrainConfig, raw, section="retrieval train")
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
-    missing = [k for k in ("data", "out_dir") if k not in raw]
-    if missing:
-        raise ValueError(f"{path}: missing required keys {missing}.")
-    return SparseTrainConfig(**raw)
 
 
 @dataclass

@@ -187,13 +187,14 @@ def _ease(
 
 
 def _regkit_rows(data: Path, out_dir: Path, only: set[str] | None) -> list[dict[str, Any]]:
-    from pipelines.recsys_run import load_config, train_run
+    from pipelines.recsys_run import train_run
+    from pipelines.run_config import load_recsys_config
 
     rows = []
     for key, (label, config_name) in CONFIGS.items():
         if only and key not in only:
             continue
-        config = load_config(
+        config = load_recsys_config(
             REPO / "pipelines" / "configs" / config_name, [f"data.dir={data}", "train.show_progress=false"]
         )
         started = time.perf_counter()
@@ -227,14 +228,16 @@ def _regkit_rows(data: Path, out_dir: Path, only: set[str] | None) -> list[dict[
 
 def _throughput(data: Path, steps: int = 150, batch_size: int = 1024) -> dict[str, Any]:
     """Examples/s of the feature two-tower on torchrec EBC vs. plain nn.EmbeddingBag, same weights and batches."""
-    from pipelines.recsys_run import _Data, load_config
+    from pipelines.recsys_run import _Data
+    from pipelines.run_config import ValidationConfig, load_recsys_config
     from recsys.data import InMemoryBatches
     from recsys.models import TwoTower
     from recsys.trainer import TrainConfig, Trainer
 
-    config = load_config(REPO / "pipelines" / "configs" / "ml100k_two_tower_features.yaml", [f"data.dir={data}"])
-    prepared = _Data({**config["data"], "validation": {"method": "none"}})
-    model_options = {k: v for k, v in config["model"].items() if k != "name"}
+    config = load_recsys_config(REPO / "pipelines" / "configs" / "ml100k_two_tower_features.yaml",
+                                [f"data.dir={data}"])
+    prepared = _Data(config.data.model_copy(update={"validation": ValidationConfig(method="none")}))
+    model_options = config.model.options()
     results: dict[str, Any] = {"steps": steps, "batch_size": batch_size, "threads": torch.get_num_threads()}
     torch.manual_seed(0)
     reference = TwoTower(prepared.user_features, prepared.item_features, embedding_backend="torchrec", **model_options)

@@ -125,9 +125,10 @@ class _Split:
 
 
 def _regkit_recall(data: Path, out_dir: Path, config_name: str, overrides: list[str], seed: int) -> float:
-    from pipelines.recsys_run import load_config, train_run
+    from pipelines.recsys_run import train_run
+    from pipelines.run_config import load_recsys_config
 
-    config = load_config(
+    config = load_recsys_config(
         REPO / "pipelines" / "configs" / config_name,
         [
             f"data.dir={data}",

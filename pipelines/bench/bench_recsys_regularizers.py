@@ -39,7 +39,8 @@ from common_regs.io import atomic_write_text
 from pipelines.bench._recsys_hook_bench import mean_and_std, step_time_ratios
 from pipelines.bench.bench_ssl import _ml100k_data
 from pipelines.recsys_hooks import build_hooks
-from pipelines.recsys_run import _Data, load_config, train_run
+from pipelines.recsys_run import _Data, train_run
+from pipelines.run_config import DataConfig, load_recsys_config
 from recsys.data import InMemoryBatches
 from recsys.models import build_model
 from recsys.regularizers import TrainSetup
@@ -65,7 +66,7 @@ METRICS = ("R@20", "nDCG@20", "R@10", "nDCG@10")
 
 def _config(variant: str, data: Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     path = REPO / "pipelines" / "configs" / VARIANTS[variant][1]
-    return load_config(path, [f"data.dir={data}", "train.show_progress=false", *overrides])
+    return load_recsys_config(path, [f"data.dir={data}", "train.show_progress=false", *overrides]).to_dict()
 
 
 def _job(variant: str, seed: int, data: Path, out: Path, epochs: int | None) -> dict[str, Any]:
@@ -101,9 +102,9 @@ def _job(variant: str, seed: int, data: Path, out: Path, epochs: int | None) -> 
 def _overhead(data: Path, steps: int = 12) -> dict[str, Any]:
     """Median trainer-step time of each variant / the baseline, same batches, interleaved twice, 1 thread."""
     base = _config("baseline", data)
-    prepared = _Data({**base["data"], "validation": {"method": "none"}})
+    prepared = _Data(DataConfig.model_validate({**base["data"], "validation": {"method": "none"}}))
     options = {k: v for k, v in base["model"].items() if k != "name"}
-    train = TrainConfig.from_dict(base["train"])
+    train = TrainConfig(**base["train"])
     def make_trainer(variant: str) -> Trainer:
         torch.manual_seed(0)
         model = build_model("two_tower", options, users=prepared.user_features, items=prepared.item_features)

@@ -194,7 +194,8 @@ def run(out_dir: Path, variants: tuple[str, ...] = ("a", "b", "c")) -> dict:
     """Train the variants, evaluate every row on SciFact test and zero-shot on Cranfield; write report.md."""
     from pipelines.report import Report
     from retrieval.encoder import load_sparse_encoder
-    from retrieval.sparse_training import load_train_config, train_sparse
+    from pipelines.run_config import load_sparse_train_config
+    from retrieval.sparse_training import train_sparse
 
     logging.getLogger("retrieval").setLevel(logging.INFO)
     if not (_data_root() / "scifact").is_dir():
@@ -217,9 +218,9 @@ def run(out_dir: Path, variants: tuple[str, ...] = ("a", "b", "c")) -> dict:
             untrained, "init-idf-corpus", recompute_idf=True)
     training = {}
     for variant in variants:
-        config = load_train_config(ROOT / "pipelines" / "configs" / CONFIGS[variant],
-                                   data=str(scifact.data), out_dir=str(out_dir / f"train-{variant}"),
-                                   cache_dir=str(cache_dir))
+        config = load_sparse_train_config(ROOT / "pipelines" / "configs" / CONFIGS[variant],
+                                          data=str(scifact.data), out_dir=str(out_dir / f"train-{variant}"),
+                                          cache_dir=str(cache_dir))
         trained = train_sparse(config, show_progress=False)
         training[variant] = {"train_seconds": trained.seconds, "setup_seconds": trained.setup_seconds,
                              "steps": config.steps, "config": CONFIGS[variant]}

@@ -37,7 +37,8 @@ import torch
 
 from common_regs.io import atomic_write_text
 from pipelines.bench._recsys_hook_bench import mean_and_std, step_time_ratios
-from pipelines.recsys_run import _Data, load_config, train_run
+from pipelines.recsys_run import _Data, train_run
+from pipelines.run_config import DataConfig, load_recsys_config
 from pipelines.recsys_ssl import mi_heatmap
 from pipelines.report import Report, bar_plot
 from recsys.data import InMemoryBatches
@@ -73,10 +74,10 @@ def _ml100k_data(out_dir: Path) -> Path:
 
 
 def _base_config(dataset: str, out_dir: Path) -> dict[str, Any]:
-    config = load_config(
+    config = load_recsys_config(
         REPO / "pipelines" / "configs" / "ml100k_two_tower_features.yaml",
         ["train.show_progress=false", f"train.eval_every={CONFIG['eval_every']}"],
-    )
+    ).to_dict()
     if dataset == "ml100k":
         config["data"]["dir"] = str(_ml100k_data(out_dir))
         return config
@@ -135,9 +136,9 @@ def _job(dataset: str, mode: str, seed: int, out_dir: Path, epochs: int | None) 
 def _overhead(out_dir: Path, steps: int) -> dict[str, Any]:
     """Median step time with SSL hooks / without, ML-100K feature two-tower, same batches, interleaved twice."""
     config = _base_config("ml100k", out_dir)
-    data = _Data({**config["data"], "validation": {"method": "none"}})
+    data = _Data(DataConfig.model_validate({**config["data"], "validation": {"method": "none"}}))
     options = {k: v for k, v in config["model"].items() if k != "name"}
-    train = TrainConfig.from_dict({**config["train"], "show_progress": False})
+    train = TrainConfig(**{**config["train"], "show_progress": False})
     def make_trainer(mode: str) -> Trainer:
         torch.manual_seed(0)
         model = build_model("two_tower", options, users=data.user_features, items=data.item_features)
@@ -220,7 +221,8 @@ def run(out_dir: str | Path) -> dict[str, Any]:
         caption="tail Recall@20 by SSL mode (mean over seeds)",
     )
     for dataset in datasets:
-        data = _Data({**_base_config(dataset, out)["data"], "validation": {"method": "none"}})
+        section = {**_base_config(dataset, out)["data"], "validation": {"method": "none"}}
+        data = _Data(DataConfig.model_validate(section))
         mi = ssl_mutual_information(SSLConfig(mode="cfm", mi_cache_dir=str(out / "cache")), data.item_features)
         report.figure(mi_heatmap(mi, title=f"{dataset}: item-feature MI (nats)"), caption=f"{dataset} item-feature MI")
     report.write(out, metrics={"summary": summary, "overhead": overhead, "runs": rows}, config=CONFIG)

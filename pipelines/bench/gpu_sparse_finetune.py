@@ -84,16 +84,15 @@ def unpack_payload(payload: Path, work: Path) -> dict[str, Path]:
 def variant_config(variant: str, args: argparse.Namespace, steps: int, backbone: Path, lr: float,
                    overrides: dict[str, Any] | None = None) -> Any:
     """The committed config of ``variant`` with full fine-tuning, this script's sizes, then ``overrides``."""
-    import yaml
+    from pipelines.config_files import read_config_files
+    from pipelines.run_config import load_sparse_train_config
 
-    from retrieval.sparse_training import load_train_config
-
-    raw = yaml.safe_load((ROOT / "pipelines" / "configs" / CONFIGS[variant]).read_text(encoding="utf-8"))
+    raw = read_config_files(ROOT / "pipelines" / "configs" / CONFIGS[variant])[0]
     model = {**raw.get("model", {}), "backbone": str(backbone)}
     warm = max(1, steps // 10)
     sizes = {"batch_queries": args.batch_queries, "docs_per_query": args.docs_per_query,
              "train_max_length": args.train_max_length}
-    return load_train_config(
+    return load_sparse_train_config(
         ROOT / "pipelines" / "configs" / CONFIGS[variant], data="payload", out_dir=str(args.out), model=model,
         train_encoder=True, steps=steps, lr=lr, warmup_steps=warm, flops_warmup_steps=warm,
         compute_dtype="bfloat16", device=args.device, seed=args.seed,

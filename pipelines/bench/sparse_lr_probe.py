@@ -24,14 +24,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from retrieval.encoder import load_sparse_encoder
-    from retrieval.sparse_training import load_train_config, train_sparse
+    from pipelines.run_config import load_sparse_train_config
+    from retrieval.sparse_training import train_sparse
 
     collection = _Collection("scifact", ROOT / "runs" / "sparse" / "cache", args.out)
     results = {}
     for variant in args.variants:
-        config = load_train_config(ROOT / "pipelines" / "configs" / f"sparse_scifact_{variant}.yaml",
-                                   data=str(collection.data), lr=args.lr, out_dir=str(args.out / f"train-{variant}"),
-                                   cache_dir=str(ROOT / "runs" / "sparse" / "cache"))
+        config = load_sparse_train_config(ROOT / "pipelines" / "configs" / f"sparse_scifact_{variant}.yaml",
+                                          data=str(collection.data), lr=args.lr,
+                                          out_dir=str(args.out / f"train-{variant}"),
+                                          cache_dir=str(ROOT / "runs" / "sparse" / "cache"))
         trained = train_sparse(config, show_progress=False)
         results[variant] = {**collection.sparse(load_sparse_encoder(trained.model_dir), f"lr-{variant}"),
                             "train_seconds": trained.seconds, "lr": args.lr}

@@ -2,22 +2,26 @@
 
 Keys are the command's option names (``out_dir`` or ``out-dir``; arguments too, e.g. ``run_a``); values are what
 the option takes (lists for repeatable options). The file becomes the command's defaults (click's ``default_map``),
-so anything given on the command line overrides it. Unknown keys are an error naming them and the known ones.
+so anything given on the command line overrides it. Unknown keys are an error naming them, a close known one and
+the known ones. The file is read by regkit's one YAML loader (:func:`pipelines.config_files.load_yaml`): a key given
+twice and an alias bomb are errors naming the line.
 
 Values are checked when the file is read, against the option's type, and a wrong one is a ``BadParameter`` naming
-the file and the key: a list or mapping for a single-valued option, a nested list or mapping inside a list, a
-boolean for a numeric option (YAML's ``yes`` / ``true`` is not a number), or anything the option's own conversion
+the file, the key's line and the key: a list or mapping for a single-valued option, a nested list or mapping inside a
+list, a boolean for a numeric option (YAML's ``yes`` / ``true`` is not a number), or anything the option's own conversion
 refuses (``k: abc``). A single value for a repeatable option is taken as a one-element list; ``null`` means "the
 option's default".
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
 import typer
-import yaml
+
+from pipelines.config_files import ConfigError, load_yaml
 
 __all__ = ["config_option"]
 
@@ -32,24 +36,27 @@ def _load_defaults(ctx: typer.Context, param: Any, value: Path | None) -> Path |
     if not path.is_file():
         raise typer.BadParameter(f"{path}: config file not found.", param_hint="--config")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise typer.BadParameter(f"{path}: not valid YAML ({err}).", param_hint="--config") from None
-    except RecursionError:  # PyYAML's composer recurses once per nesting level
-        raise typer.BadParameter(f"{path}: not valid YAML (nested too deeply).", param_hint="--config") from None
+        loaded, sources = load_yaml(path)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err), param_hint="--config") from None
+    loaded = loaded or {}
     if not isinstance(loaded, dict):
         raise typer.BadParameter(f"{path}: expected a mapping of option names, got {type(loaded).__name__}.",
                                  param_hint="--config")
     params = {p.name: p for p in ctx.command.params if p.name not in ("config", "help")}
     values = {str(key).replace("-", "_"): item for key, item in loaded.items()}
+    lines = {str(key).replace("-", "_"): sources.where((key,)) for key in loaded}
     if len(values) < len(loaded):
         names = [str(key).replace("-", "_") for key in loaded]
         spelled = sorted(str(key) for key, name in zip(loaded, names, strict=True) if names.count(name) > 1)
         raise typer.BadParameter(f"{path}: an option is given twice (keys {spelled}).", param_hint="--config")
     unknown = sorted(set(values) - set(params))
     if unknown:
-        raise typer.BadParameter(f"{path}: unknown keys {unknown}; known: {sorted(params)}.", param_hint="--config")
-    values = {key: _checked_value(ctx, params[key], path, key, item) for key, item in values.items()}
+        close = difflib.get_close_matches(unknown[0], list(params), n=1)
+        hint = f" (did you mean `{close[0]}`?)" if close else ""
+        raise typer.BadParameter(f"{lines[unknown[0]]}: unknown keys {unknown}{hint}; known: {sorted(params)}.",
+                                 param_hint="--config")
+    values = {key: _checked_value(ctx, params[key], lines[key], key, item) for key, item in values.items()}
     ctx.default_map = {**(ctx.default_map or {}), **values}
     return path
 
@@ -57,11 +64,12 @@ def _load_defaults(ctx: typer.Context, param: Any, value: Path | None) -> Path |
 _SCALARS = (str, int, float, bool)
 
 
-def _checked_value(ctx: typer.Context, param: Any, path: Path, key: str, value: Any) -> Any:
-    """``value`` as the default of ``param`` (a one-element list for a repeatable option), or a BadParameter."""
+def _checked_value(ctx: typer.Context, param: Any, where: str, key: str, value: Any) -> Any:
+    """``value`` as the default of ``param`` (a one-element list for a repeatable option), or a BadParameter naming
+    ``where`` (``file:line``)."""
 
     def refuse(reason: str) -> typer.BadParameter:
-        return typer.BadParameter(f"{path}: key `{key}`: {reason}", param_hint="--config")
+        return typer.BadParameter(f"{where}: key `{key}`: {reason}", param_hint="--config")
 
     if value is None:
         return None

@@ -78,15 +78,16 @@ def split(
     stopping uses (data.validation); test_qrels.trec; split.json with the fingerprint that `recsys train` records in
     metrics.json. Ids in the qrels are u:<user_id> and i:<item_id>, as in a run's test_run.trec.
     """
-    from pipelines.recsys_run import load_config, load_split
+    from pipelines.recsys_run import load_split
     from pipelines.recsys_split import TEST_QRELS, write_split
+    from pipelines.run_config import load_recsys_config
 
     shorthands = {"log": None if log is None else str(log), "split": method, "test_fraction": test_fraction,
                   "leave_last": leave_last, "split_seed": split_seed}
     sets = [f"data.{key}={json.dumps(value)}" for key, value in shorthands.items() if value is not None]
-    resolved = load_config(config, [*overrides, *sets])
+    resolved = load_recsys_config(config, [*overrides, *sets])
     logs = load_split(resolved)
-    summary = write_split(logs, out, data=resolved["data"], overwrite=overwrite)
+    summary = write_split(logs, out, data=resolved.to_dict()["data"], overwrite=overwrite)
     counts = {f"{side}.parquet rows": rows for side, rows in summary["rows"].items()}
     _print_counts(f"{logs.name} → {out}", {**counts, "fingerprint": summary["fingerprint"]["sha256"][:16]})
     console.print(f"compare runs on it: regkit ab compare A/test_run.trec B/test_run.trec --qrels {out / TEST_QRELS}",

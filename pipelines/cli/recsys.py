@@ -36,17 +36,20 @@ def train(
     checkpoint, and ``_SUCCESS.json`` is written last (docs/reliability.md). Multi-process:
     ``torchrun --nproc_per_node N -m pipelines recsys train --config C --distributed`` (docs/scaling_distributed.md).
     """
-    from pipelines.recsys_run import input_files, load_config, train_run
+    from pipelines.recsys_run import input_files, train_run
+    from pipelines.run_config import load_recsys_config
     from pipelines.run_guard import guarded_run_dir
 
-    resolved = load_config(config, [*overrides, *([f"seed={seed}"] if seed is not None else [])])
-    folder = Path(output_dir or resolved["output_dir"])
+    options = {"seed": seed, "output_dir": None if output_dir is None else str(output_dir)}
+    sets = [f"{key}={json.dumps(value)}" for key, value in options.items() if value is not None]
+    resolved = load_recsys_config(config, [*overrides, *sets])  # the options are the last overrides
+    folder = Path(resolved.output_dir)
     sharding = sharding_type if distributed else None
     if distributed and os.environ.get("RANK", "0") != "0":  # rank 0 holds the folder lock and writes the run
         train_run(resolved, output_dir=folder, overwrite=overwrite, distributed=sharding)
         return
-    with guarded_run_dir(folder, config=resolved, inputs=input_files(resolved), overwrite=overwrite, force=force,
-                         extra={"job": "recsys train"}):
+    with guarded_run_dir(folder, config=resolved.to_dict(), inputs=input_files(resolved), overwrite=overwrite,
+                         force=force, extra={"job": "recsys train"}):
         report = train_run(resolved, output_dir=folder, overwrite=overwrite, distributed=sharding)
     table = Table(title=f"{report['model']} on {report['split']}")
     table.add_column("metric")
@@ -56,8 +59,7 @@ def train(
             table.add_row(key, f"{value:.4f}")
     table.add_row("train seconds", f"{report['train']['train_seconds']:.1f}")
     console.print(table)
-    run_dir = Path(output_dir or resolved["output_dir"])
-    console.print(f"run folder: {run_dir} (model/, metrics.json, resolved_config.yaml, run.json)", soft_wrap=True)
+    console.print(f"run folder: {folder} (model/, metrics.json, resolved_config.yaml, run.json)", soft_wrap=True)
 
 
 @app.command()

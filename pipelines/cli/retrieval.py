@@ -90,8 +90,10 @@ def search_command(
 @app.command("train")
 def train_command(
     config: Path = typer.Option(..., "--config", help="YAML training config (see pipelines/configs/sparse_*.yaml)."),
-    out: Path = typer.Option(None, "--out", help="Override the config's out_dir."),
-    steps: int = typer.Option(None, "--steps", help="Override the config's steps."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a config value: key=value, YAML-parsed "
+                                                         "(repeatable), e.g. --set model.head_bias=-4.0."),
+    out: Path = typer.Option(None, "--out", help="Override the config's out_dir (same as --set out_dir=...)."),
+    steps: int = typer.Option(None, "--steps", help="Override the config's steps (same as --set steps=...)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain into a finished out_dir (regkit's only)."),
     force: bool = typer.Option(False, "--force", help="Take over an out_dir lock held from another host."),
 ) -> None:
@@ -100,12 +102,16 @@ def train_command(
     ``out_dir`` is locked while training and marked finished (``_SUCCESS.json``) at the end; a finished one is
     refused unless ``--overwrite``, a non-empty folder regkit did not write is refused always.
     """
+    import json
     from dataclasses import asdict
 
+    from pipelines.run_config import load_sparse_train_config
     from pipelines.run_guard import guarded_run_dir
-    from retrieval.sparse_training import load_train_config, train_sparse
+    from retrieval.sparse_training import train_sparse
 
-    resolved = load_train_config(config, out_dir=str(out) if out else None, steps=steps)
+    options = {"out_dir": None if out is None else str(out), "steps": steps}
+    sets = [f"{key}={json.dumps(value)}" for key, value in options.items() if value is not None]
+    resolved = load_sparse_train_config(config, [*overrides, *sets])  # the options are the last overrides
     with guarded_run_dir(resolved.out_dir, config=asdict(resolved), overwrite=overwrite, force=force,
                          extra={"job": "retrieval train"}):
         result = train_sparse(resolved)

@@ -148,17 +148,6 @@ class DemoSpec:
         if self.train_queries_per_topic < 0:
             raise ValueError(f"`train_queries_per_topic` must be >= 0, got {self.train_queries_per_topic}.")
 
-    @classmethod
-    def from_dict(cls, values: dict) -> DemoSpec:
-        """From a mapping of field names (unknown keys are an error naming them)."""
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown demo data keys {unknown}; known: {sorted(cls.__dataclass_fields__)}.")
-        values = dict(values)
-        if "interactions_per_user" in values:
-            values["interactions_per_user"] = tuple(values["interactions_per_user"])
-        return cls(**values)
-
 
 @dataclass(frozen=True)
 class DemoTruth:

@@ -93,13 +93,13 @@ def test_retrieval_and_ab_numbers_are_consistent_with_the_runs(demo_run):
 
 def test_demo_config_overrides_and_errors(tmp_path, capsys):
     config = load_demo_config(TINY, ["recsys.models.mf_dsl=null", "retrieval.sparse.steps=7"])
-    assert config["recsys"]["models"]["mf_dsl"] is None and config["retrieval"]["sparse"]["steps"] == 7
-    assert config["recsys"]["models"]["two_tower"]["train"]["epochs"] == 2  # tiny file merged over the defaults
-    assert config["recsys"]["models"]["two_tower"]["model"]["name"] == "two_tower"
+    assert config.recsys.models["mf_dsl"] is None and config.retrieval.sparse.steps == 7
+    assert config.recsys.models["two_tower"].train.epochs == 2  # tiny file merged over the defaults
+    assert config.recsys.models["two_tower"].model.name == "two_tower"
     for args, message in (
         (["--set", "recsys.ab=[[two_tower, nope]]"], "`recsys.ab` names ['nope']"),
-        (["--set", "colour=blue"], "unknown demo config sections ['colour']"),
-        (["--set", "data.generate.userz=3"], "unknown demo data keys ['userz']"),
+        (["--set", "colour=blue"], "--set colour=blue: unknown key `colour`"),
+        (["--set", "data.generate.userz=3"], "unknown key `data.generate.userz` (did you mean `users`?)"),
         (["--config", str(tmp_path / "missing.yaml")], "missing.yaml not found"),
     ):
         assert main(["demo", "--out", str(tmp_path / "never"), *args]) == 2

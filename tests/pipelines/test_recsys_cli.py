@@ -81,4 +81,4 @@ def test_bad_config_messages(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("bogus: 1\n")
     assert main(["recsys", "train", "--config", str(bad)]) == 2
-    assert "unknown config sections ['bogus']" in capsys.readouterr().err
+    assert f"{bad}:1: unknown key `bogus`" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import planted_log
 import polars as pl
 import pytest
 
-from common_regs.config_check import ConfigError
+from pipelines.run_config import ConfigError
 from pipelines.evaluation.recsys import evaluate_recommendations
 from pipelines.recsys_run import train_run
 from recsys.serving import Recommender
@@ -77,11 +77,12 @@ def test_the_served_model_is_the_best_validation_epoch(three_files, tmp_path, st
 @pytest.mark.parametrize(
     ("validation", "error", "message"),
     [
-        ({"method": "given"}, ValueError, r"'given' needs `data.validation.file`"),
+        ({"method": "given"}, ValueError, r"`data.validation`: `method`='given' needs `file`"),
         ({"method": "given", "file": "gone.parquet"}, FileNotFoundError, r"`data.validation.file`: \S*gone\.parquet "),
         ({"method": "random_holdout", "fraction": "0.1"}, ConfigError, r"`data.validation.fraction` must be a number"),
         ({"method": "holdout"}, ConfigError, r"`data.validation.method` must be one of \['none', 'given'"),
-        ({"method": "random_holdout", "frac": 0.2}, ConfigError, r"unknown `data.validation` options \['frac'\]"),
+        ({"method": "random_holdout", "frac": 0.2}, ConfigError,
+         r"unknown key `data.validation.frac` \(did you mean `fraction`\?\)"),
     ],
 )
 def test_bad_validation_sections_are_refused_clearly(three_files, tmp_path, validation, error, message):

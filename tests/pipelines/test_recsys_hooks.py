@@ -13,7 +13,8 @@ import yaml
 from common_regs.sparsity.dsl import DSL
 from pipelines.cli import main
 from pipelines.recsys_hooks import build_hooks, check_hook_specs
-from pipelines.recsys_run import load_config, train_run
+from pipelines.recsys_run import train_run
+from pipelines.run_config import load_recsys_config
 from recsys.data import Vocabulary, encode_interactions
 from recsys.features import FeatureSpec, FeatureTable
 from recsys.losses import EmbeddingL2
@@ -84,8 +85,10 @@ def test_adapters_check_the_run_they_are_built_for(planted) -> None:
 
 @pytest.mark.torchrec
 def test_a_bad_name_fails_the_run_before_any_data_is_read(tmp_path) -> None:
-    config = load_config(REPO / "pipelines" / "configs" / "ml100k_two_tower_msd.yaml",
-                         [f"data.dir={tmp_path / 'missing'}", "hooks=[{name: multisample_dropout}]"])
+    with pytest.raises(ValueError, match="Did you mean 'multi_sample_dropout'"):  # refused when the config is read
+        load_recsys_config(REPO / "pipelines" / "configs" / "ml100k_two_tower_msd.yaml",
+                           [f"data.dir={tmp_path / 'missing'}", "hooks=[{name: multisample_dropout}]"])
+    config = {"data": {"dir": str(tmp_path / "missing")}, "hooks": [{"name": "multisample_dropout"}]}
     with pytest.raises(ValueError, match="Did you mean 'multi_sample_dropout'"):
         train_run(config, output_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
@@ -93,9 +96,9 @@ def test_a_bad_name_fails_the_run_before_any_data_is_read(tmp_path) -> None:
 
 @pytest.mark.torchrec
 def test_the_ml100k_configs_load_and_differ_only_in_hooks() -> None:
-    base = load_config(REPO / "pipelines" / "configs" / "ml100k_two_tower_ids.yaml")
+    base = load_recsys_config(REPO / "pipelines" / "configs" / "ml100k_two_tower_ids.yaml").to_dict()
     for name, hook in (("msd", "multi_sample_dropout"), ("pskd", "ps_kd"), ("pskd_e10", "ps_kd")):
-        config = load_config(REPO / "pipelines" / "configs" / f"ml100k_two_tower_{name}.yaml")
+        config = load_recsys_config(REPO / "pipelines" / "configs" / f"ml100k_two_tower_{name}.yaml").to_dict()
         assert [spec["name"] for spec in config["hooks"]] == [hook]
         check_hook_specs(config["hooks"])
         assert {k: v for k, v in config.items() if k not in ("hooks", "output_dir")} == {

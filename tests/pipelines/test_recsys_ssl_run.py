@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from pipelines.cli import main
-from pipelines.recsys_run import load_config, train_run
+from pipelines.recsys_run import train_run
+from pipelines.run_config import load_recsys_config
 from recsys.data import Vocabulary
 from recsys.feature_mi import mutual_information_matrix
 from recsys.features import FeatureSpec, FeatureTable
@@ -67,8 +68,10 @@ def test_cfm_run_writes_the_mi_heatmap_report(tmp_path) -> None:
 
 @pytest.mark.torchrec
 def test_ssl_none_is_the_default_and_ssl_needs_a_two_tower(tmp_path) -> None:
-    assert load_config(None)["ssl"]["mode"] == "none"
-    assert load_config(None, ["ssl=rfm"])["ssl"] == "rfm"  # normalised by train_run
+    assert load_recsys_config(None).ssl.mode == "none"
+    assert load_recsys_config(None, ["ssl=rfm", "model.name=two_tower"]).ssl.mode == "rfm"
+    with pytest.raises(ValueError, match="needs `model.name`='two_tower'"):  # refused when the config is read
+        load_recsys_config(None, ["ssl=rfm"])
     planted = planted_log.make_planted_log(tmp_path / "data")
     config = {**_config(planted.folder), "model": {"name": "mf", "embedding_dim": 8}, "ssl": "rfm"}
     with pytest.raises(ValueError, match="needs `model.name`='two_tower'"):

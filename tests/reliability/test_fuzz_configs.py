@@ -4,11 +4,12 @@
   values become exactly the command's parameters; unknown keys, a list or mapping for a single-valued option,
   nested values in a list, a boolean for a number, a non-numeric string for a number, a fraction for an integer, a
   non-boolean for a flag, or bytes that are not YAML raise ``typer.BadParameter`` naming the file and the key.
-* ``TrainConfig.from_dict`` (``recsys.trainer``): valid sections build exactly that config; unknown keys (any YAML
-  key type), wrong types (YAML's ``1e-3`` string, booleans for numbers, lists, mappings, null for a required value),
-  non-finite floats and out-of-range values raise ``TypeError`` / ``ValueError`` naming ``train.<field>``.
-* ``pipelines.recsys_run.load_config`` and ``retrieval.sparse_training.load_train_config``: bad YAML, deep nesting,
-  non-string keys and wrong value types are a ``ValueError`` naming the file (or the key).
+* the recsys run config's ``train:`` section (:class:`pipelines.run_config.RecsysRunConfig`, built into
+  ``recsys.trainer.TrainConfig``): valid sections build exactly that config; unknown keys (any YAML key type),
+  wrong types (YAML's ``1e-3`` string, booleans for numbers, lists, mappings, null for a required value),
+  non-finite floats and out-of-range values raise a ``ConfigError`` (a ``ValueError``) naming ``train.<field>``.
+* ``pipelines.run_config.load_recsys_config`` and ``load_sparse_train_config``: bad YAML, deep nesting, non-string
+  keys and wrong value types are a ``ValueError`` naming the file (or the key).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from typing import Any
 import pytest
 import typer
 import yaml
-from fuzz_support import FUZZ, ids
+from fuzz_support import FUZZ, assert_names_some_line, ids
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pipelines.cli import app, main
 from pipelines.cli._config import _load_defaults
+from pipelines.run_config import ConfigError, load_recsys_config, load_sparse_train_config, recsys_config
 from recsys.trainer import TrainConfig
 
 
@@ -172,18 +174,18 @@ def test_cli_config_bytes_parse_or_name_the_file(content: bytes) -> None:
                 if type(err).__name__ == "MissingParameter":  # no options given: the required ones are missing
                     assert empty, err.format_message()
                 else:
-                    assert err.message.startswith(f"{path}: "), err.format_message()
+                    assert_names_some_line(err.message, path)
 
 
 def test_cli_reports_a_bad_config_value_with_status_2(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("data: d\nout: o\nk: [10, 20]\n")
     assert main(["beir", "eval", "--config", str(config)]) == 2
-    assert f"{config}: key `k`: takes one value" in capsys.readouterr().err.replace("\n", " ").replace("│", " ")
+    assert f"{config}:3: key `k`: takes one value" in capsys.readouterr().err.replace("\n", " ").replace("│", " ")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# TrainConfig.from_dict
+# The `train:` section of a recsys run config
 # ---------------------------------------------------------------------------------------------------------------
 
 positive = st.floats(1e-8, 10.0)
@@ -254,14 +256,15 @@ def train_sections(draw: st.DrawFn) -> tuple[Any, dict[str, Any], set[str], list
 def test_train_sections_build_the_config_or_name_the_field(case) -> None:
     section, expected, wrong, unknown = case
     try:
-        config = TrainConfig.from_dict(section)
-    except (TypeError, ValueError) as err:
+        config = recsys_config({"train": section}).train
+    except ConfigError as err:
         message = str(err)
         assert wrong or unknown, f"a valid section was refused: {message}"
-        if unknown:
-            assert "unknown `train` options" in message and all(repr(k) in message for k in unknown), message
+        if unknown:  # the first problem is reported: an unknown key, or a wrong value before it
+            named = [k for k in unknown if f"unknown key `train.{k}`" in message or f"unknown key {k!r}" in message]
+            assert named or any(f"`train.{field}`" in message for field in wrong), message
         elif "<section>" in wrong:
-            assert "`train` section must be a mapping" in message, message
+            assert "`train` must be a mapping" in message, message
         else:
             assert any(f"`train.{field}`" in message for field in wrong), f"names none of {sorted(wrong)}: {message}"
         return
@@ -287,12 +290,10 @@ def test_train_sections_build_the_config_or_name_the_field(case) -> None:
     ],
 )
 def test_recsys_run_config_errors_name_the_file(tmp_path, text):
-    from pipelines.recsys_run import load_config
-
     path = tmp_path / "run.yaml"
     path.write_text(text)
     try:
-        load_config(path)
+        load_recsys_config(path)
     except ValueError as err:  # the contract: a ValueError naming the file
         assert str(path) in str(err), str(err)
         return
@@ -312,12 +313,10 @@ def test_recsys_run_config_errors_name_the_file(tmp_path, text):
     ],
 )
 def test_sparse_train_config_errors_name_the_key(tmp_path, text):
-    from retrieval.sparse_training import load_train_config
-
     path = tmp_path / "sparse.yaml"
     path.write_text(text)
     try:
-        load_train_config(path)
+        load_sparse_train_config(path)
     except ValueError as err:  # the contract: a ValueError naming the file or the key
         assert str(path) in str(err) or "`" in str(err), str(err)
         return

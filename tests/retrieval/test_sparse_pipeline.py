@@ -12,13 +12,13 @@ import yaml
 
 from common_regs.schedules import QuadraticWarmup
 from pipelines.cli import main
+from pipelines.run_config import load_sparse_train_config
 from retrieval.encoder import default_backbone, idf_weights, load_sparse_encoder, mlm_parts, query_weights
 from retrieval.impact import ImpactQuantization
 from retrieval.index import read_index_metadata
 from retrieval.mining import Candidates
 from retrieval.search import Bm25Searcher
 from retrieval.sparse_index import flops, index_vectors, search_with_model, write_opensearch_bulk
-from retrieval.sparse_training import load_train_config
 
 pytestmark = pytest.mark.java
 
@@ -151,17 +151,17 @@ def test_flops_metric_and_bulk_validation(tmp_path) -> None:
 def test_training_config_errors_are_clear(tmp_path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("data: x\nout_dir: y\nflops_wieght: 0.1\n")
-    with pytest.raises(ValueError, match=r"c.yaml: unknown `retrieval train` options \['flops_wieght'\]"):
-        load_train_config(path)
+    with pytest.raises(ValueError, match=r"c.yaml:3: unknown key `flops_wieght` \(did you mean `flops_weight`\?\)"):
+        load_sparse_train_config(path)
     path.write_bytes(b"data: caf\xe9\n")
     with pytest.raises(ValueError, match="not UTF-8"):
-        load_train_config(path)
+        load_sparse_train_config(path)
     path.write_text("data: x\n")
-    with pytest.raises(ValueError, match=r"missing required keys \['out_dir'\]"):
-        load_train_config(path)
+    with pytest.raises(ValueError, match=r"c.yaml: `out_dir` is required"):
+        load_sparse_train_config(path)
     path.write_text("data: x\nout_dir: y\nranking_loss: kl\n")
-    with pytest.raises(ValueError, match=r"`retrieval train.ranking_loss` must be one of \['infonce'"):
-        load_train_config(path)
+    with pytest.raises(ValueError, match=r"c.yaml:3: `ranking_loss` must be one of \['infonce'"):
+        load_sparse_train_config(path)
 
 
 def test_full_fine_tuning_updates_the_transformer_body(tiny) -> None:
