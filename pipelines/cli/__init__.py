@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:  # noqa: BLE001 - the CLI's contract: one line, non-zero status
         logging.getLogger("regkit").debug("failure", exc_info=True)
-        typer.echo(f"regkit: error: {err}", err=True)
+        reason = str(err).strip() or f"{type(err).__name__} (no message; `regkit --log-level DEBUG ...` shows where)"
+        typer.echo(f"regkit: error: {reason}", err=True)
         return 2
     return 0
 

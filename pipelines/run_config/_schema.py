@@ -328,9 +328,9 @@ def _explain(error: dict[str, Any], schema: Any, raw: Any) -> tuple[str, tuple[A
         return f"{name} must be one of {choices}, got {_shown(value)}{_did_you_mean(value, choices)}.", keys
     if kind == "union_tag_invalid":
         tags = re.findall(r"'([^']*)'", str(error["ctx"]["expected_tags"]))
-        tag = error["ctx"]["tag"]
-        field = f"`{dotted}.{error['ctx']['discriminator'].strip(chr(39))}`"
-        return f"{field} must be one of {tags}, got {_shown(tag)}{_did_you_mean(tag, tags)}.", keys
+        tag, discriminator = error["ctx"]["tag"], error["ctx"]["discriminator"].strip("'")
+        field = f"`{dotted}.{discriminator}`"
+        return f"{field} must be one of {tags}, got {_shown(tag)}{_did_you_mean(tag, tags)}.", (*keys, discriminator)
     if kind in ("value_error", "assertion_error"):
         message = str(error["ctx"]["error"])
         named = keys and f"`{dotted}" in message
