@@ -42,7 +42,7 @@ __all__ = ["DemoConfig", "RecsysModel"]
 
 Pair = Annotated[list[str], Field(min_length=2, max_length=2)]
 Names = Annotated[list[str], Field(min_length=1)]
-ModelName = Annotated[str, AfterValidator(lambda name: check_name(name, "model name"))]
+ModelName = Annotated[str, AfterValidator(lambda name: check_name(name, "`recsys.models` key"))]
 
 
 class DemoData(Section):
