@@ -98,6 +98,11 @@ def _strict(hint: Any) -> Any:
     raise TypeError(f"no config type for {hint!r}")
 
 
+def _default(value: Any) -> Any:
+    """A default as the config type holds it (a tuple default of a list-typed field is a list)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 @functools.cache
 def section_of(cls: type, exclude: frozenset[str] = frozenset(), **replaced: Any) -> type[Section]:
     """A strict :class:`Section` with the fields (names, types, defaults) of dataclass ``cls``.
@@ -110,7 +115,7 @@ def section_of(cls: type, exclude: frozenset[str] = frozenset(), **replaced: Any
         if item.name in exclude:
             continue
         if item.default is not dataclasses.MISSING:
-            default: Any = item.default
+            default: Any = _default(item.default)
         elif item.default_factory is not dataclasses.MISSING:
             default = Field(default_factory=item.default_factory)
         else:
@@ -182,7 +187,7 @@ def options_model(name: str, cls: type) -> type[ModelOptions]:
         if parameter.default is inspect.Parameter.empty:
             continue
         try:
-            fields[parameter.name] = (_strict(hints[parameter.name]), parameter.default)
+            fields[parameter.name] = (_strict(hints[parameter.name]), _default(parameter.default))
         except TypeError:
             continue
     return create_model(f"{cls.__name__}Options", __base__=ModelOptions, __module__=__name__, **fields)
