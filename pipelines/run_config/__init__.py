@@ -6,8 +6,9 @@
 
 Each reads its YAML files with :func:`load_yaml` (duplicate keys and alias bombs refused, every key's line kept),
 deep-merges them, applies the ``--set a.b=value`` overrides in order, and validates the result once with pydantic
-(:mod:`pipelines.run_config._schema`). Any problem is one :class:`ConfigError` line naming the file and line (or the
-``--set``), the dotted key, what was expected and what was found, with a did-you-mean for misspellings.
+(:mod:`pipelines.run_config._schema`; errors worded by :mod:`pipelines.run_config._errors`). Any problem is one
+:class:`ConfigError` line naming the file and line (or the ``--set``), the dotted key, what was expected and what
+was found, with a did-you-mean for misspellings.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.run_config._schema import validate
+from pipelines.run_config._errors import validate
 from pipelines.config_files import ConfigError, apply_overrides, load_yaml, read_config_files
 from pipelines.run_config.demo import DemoConfig
 from pipelines.run_config.recsys import DataConfig, RecsysRunConfig, ValidationConfig
