@@ -48,7 +48,7 @@ def train(
     if distributed and os.environ.get("RANK", "0") != "0":  # rank 0 holds the folder lock and writes the run
         train_run(resolved, output_dir=folder, overwrite=overwrite, distributed=sharding)
         return
-    with guarded_run_dir(folder, config=resolved.to_dict(), inputs=input_files(resolved), overwrite=overwrite,
+    with guarded_run_dir(folder, config=resolved.identity(), inputs=input_files(resolved), overwrite=overwrite,
                          force=force, extra={"job": "recsys train"}):
         report = train_run(resolved, output_dir=folder, overwrite=overwrite, distributed=sharding)
     table = Table(title=f"{report['model']} on {report['split']}")

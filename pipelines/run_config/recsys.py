@@ -187,3 +187,8 @@ class RecsysRunConfig(Section):
     def to_dict(self) -> dict[str, Any]:
         """The whole config as plain data (every default filled in): what ``resolved_config.yaml`` holds."""
         return self.model_dump(mode="json")
+
+    def identity(self) -> dict[str, Any]:
+        """What the run computes: :meth:`to_dict` without ``output_dir``, so the same run in another folder (or
+        resumed after a move) has the same config hash in ``_STARTED.json`` / ``_SUCCESS.json``."""
+        return self.model_dump(mode="json", exclude={"output_dir"})
