@@ -251,6 +251,22 @@ def remove_stale_temporaries(target: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def scratch_folder(kind: str, work_dir: str | os.PathLike[str] | None) -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder ``.regkit-<kind>-<pid>-*`` inside ``work_dir`` (a run's own folder; None = system temp).
+
+    Scratch data (e.g. a streamed log's partitioned copies) then stays with the run it belongs to, and the
+    folders a killed process left there are removed first: the pid in the name tells a dead owner from a live one
+    (another rank of the same run, say).
+    """
+    if work_dir is not None:
+        for leftover in Path(work_dir).glob(f".regkit-{kind}-*-*"):
+            pid = leftover.name.removeprefix(f".regkit-{kind}-").split("-", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(leftover, ignore_errors=True)
+                logger.warning("removed %s, left by a killed run", leftover)
+    return tempfile.TemporaryDirectory(prefix=f".regkit-{kind}-{os.getpid()}-", dir=work_dir)
+
+
 def config_sha256(config: Any) -> str:
     """SHA-256 of the canonical JSON of ``config`` (sorted keys; non-JSON values through ``str``)."""
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=True)

@@ -59,7 +59,6 @@ import json
 import logging
 import math
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,6 +71,7 @@ import torch
 import yaml
 
 from common_regs.io import atomic_write_text
+from common_regs.run_dir import scratch_folder
 from pipelines.evaluation.recsys import evaluate_recommendations, make_evaluator
 from pipelines.evaluation.recsys_streaming import evaluate_recommendations_streaming
 from pipelines.provenance import run_metadata
@@ -205,8 +205,9 @@ class _Data:
     ``train_path`` is streamed by the batches, ``item_counts`` come from a streaming group-by.
     """
 
-    def __init__(self, data: DataConfig) -> None:
+    def __init__(self, data: DataConfig, work_dir: Path | None = None) -> None:
         self.config = data
+        self.work_dir = work_dir  # where a streamed run's partitioned copies go: its run folder, not the system temp
         validation = data.validation
         self.streaming = data.streaming
         split = _split(data)
@@ -298,7 +299,7 @@ class _Data:
         rows = pq.ParquetFile(self.train_path).metadata.num_rows
         parts = max(1, math.ceil(rows / self.config.streaming_part_rows))
         keys = [np.empty(0, dtype=np.int64)]
-        with tempfile.TemporaryDirectory(prefix="regkit-seen-parts-") as folder:
+        with scratch_folder("seen-parts", self.work_dir) as folder:
             for part in partition_by_user(self.train_path, self.users, Path(folder) / "train", parts=parts):
                 frame = pl.read_parquet(part, columns=["user_id", "item_id"])
                 if frame.height:
@@ -455,7 +456,8 @@ def train_run(
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     started = time.perf_counter()
-    data = _Data(config.data)
+    out.mkdir(parents=True, exist_ok=True)
+    data = _Data(config.data, work_dir=out)
     train_config = config.train
     stream_path = data.train_path if data.streaming else None
     report: dict[str, Any] = {"split": data.split_name, "model": config.model.name}
@@ -519,6 +521,7 @@ def train_run(
             ks=config.eval.ks,
             head_fraction=config.eval.head_fraction,
             max_rows_per_part=config.data.streaming_part_rows,
+            work_dir=out,
         )
     else:
         test_metrics = evaluate_recommendations(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from common_regs.run_dir import scratch_folder
 from pipelines.evaluation.recsys import _measures, evaluate_recommendations, unknown_users_warnings
 from recsys.data import Interactions, encode_interactions, partition_by_user
 from recsys.serving import Recommender
@@ -59,7 +59,8 @@ def evaluate_recommendations_streaming(
         ks / head_fraction: as :func:`pipelines.evaluation.recsys.evaluate_recommendations`.
         max_rows_per_part: parts = ``ceil(max(train rows, test rows) / max_rows_per_part)``. Default 2,000,000
             (regkit convention: about 100 MB of ids per part).
-        work_dir: where the partitioned copies go (removed afterwards). Default: the system temp folder.
+        work_dir: where the partitioned copies go (removed afterwards, or by the next run if this one is killed;
+            :func:`common_regs.run_dir.scratch_folder`). Default: the system temp folder.
         show_progress: progress bar over the parts (None = when this logger is at INFO or below).
 
     Returns:
@@ -77,7 +78,7 @@ def evaluate_recommendations_streaming(
     counts = {"users": 0, "cold_users": 0, "unknown_test_users": 0, "unknown_test_items": 0, "head/users": 0,
               "tail/users": 0}
     show = logger.getEffectiveLevel() <= logging.INFO if show_progress is None else show_progress
-    with tempfile.TemporaryDirectory(prefix="regkit-eval-parts-", dir=work_dir) as folder:
+    with scratch_folder("eval-parts", work_dir) as folder:
         train_parts = partition_by_user(train, service.users, Path(folder) / "train", parts=parts)
         test_parts = partition_by_user(test, service.users, Path(folder) / "test", parts=parts)
         for train_part, test_part in tqdm(
