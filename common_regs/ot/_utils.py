@@ -96,35 +96,3 @@ def dual_objective(cost: Tensor, x: Tensor, y: Tensor, a: Tensor, b: Tensor, eta
 def sq_euclidean(x: Tensor, y: Tensor) -> Tensor:
     """``C_ij = ‖x_i − y_j‖²`` (ott-jax ``costs.SqEuclidean``; no ½)."""
     return (x[:, None, :] - y[None, :, :]).pow(2).sum(-1)
-
-
-def entropic_cost(cost: Tensor, a: Tensor, b: Tensor, eps: float, *, max_iter: int = 200, tol: float = 1e-9) -> Tensor:
-    """Differentiable entropic OT cost ``⟨P, C⟩ + ε KL(P ‖ a⊗b)`` (ott-jax ``SinkhornOutput.ent_reg_cost``).
-
-    Potentials come, without autograd, from ε-scaling Sinkhorn (ε halved from the cost range down to ``eps``,
-    10 sweeps per level) finished by :func:`~common_regs.ot.sinkhorn_newton_sparse.sinkhorn_newton_sparse` (full
-    Hessian up to 40 000 plan entries), so small ε converges; the value is the dual
-    function ``f(x, y) − ε(⟨a, log a⟩ + ⟨b, log b⟩)`` evaluated with the potentials held fixed, whose gradient with
-    respect to ``cost`` is the optimal plan (envelope theorem), so gradients reach whatever produced ``cost``.
-    """
-    from common_regs.ot.sinkhorn import sinkhorn
-    from common_regs.ot.sinkhorn_newton_sparse import sinkhorn_newton_sparse
-
-    density = 1.0 if cost.numel() <= 40_000 else 0.05
-    with torch.no_grad():
-        a0, b0, c0 = check_problem(a.detach(), b.detach(), cost.detach())
-        x0 = y0 = None
-        level = float(c0.max() - c0.min())
-        while level > eps:  # ε-scaling warm start (potentials are in cost units, so they carry over between levels)
-            warm = sinkhorn(a0, b0, c0, level, max_iter=10, tol=tol, x0=x0, y0=y0)
-            x0, y0, level = warm.x, warm.y, level / 2.0
-        res = sinkhorn_newton_sparse(a0, b0, c0, eps, sinkhorn_iters=20, newton_iters=max_iter, density=density,
-                                     tol=tol, x0=x0, y0=y0)
-    if not res.converged:
-        logger.warning("entropic_cost: OT solver stopped at marginal error %.3g > tol %.3g (eps=%.3g); the value and "
-                       "its gradient are approximate.", res.errors[-1], tol, eps)
-    eta = 1.0 / eps
-    c64 = cost.to(torch.float64)
-    a64, b64 = a.to(torch.float64), b.to(torch.float64)
-    value = dual_objective(c64, res.x, res.y, a64, b64, eta) - eps * (a64 @ a64.log() + b64 @ b64.log())
-    return value.to(cost.dtype)

@@ -9,8 +9,8 @@ from torch import nn
 
 from common_regs.api import TrainContext
 from common_regs.ot import MongeGap
-from common_regs.ot._utils import entropic_cost, sq_euclidean
-from common_regs.ot.monge_gap import fit_monge_map, monge_gap
+from common_regs.ot._utils import sq_euclidean
+from common_regs.ot.monge_gap import entropic_cost, fit_monge_map, monge_gap
 
 ot = pytest.importorskip("ot", reason="POT gives the exact (unregularized) Monge gap")
 
