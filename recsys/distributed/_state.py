@@ -1,7 +1,7 @@
 """Unsharded state of torchrec-sharded models and their optimizers, and the differentiable row gather.
 
-Helpers of :mod:`recsys.distributed` (kept apart to keep that module readable): every function here that touches
-the process group is a collective, called by every rank in the same order.
+Used by the sharded model and the distributed trainer (:mod:`recsys.distributed`): every function here that
+touches the process group is a collective, called by every rank in the same order.
 
 * :func:`gather_rows`: ``all_gather`` of rows with autograd (``torch.distributed.nn.functional.all_gather``, whose
   backward sums the gradients of all ranks) for tensors whose first dimension differs between ranks.
