@@ -122,6 +122,37 @@ def evaluate_recommendations(
     if not ks or min(ks) < 1:
         raise ValueError(f"`ks` must be positive cut-offs, got {list(ks)}.")
     frame = test.collect() if isinstance(test, pl.LazyFrame) else test
+    _check_id_columns(frame, service, where)
+    started = time.perf_counter()
+    qrels = qrels_from_log(frame)
+    raw_users = frame["user_id"].unique(maintain_order=True).to_numpy()
+    user_index = service.users.encode(raw_users)
+    cold = service.is_cold(user_index)
+    unknown_users = int((user_index == service.users.oov_index).sum())
+    warnings = unknown_users_warnings(len(raw_users), unknown_users, log=warn)
+    unknown_items = _log_unknown_items_and_cold_users(frame, service, cold)
+    items, run = rank_users(service, raw_users, max(ks), exclude_seen=exclude_seen)
+    measures = _measures(ks)
+    overall = evaluate(qrels, run, measures)
+    head = head_items(service.popularity, head_fraction)
+    metrics: dict[str, Any] = {
+        **overall.aggregate,
+        **_catalogue_metrics(items, service, head, ks),
+        **_slice_metrics(qrels, run, service, head, measures),
+        "users": len(qrels),
+        "cold_users": int(cold.sum()),
+        "unknown_test_users": unknown_users,
+        "unknown_test_items": int(unknown_items.sum()),
+        **({"warnings": warnings} if warnings else {}),
+        "seconds": time.perf_counter() - started,
+    }
+    if per_user:
+        metrics["per_user"] = overall.per_query
+    return metrics
+
+
+def _check_id_columns(frame: pl.DataFrame, service: Recommender, where: str) -> None:
+    """Both id columns present, each of the id type (string or integer) of the model's vocabulary."""
     for column, vocabulary in (("user_id", service.users), ("item_id", service.items)):
         if column not in frame.columns:
             raise ValueError(f"{where} has no `{column}` column (columns: {frame.columns}).")
@@ -131,13 +162,10 @@ def evaluate_recommendations(
                 f"{where}: column `{column}` holds {given} ids but the model's are {vocabulary.id_type}s (an "
                 f"integer id never equals a string one); cast the column to {vocabulary.id_type}s."
             )
-    started = time.perf_counter()
-    qrels = qrels_from_log(frame)
-    raw_users = frame["user_id"].unique(maintain_order=True).to_numpy()
-    user_index = service.users.encode(raw_users)
-    cold = service.is_cold(user_index)
-    unknown_users = int((user_index == service.users.oov_index).sum())
-    warnings = unknown_users_warnings(len(raw_users), unknown_users, log=warn)
+
+
+def _log_unknown_items_and_cold_users(frame: pl.DataFrame, service: Recommender, cold: np.ndarray) -> np.ndarray:
+    """Log test items outside the catalogue and cold-start users; returns the unknown-item mask of ``frame``."""
     unknown_items = ~service.items.contains(frame["item_id"])
     if unknown_items.any():
         logger.warning(
@@ -152,19 +180,33 @@ def evaluate_recommendations(
             int(cold.sum()),
             "user features" if service.model.has_user_features else "popularity",
         )
-    k_max = max(ks)
-    items, run = rank_users(service, raw_users, k_max, exclude_seen=exclude_seen)
-    measures = _measures(ks)
-    overall = evaluate(qrels, run, measures)
-    metrics: dict[str, Any] = dict(overall.aggregate)
+    return unknown_items
+
+
+def _catalogue_metrics(
+    items: np.ndarray, service: Recommender, head: np.ndarray, ks: Sequence[int]
+) -> dict[str, float]:
+    """``coverage@K``, ``head_share@K`` and ``avg_popularity@K`` of the top-K item indices (``-1`` pads)."""
     popularity = service.popularity
-    head = head_items(popularity, head_fraction)
+    metrics: dict[str, float] = {}
     for k in ks:
         top = items[:, :k]
         valid = top[top >= 0]
         metrics[f"coverage@{k}"] = float(np.unique(valid).size / service.items.size)
         metrics[f"head_share@{k}"] = float(head[valid].mean()) if valid.size else 0.0
         metrics[f"avg_popularity@{k}"] = float(popularity[valid].mean()) if valid.size else 0.0
+    return metrics
+
+
+def _slice_metrics(
+    qrels: dict[str, dict[str, int]],
+    run: dict[str, dict[str, float]],
+    service: Recommender,
+    head: np.ndarray,
+    measures: list[str],
+) -> dict[str, Any]:
+    """``head/…`` and ``tail/…``: each user's test items restricted to the slice, the ranking unchanged."""
+    metrics: dict[str, Any] = {}
     for name, mask in (("head", head), ("tail", ~head)):
         slice_ids = {f"i:{raw}" for raw in service.items.decode(np.flatnonzero(mask)).tolist()}
         sliced = {user: {item: rel for item, rel in rels.items() if item in slice_ids} for user, rels in qrels.items()}
@@ -174,18 +216,6 @@ def evaluate_recommendations(
             metrics.update(
                 {f"{name}/{key}": value for key, value in evaluate(sliced, run, measures).aggregate.items()}
             )
-    metrics.update(
-        {
-            "users": len(qrels),
-            "cold_users": int(cold.sum()),
-            "unknown_test_users": unknown_users,
-            "unknown_test_items": int(unknown_items.sum()),
-            **({"warnings": warnings} if warnings else {}),
-            "seconds": time.perf_counter() - started,
-        }
-    )
-    if per_user:
-        metrics["per_user"] = overall.per_query
     return metrics
 
 

@@ -87,34 +87,46 @@ def evaluate_recommendations_streaming(
             test_frame = pl.read_parquet(test_part, columns=["user_id", "item_id"])
             if test_frame.height == 0:
                 continue
-            train_frame = pl.read_parquet(train_part, columns=["user_id", "item_id"])
-            seen = (
-                encode_interactions(train_frame, service.users, service.items, where=str(train), unknown="drop")
-                if train_frame.height
-                else Interactions(
-                    users=np.empty(0, dtype=np.int64),
-                    items=np.empty(0, dtype=np.int64),
-                    num_users=service.users.size,
-                    num_items=service.items.size,
-                )
-            )
             metrics = evaluate_recommendations(
-                service.with_seen(seen, popularity=popularity), test_frame, ks=ks, head_fraction=head_fraction,
+                service.with_seen(_seen_items(service, train_part, where=str(train)), popularity=popularity),
+                test_frame, ks=ks, head_fraction=head_fraction,
                 warn=False,  # warnings are about the whole test log: computed from the pooled counts below
             )
-            for prefix, weight in (("", metrics["users"]), ("head/", metrics["head/users"]),
-                                   ("tail/", metrics["tail/users"])):
-                for key in keys:
-                    if prefix + key in metrics:
-                        sums[prefix + key] = sums.get(prefix + key, 0.0) + metrics[prefix + key] * weight
-            for key in counts:
-                counts[key] += int(metrics[key])
-    result: dict[str, Any] = {}
+            _accumulate(metrics, keys, sums, counts)
+    result: dict[str, Any] = {**_pooled_means(sums, counts, keys), **counts}
+    result.update({"parts": parts, "seconds": time.perf_counter() - started})
+    warnings = unknown_users_warnings(counts["users"], counts["unknown_test_users"])
+    return {**result, "warnings": warnings} if warnings else result
+
+
+def _seen_items(service: Recommender, train_part: str | os.PathLike[str], *, where: str) -> Interactions:
+    """The training interactions of one part, encoded with the service's vocabularies (unknown ids dropped)."""
+    train_frame = pl.read_parquet(train_part, columns=["user_id", "item_id"])
+    if train_frame.height:
+        return encode_interactions(train_frame, service.users, service.items, where=where, unknown="drop")
+    return Interactions(
+        users=np.empty(0, dtype=np.int64),
+        items=np.empty(0, dtype=np.int64),
+        num_users=service.users.size,
+        num_items=service.items.size,
+    )
+
+
+def _accumulate(metrics: dict[str, Any], keys: list[str], sums: dict[str, float], counts: dict[str, int]) -> None:
+    """Add one part's user-weighted metric sums (overall, head/, tail/) and its counts into ``sums`` / ``counts``."""
+    for prefix, weight in (("", metrics["users"]), ("head/", metrics["head/users"]), ("tail/", metrics["tail/users"])):
+        for key in keys:
+            if prefix + key in metrics:
+                sums[prefix + key] = sums.get(prefix + key, 0.0) + metrics[prefix + key] * weight
+    for key in counts:
+        counts[key] += int(metrics[key])
+
+
+def _pooled_means(sums: dict[str, float], counts: dict[str, int], keys: list[str]) -> dict[str, float]:
+    """Means over all users of the parts: each pooled sum divided by the total user count of its slice."""
+    result: dict[str, float] = {}
     for prefix, total in (("", counts["users"]), ("head/", counts["head/users"]), ("tail/", counts["tail/users"])):
         for key in keys:
             if total and prefix + key in sums:
                 result[prefix + key] = sums[prefix + key] / total
-    result.update(counts)
-    result.update({"parts": parts, "seconds": time.perf_counter() - started})
-    warnings = unknown_users_warnings(counts["users"], counts["unknown_test_users"])
-    return {**result, "warnings": warnings} if warnings else result
+    return result
