@@ -139,7 +139,7 @@ def mine_candidates(
         bm25_index: a BM25 index of the corpus (:func:`retrieval.index.build_bm25_index`).
         doc_ids, doc_embeddings: the corpus' dense embeddings (N, d), L2-normalised, row i ↔ ``doc_ids[i]``.
         query_embeddings: (Q, d) L2-normalised, row order = ``queries`` order.
-        k: depth of each retriever. Default 100 (the issue's ensemble-teacher protocol: union of each top 100).
+        k: depth of each retriever. Default 100 (regkit's ensemble-teacher protocol: the union of each top 100).
         include: extra documents per query (e.g. judged positives for training).
         cache_path: JSON cache; reused when its ``meta.fingerprint`` equals ``fingerprint`` (written atomically).
         fingerprint: what identifies the inputs (dataset, split, models, k); stored in the cache.

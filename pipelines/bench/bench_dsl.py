@@ -1,6 +1,6 @@
 """Dynamic Sparse Learning on ML-100K: dense vs. DSL vs. train-dense-then-prune, and the step-time overhead of DSL.
 
-Protocol (``run(out_dir)``; issue 6 on the protocol of issue 4):
+Protocol (``run(out_dir)``; the recommendation protocol of :mod:`pipelines.evaluation.recsys`):
 
 * data: ML-100K canonical ``u1.base`` (train, every rating a positive) / ``u1.test`` (459 users with test items),
   converted from ``/work/shared/data/ml-100k`` (or ``$REGKIT_ML100K``) with ``pipelines.datasets.movielens``;

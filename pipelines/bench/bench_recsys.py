@@ -4,7 +4,7 @@ Rows, all measured in this run on this machine:
 
 * MostPopular (training counts);
 * EASE (Steck 2019; closed form, λ chosen on a validation split of u1.base) as a strong linear reference;
-* ``implicit`` ALS (32 factors, regularization 30, 30 iterations, alpha 5: the issue's reference) and ``implicit``
+* ``implicit`` ALS (32 factors, regularization 30, 30 iterations, alpha 5: the reference baseline) and ``implicit``
   BPR (128 factors) — ``implicit`` is a benchmark-only dependency (``pip install 'regkit[bench]'``);
 * regkit MF-BPR, MF (softmax), LightGCN, two-tower (ids), two-tower (ids + features) from
   ``pipelines/configs/ml100k_*.yaml`` through :func:`pipelines.recsys_run.train_run` (epochs chosen on a

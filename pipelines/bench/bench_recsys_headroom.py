@@ -1,11 +1,11 @@
-"""How far above the issue's ALS reference can a model get on ML-100K's u1 protocol? Measured on validation only.
+"""How far above the ALS reference can a model get on ML-100K's u1 protocol? Measured on validation only.
 
-The recommendation issue asks for the best regkit model ≥ 1.05 × the ``implicit`` ALS reference (R@20 ≥ 0.315 on
+The target is the best regkit model ≥ 1.05 × the ``implicit`` ALS reference (R@20 ≥ 0.315 on
 u1.test). This benchmark measures the headroom without touching u1.test: on three *test-shaped* validation splits
 carved from u1.base (``random_holdout_split(test_fraction=0.4, user_fraction=0.49)``: ≈40 % of the ratings of ≈460
 users held out, the shape of u1.test, which holds 39 % of the ratings of 459 of the 943 users) it scores
 
-* ALS with the issue's settings (the reference) and a grid around them (factors, regularization, alpha);
+* ALS with the reference settings (``ALS_REFERENCE``) and a grid around them (factors, regularization, alpha);
 * EASE (Steck, WWW 2019, Eq. 8) over a λ grid;
 * EDLAE, EASE with a dropout-emphasis penalty (Steck, "Autoencoders that don't overfit towards the Identity",
   NeurIPS 2020): Λ = p/(1−p)·diag(XᵀX) + λI in place of λI — the full-rank form as recalled, not checked against

@@ -1,4 +1,4 @@
-"""Small real demonstrations of the seven remaining issue-11 methods (RED-diff, bad-noise minimax, MEE, GIFD, OReX,
+"""Small real demonstrations of seven generative and structure methods (RED-diff, bad-noise minimax, MEE, GIFD, OReX,
 SDL, DGNO weak form). All CPU, single-threaded torch, seeds in ``CONFIG``; data: ``sklearn.datasets.load_digits``
 (8×8 digits, bundled with scikit-learn) or synthetic toys.
 

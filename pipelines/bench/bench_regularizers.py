@@ -1,4 +1,5 @@
-"""Small real demonstrations of the issue-10 families on scikit-learn's bundled datasets, 3 seeds each.
+"""Small real demonstrations of the robust, stochastic, distill, augment and representation families (F3–F7) on
+scikit-learn's bundled datasets, 3 seeds each.
 
 Protocol (``run(out_dir)``), every number is mean ± std over seeds 0, 1, 2 (the seed sets the split, the noise, the
 initialisation and the batch order):

@@ -1,6 +1,6 @@
 """SSL item-tower regularization (Yao et al. 2021, arXiv:2007.12865): two-tower without SSL vs. RFM vs. CFM.
 
-Protocol (``run(out_dir)``; issue 5 on the protocol of issue 4):
+Protocol (``run(out_dir)``; the recommendation protocol of :mod:`pipelines.evaluation.recsys`):
 
 * ML-100K: canonical ``u1.base`` / ``u1.test`` (implicit, every rating a positive), full-catalogue ranking with the
   user's training items excluded, through :func:`pipelines.recsys_run.train_run` with

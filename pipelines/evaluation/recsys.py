@@ -1,8 +1,8 @@
 """Recommendation evaluation through the shared metric code: held-out items are qrels, top-k lists are runs.
 
-Protocol (issue 4; Krichene & Rendle's "full ranking" setting): every user with at least one test item is ranked
-against the whole catalogue, the user's training items excluded; ``R@K = hits@K / |test items|`` and ``nDCG@K``
-with binary gains, log2 discount and ideal DCG over ``min(|test items|, K)`` — exactly trec_eval's ``recall_K`` and
+Protocol (Krichene & Rendle's "full ranking" setting): every user with at least one test item is ranked against the
+whole catalogue, the user's training items excluded; ``R@K = hits@K / |test items|`` and ``nDCG@K`` with binary
+gains, log2 discount and ideal DCG over ``min(|test items|, K)`` — exactly trec_eval's ``recall_K`` and
 ``ndcg_cut_K``, computed by :func:`pipelines.evaluation.metrics.evaluate` (ir-measures). Means are over users with
 test items; a user with no recommendations scores 0.
 
