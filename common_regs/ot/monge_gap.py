@@ -22,7 +22,9 @@ __all__ = ["MongeGap", "entropic_cost", "fit_monge_map", "monge_gap", "sinkhorn_
 CostFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def entropic_cost(cost: Tensor, a: Tensor, b: Tensor, eps: float, *, max_iter: int = 200, tol: float = 1e-9) -> Tensor:
+def entropic_cost(
+    cost: Tensor, a: Tensor, b: Tensor, eps: float, *, max_iter: int = 200, tol: float = 1e-9
+) -> Tensor:
     """Differentiable entropic OT cost ``⟨P, C⟩ + ε KL(P ‖ a⊗b)`` (ott-jax ``SinkhornOutput.ent_reg_cost``).
 
     Potentials come, without autograd, from ε-scaling Sinkhorn (ε halved from the cost range down to ``eps``,
