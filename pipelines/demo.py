@@ -28,7 +28,6 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,29 +38,19 @@ from rich.table import Table
 
 from common_regs.io import atomic_write_text
 from pipelines.datasets.demo import DemoSpec, write_demo_data
-from pipelines.report import ReportPaths
+from pipelines.demo_outcome import DemoOutcome
 from pipelines.run_config import DemoConfig, load_demo_config
 from pipelines.run_guard import guarded_run_dir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEMO_DATA", "DemoOutcome", "load_demo_config", "run_demo"]
+__all__ = ["DEMO_DATA", "load_demo_config", "run_demo"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DATA = REPO_ROOT / "data" / "demo"
 
 
 # -- running ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DemoOutcome:
-    """What :func:`run_demo` measured: ``metrics`` (also written as metrics.json) and the report's raw material."""
-
-    metrics: dict[str, Any] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)
-    examples: dict[str, Any] = field(default_factory=dict)
-    report: ReportPaths | None = None
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common_regs.io import atomic_write_text
+from pipelines.demo_outcome import DemoOutcome, DomainRuns
 from pipelines.run_config.demo import DemoAB, DemoConfig
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["run_ab"]
 
 
-def _compare(domain: str, pairs: list, outcome_runs: Any, metrics: list[str], settings: DemoAB,
+def _compare(domain: str, pairs: list, outcome_runs: DomainRuns, metrics: list[str], settings: DemoAB,
              seed: int, console: Console) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     from pipelines.evaluation.ab import compare_runs, per_query_differences
 
@@ -54,7 +55,9 @@ def _compare(domain: str, pairs: list, outcome_runs: Any, metrics: list[str], se
     return results, deltas
 
 
-def run_ab(config: DemoConfig, recsys: Any, retrieval: Any, out: Path, console: Console, outcome: Any) -> None:
+def run_ab(
+    config: DemoConfig, recsys: DomainRuns, retrieval: DomainRuns, out: Path, console: Console, outcome: DemoOutcome
+) -> None:
     """Compare the configured pairs of both domains; fills ``outcome`` and writes ``<out>/comparisons.json``."""
     import json
 

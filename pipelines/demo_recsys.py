@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +23,15 @@ from rich.table import Table
 
 from common_regs.io import atomic_write_text
 from common_regs.output_folders import check_name, path_inside
+from pipelines.demo_outcome import DemoOutcome, DomainRuns
 from pipelines.run_config import DemoConfig
 from pipelines.run_config.demo import DemoRecsys
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RecsysOutcome", "recommendation_run", "run_recsys"]
+__all__ = ["metric_rows", "recommendation_run", "run_recsys"]
 
 SHOWN_METRICS = ("R@10", "R@20", "nDCG@10", "nDCG@20", "head/R@20", "tail/R@20", "coverage@20")
-
-
-@dataclass
-class RecsysOutcome:
-    qrels: dict[str, dict[str, int]]
-    runs: dict[str, dict[str, dict[str, float]]]
-    qrels_path: Path
-    run_paths: dict[str, Path]
 
 
 def recommendation_run(service: Any, test: pl.DataFrame, k: int) -> dict[str, dict[str, float]]:
@@ -57,7 +49,9 @@ def _nonzero_share(model: torch.nn.Module) -> tuple[int, float]:
     return total, nonzero / max(total, 1)
 
 
-def run_recsys(config: DemoConfig, data_dir: Path, out: Path, console: Console, outcome: Any) -> RecsysOutcome:
+def run_recsys(
+    config: DemoConfig, data_dir: Path, out: Path, console: Console, outcome: DemoOutcome
+) -> DomainRuns:
     """Train, serve, show and evaluate every configured model; fills ``outcome`` (metrics, figures, examples)."""
     from pipelines.evaluation.recsys import qrels_from_log
     from pipelines.recsys_run import train_run
@@ -111,7 +105,7 @@ def run_recsys(config: DemoConfig, data_dir: Path, out: Path, console: Console, 
     _print_metrics(console, metrics)
     outcome.examples["recommendations"] = _show_users(console, rec, services, data_dir, test)
     outcome.metrics["recsys"] = metrics
-    return RecsysOutcome(qrels=qrels, runs=runs, qrels_path=qrels_path, run_paths=run_paths)
+    return DomainRuns(qrels=qrels, runs=runs, qrels_path=qrels_path, run_paths=run_paths)
 
 
 def metric_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:

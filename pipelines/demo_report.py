@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.demo_outcome import DemoOutcome
 from pipelines.demo_recsys import metric_rows
 from pipelines.report import Report, ReportPaths, bar_plot, histogram_plot, line_plot
 from pipelines.run_config import DemoConfig
@@ -107,7 +108,7 @@ def _ab_section(report: Report, ab: Sequence[Mapping[str, Any]], deltas: Mapping
                       caption=f"per-query differences, {title}")
 
 
-def write_demo_report(out: str | os.PathLike[str], config: DemoConfig, outcome: Any, *,
+def write_demo_report(out: str | os.PathLike[str], config: DemoConfig, outcome: DemoOutcome, *,
                       inputs: Sequence[str | os.PathLike[str]] = ()) -> ReportPaths:
     """Write the demo report into ``out``; returns the paths (``report.html`` is what the CLI prints)."""
     metrics = outcome.metrics

@@ -12,30 +12,22 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.demo_outcome import DemoOutcome, DomainRuns
 from pipelines.run_config import DemoConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RetrievalOutcome", "run_retrieval"]
-
-
-@dataclass
-class RetrievalOutcome:
-    qrels: dict[str, dict[str, int]]
-    runs: dict[str, dict[str, dict[str, float]]]
-    qrels_path: Path
-    run_paths: dict[str, Path]
+__all__ = ["run_retrieval"]
 
 
 def run_retrieval(config: DemoConfig, data_dir: Path, out: Path, console: Console,
-                  outcome: Any) -> RetrievalOutcome:
+                  outcome: DemoOutcome) -> DomainRuns:
     """Evaluate BM25, train + evaluate the sparse model; fills ``outcome`` (metrics, figures, examples)."""
     from pipelines.evaluation.beir_eval import BeirEvalConfig, run_beir_eval
     from retrieval.beir import load_beir
@@ -88,8 +80,8 @@ def run_retrieval(config: DemoConfig, data_dir: Path, out: Path, console: Consol
     }
     outcome.figures["sparse_log"] = trained.log
     outcome.examples["queries"] = examples
-    return RetrievalOutcome(qrels=dataset.qrels, runs=runs, qrels_path=beir / "qrels" / "test.tsv",
-                            run_paths={name: r.run_path for name, r in results.items()})
+    return DomainRuns(qrels=dataset.qrels, runs=runs, qrels_path=beir / "qrels" / "test.tsv",
+                      run_paths={name: r.run_path for name, r in results.items()})
 
 
 def _ranked(run: Mapping[str, float], depth: int) -> list[tuple[str, float]]:
