@@ -1,4 +1,4 @@
-"""Multi-sample dropout and PS-KD in the ML-100K two-tower (issue 10): baseline vs. +MSD vs. +PS-KD.
+"""Multi-sample dropout and PS-KD in the ML-100K two-tower: baseline vs. +MSD vs. +PS-KD.
 
 Protocol (``run(out_dir)``; the recsys baseline's protocol, ``pipelines/bench/bench_recsys.py``):
 
