@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "HOOK_KINDS",
+    "STEP_KINDS",
     "BatchTransform",
     "ConfigFromKeys",
     "GradTransform",
@@ -57,6 +58,9 @@ HOOK_KINDS: tuple[str, ...] = (
     "solver",
     "post_hoc",
 )
+STEP_KINDS: tuple[str, ...] = HOOK_KINDS[:6]
+"""The kinds that act during a training step (``common_regs.training.RegHooks`` applies them); solvers and
+post-hoc transforms are called by hand."""
 
 
 @dataclass

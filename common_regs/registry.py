@@ -2,11 +2,25 @@
 
 Every public method class decorates itself with :func:`register`; ``build({"name": "flops", ...})`` constructs
 it from a config mapping. Nothing here keeps a hand-written name → class table.
+
+Methods registered outside common_regs (the domains' own, and those of third-party packages) are found through the
+``regkit.methods`` entry-point group: a package lists the modules that call :func:`register` or
+:func:`register_adapter`, and :func:`load_all` imports them, so no caller has to import the right module first::
+
+    # pyproject.toml of a package that brings methods
+    [project.entry-points."regkit.methods"]
+    my_methods = "my_package.regularizers"
+
+A domain adapter (:func:`register_adapter`) is a domain's view of a registered method, for methods that need more
+than their options to act in that domain (multi-sample dropout needs the features and the head of a two-tower model
+in recsys, of the MLM head in retrieval); config hooks resolve to it in that domain
+(:mod:`common_regs.hook_specs`).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,9 +28,22 @@ from typing import Any, TypeVar
 
 from common_regs.api import HOOK_KINDS
 
-__all__ = ["MethodInfo", "build", "get", "list_methods", "load_all", "register"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "MethodInfo",
+    "adapter_for",
+    "build",
+    "get",
+    "list_methods",
+    "load_all",
+    "register",
+    "register_adapter",
+]
 
 T = TypeVar("T")
+
+ENTRY_POINT_GROUP = "regkit.methods"
+"""Entry-point group naming the modules (outside common_regs) that register methods or adapters."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +62,8 @@ class MethodInfo:
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
+_ADAPTERS: dict[tuple[str, str], type] = {}
+_loaded = False
 
 
 def register(name: str, *, kind: str, paper: str, seed: int | None = None) -> Callable[[T], T]:
@@ -62,13 +91,50 @@ def register(name: str, *, kind: str, paper: str, seed: int | None = None) -> Ca
     return decorator
 
 
+def register_adapter(method: str, *, domain: str, kind: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator registering ``cls`` as domain ``domain``'s adapter of the registered method ``method``.
+
+    The class builds itself with ``cls.from_setup(setup, **options)`` (``setup``: what the domain's trainer shares
+    with its hooks) and lists the options a config may give in ``config_keys``.
+
+    Args:
+        method: the registry name of the method adapted (``multi_sample_dropout``).
+        domain: the domain whose configs resolve ``method`` to this class (``recsys``, ``retrieval``).
+        kind: the hook kind of the adapter (one of :data:`common_regs.api.HOOK_KINDS`); may differ from the
+            method's (PS-KD is a target provider, its ranking adapters are loss terms).
+    """
+    if kind not in HOOK_KINDS:
+        raise ValueError(f"`kind` must be one of {HOOK_KINDS}, got {kind!r} for the {domain} adapter of {method!r}.")
+
+    def decorator(cls: type[T]) -> type[T]:
+        existing = _ADAPTERS.get((domain, method))
+        if existing is not None and existing is not cls:
+            raise ValueError(f"the {domain} adapter of {method!r} is already registered by {existing.__module__}.")
+        for needed in ("from_setup", "config_keys"):
+            if not hasattr(cls, needed):
+                raise TypeError(f"{cls.__name__}: a domain adapter needs `{needed}`.")
+        _ADAPTERS[(domain, method)] = cls
+        cls.hook_kind = kind  # type: ignore[attr-defined]
+        cls.registry_name = method  # type: ignore[attr-defined]
+        return cls
+
+    return decorator
+
+
 def load_all() -> None:
-    """Import every common_regs submodule so that all methods are registered."""
+    """Import every common_regs submodule and every module of the ``regkit.methods`` entry points, once, so that
+    all methods and adapters are registered whatever was imported before."""
+    global _loaded
+    if _loaded:
+        return
     import common_regs
 
     for info in pkgutil.walk_packages(common_regs.__path__, prefix="common_regs."):
         if not info.name.rsplit(".", 1)[-1].startswith("_"):
             importlib.import_module(info.name)
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        entry.load()
+    _loaded = True
 
 
 def get(name: str) -> MethodInfo:
@@ -78,6 +144,12 @@ def get(name: str) -> MethodInfo:
     except KeyError:
         known = ", ".join(sorted(_REGISTRY))
         raise KeyError(f"unknown method {name!r}; registered methods: {known}") from None
+
+
+def adapter_for(name: str, domain: str) -> type | None:
+    """Domain ``domain``'s adapter of the method ``name``, or None (the method's own class is used there)."""
+    load_all()
+    return _ADAPTERS.get((domain, name))
 
 
 def list_methods(kind: str | None = None) -> list[MethodInfo]:

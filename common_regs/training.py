@@ -14,28 +14,39 @@ yourself (see :func:`fit`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from common_regs.api import TrainContext
+from common_regs.api import STEP_KINDS, TrainContext
 from common_regs.schedules import Schedule, as_schedule
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RegHooks", "fit"]
+__all__ = ["RegHooks", "Weighted", "fit"]
 
-_STEP_KINDS = ("batch_transform", "loss", "grad_transform", "mask_scheduler", "target_provider", "reparam")
+
+@dataclass(frozen=True)
+class Weighted:
+    """A loss term together with its weight: a number or a schedule of the step (``QuadraticWarmup(λ, T)``).
+
+    An entry of :class:`RegHooks`' hooks, so that a term's weight travels with the term, never by list position.
+    A loss term given without it uses its own ``weight`` attribute, else 1.
+    """
+
+    hook: Any
+    weight: float | Schedule
 
 
 def _kind_of(hook: Any) -> str:
     kind = getattr(hook, "hook_kind", None)
-    if kind not in _STEP_KINDS:
+    if kind not in STEP_KINDS:
         raise TypeError(
             f"{type(hook).__name__} is not a training-step hook: its `hook_kind` is {kind!r}, expected one of "
-            f"{_STEP_KINDS}. Register the class with `common_regs.registry.register(..., kind=...)` or set `hook_kind`."
+            f"{STEP_KINDS}. Register the class with `common_regs.registry.register(..., kind=...)` or set `hook_kind`."
         )
     return kind
 
@@ -44,16 +55,17 @@ class RegHooks:
     """Groups hooks by kind and applies them at the right point of a training step.
 
     Args:
-        hooks: method objects (each has a ``hook_kind`` attribute, set by the registry).
+        hooks: method objects (each has a ``hook_kind`` attribute, set by the registry), a loss term possibly
+            wrapped in :class:`Weighted` with its weight.
         model: the model; reparametrizations and mask schedulers are prepared on it here.
         optimizer: the optimizer; mask schedulers zero its state at pruned entries. Trainable parameters that
             preparing the hooks creates (a reparametrization's factors, e.g. SORSA's A, S, B) did not exist when
             it was built, so they are added to it as one new param group, with the settings (``lr``, ...) of the
             group that held the weights they replace, or the optimizer's defaults when those were in several.
-        weights: optional per-loss-term weight (number or schedule), keyed by position in ``hooks``;
-            a loss term without one uses its own ``weight`` attribute, else 1.
 
     Attributes:
+        hooks: the hook objects in the given order (:class:`Weighted` entries unwrapped); a trainer checkpoints
+            their ``state_dict()``.
         new_parameters: the trainable parameters created by preparing the hooks, in model order. Without an
             ``optimizer``, build yours after ``RegHooks`` from ``model.parameters()`` so that it holds them.
 
@@ -67,18 +79,22 @@ class RegHooks:
         hooks: Sequence[Any],
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None = None,
-        weights: dict[int, float | Schedule] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
-        self.by_kind: dict[str, list[Any]] = {kind: [] for kind in _STEP_KINDS}
+        self.by_kind: dict[str, list[Any]] = {kind: [] for kind in STEP_KINDS}
         self.loss_weights: list[Schedule] = []
-        weights = weights or {}
-        for position, hook in enumerate(hooks):
+        self.hooks: list[Any] = []
+        for entry in hooks:
+            hook = entry.hook if isinstance(entry, Weighted) else entry
             kind = _kind_of(hook)
+            if isinstance(entry, Weighted) and kind != "loss":
+                raise TypeError(f"{type(hook).__name__} is a {kind!r} hook: only loss terms take a weight.")
+            self.hooks.append(hook)
             self.by_kind[kind].append(hook)
             if kind == "loss":
-                self.loss_weights.append(as_schedule(weights.get(position, getattr(hook, "weight", 1.0))))
+                weight = entry.weight if isinstance(entry, Weighted) else getattr(hook, "weight", 1.0)
+                self.loss_weights.append(as_schedule(weight))
         existing = {id(parameter) for parameter in model.parameters()}
         for reparam in self.by_kind["reparam"]:
             reparam.prepare(model)
@@ -88,6 +104,8 @@ class RegHooks:
         self.new_parameters = [p for p in model.parameters() if p.requires_grad and id(p) not in existing]
         _give_to_optimizer(self.new_parameters, optimizer, replaced=existing - now)
         self.last_terms: dict[str, float] = {}
+        self.last_weights: dict[str, float] = {}
+        self.last_task_loss = 0.0
 
     def transform(self, batch: Any) -> Any:
         for transform in self.by_kind["batch_transform"]:
@@ -95,13 +113,15 @@ class RegHooks:
         return batch
 
     def penalty(self, ctx: TrainContext) -> Tensor:
-        """Sum of weighted loss terms at ``ctx.step``; the unweighted values are kept in ``last_terms``."""
+        """Sum of weighted loss terms at ``ctx.step``; the unweighted values are kept in ``last_terms``, the
+        weights in ``last_weights`` (both keyed by the term's registry name)."""
         total = torch.zeros((), device=_device_of(self.model))
-        self.last_terms = {}
+        self.last_terms, self.last_weights = {}, {}
         for term, weight in zip(self.by_kind["loss"], self.loss_weights, strict=True):
             value = term(ctx)
-            self.last_terms[getattr(term, "registry_name", type(term).__name__)] = float(value.detach())
+            name = getattr(term, "registry_name", type(term).__name__)
             coefficient = weight(ctx.step)
+            self.last_terms[name], self.last_weights[name] = float(value.detach()), coefficient
             if coefficient != 0.0:
                 total = total + coefficient * value
         return total
@@ -123,8 +143,21 @@ class RegHooks:
         step: int = 0,
         epoch: int = 0,
         sample_indices: Tensor | None = None,
+        extras: Mapping[str, Any] | None = None,
+        max_grad_norm: float | None = None,
     ) -> Tensor:
-        """One full optimizer step; returns the total loss (detached)."""
+        """One full optimizer step; returns the total loss (detached), and keeps the task loss in
+        ``last_task_loss`` and the unweighted loss terms in ``last_terms``.
+
+        Args:
+            extras: values the trainer shares with its hooks for this step (``ctx.extras``; e.g. ``total_steps``
+                for schedules over the whole run).
+            max_grad_norm: clip the global gradient norm of the model's parameters to this, after the gradient
+                transforms and before the optimizer step; None = no clipping.
+
+        Raises:
+            FloatingPointError: the loss is not finite (nothing is stepped: the parameters stay as they were).
+        """
         if self.optimizer is None:
             raise ValueError("`RegHooks.step` needs the `optimizer` given at construction.")
         batch = self.transform(batch)
@@ -137,16 +170,23 @@ class RegHooks:
             epoch=epoch,
             sample_indices=sample_indices,
             optimizer=self.optimizer,
-            extras={"forward": forward},  # loss terms that need another pass (Maestro's truncated model) use it
+            # loss terms that need another pass (Maestro's truncated model) use `forward`
+            extras={"forward": forward, **(extras or {})},
         )
         for provider in self.by_kind["target_provider"]:
             ctx.extras.setdefault("targets", provider.targets(ctx))
-        loss = task_loss(outputs, batch) + self.penalty(ctx)
+        task = task_loss(outputs, batch)
+        loss = task + self.penalty(ctx)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {float(loss.detach())} at step {step} (epoch {epoch}).")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.before_optimizer_step(ctx)
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_grad_norm)
         self.optimizer.step()
         self.after_optimizer_step(ctx)
+        self.last_task_loss = float(task.detach())
         return loss.detach()
 
 

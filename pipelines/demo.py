@@ -14,7 +14,7 @@
 Configuration: ``pipelines/configs/demo.yaml`` ← ``--config FILE`` ← ``--set a.b=value``, read once into a typed
 :class:`pipelines.run_config.DemoConfig` (:func:`pipelines.run_config.load_demo_config`). Every recsys model entry is
 a ``regkit recsys train`` config fragment; the sparse retriever's entry holds
-:class:`retrieval.sparse_training.SparseTrainConfig` fields. A model's name becomes its sub-folder, so it must be a
+:class:`retrieval.sparse_config.SparseTrainConfig` fields. A model's name becomes its sub-folder, so it must be a
 plain name (``[A-Za-z0-9._-]+``).
 
 The output folder is a run folder (:func:`pipelines.run_guard.guarded_run_dir`): a finished demo is refused unless

@@ -1,7 +1,7 @@
 """Step 3 of the demo: BM25 and an inference-free learned sparse retriever on the demo corpus, evaluated BEIR-style.
 
 BM25 is :func:`pipelines.evaluation.beir_eval.run_beir_eval` (Lucene flat index through Pyserini). The sparse model
-is a short :func:`retrieval.sparse_training.train_sparse` run on the corpus's ``train`` split (head-only training
+is a short :func:`pipelines.retrieval_run.train_sparse` run on the corpus's ``train`` split (head-only training
 on the frozen all-MiniLM-L6-v2 body: ensemble distillation from BM25 + the dense MiniLM teacher, IDF-aware FLOPS),
 then the same BEIR evaluation with ``retriever: sparse``: every document encoded into a Lucene impact index,
 queries weighted by IDF alone (no network at query time). Runs, metrics and indexes land in ``<out>/{bm25,sparse}``.
@@ -30,10 +30,10 @@ def run_retrieval(config: DemoConfig, data_dir: Path, out: Path, console: Consol
                   outcome: DemoOutcome) -> DomainRuns:
     """Evaluate BM25, train + evaluate the sparse model; fills ``outcome`` (metrics, figures, examples)."""
     from pipelines.evaluation.beir_eval import BeirEvalConfig, run_beir_eval
+    from pipelines.retrieval_run import train_sparse
     from retrieval.beir import load_beir
     from retrieval.encoder import load_sparse_encoder, mlm_parts, query_weights
     from retrieval.runs import read_trec_run
-    from retrieval.sparse_training import train_sparse
 
     settings = config.retrieval
     beir = data_dir / "beir"

@@ -32,9 +32,9 @@ Sections:
 ``train``
     :class:`recsys.trainer.TrainConfig` options.
 ``hooks``
-    ``common_regs`` methods by registry name + constructor options (``{"name": "dsl", ...}``), ``embedding_l2``
-    (``weight``), and the in-batch-softmax adapters ``multi_sample_dropout`` / ``ps_kd``
-    (:mod:`pipelines.recsys_hooks`, :mod:`recsys.regularizers`).
+    ``common_regs`` methods by registry name + constructor options (``{"name": "dsl", ...}``), loss terms with
+    their ``weight`` / ``warmup_steps`` (``embedding_l2``), and the in-batch-softmax adapters
+    ``multi_sample_dropout`` / ``ps_kd`` (:mod:`common_regs.hook_specs`, :mod:`recsys.regularizers`).
 ``ssl``
     ``none`` / ``rfm`` / ``cfm`` or :class:`recsys.ssl.SSLConfig` options: SSL item-tower regularization
     (Yao et al. 2021; :mod:`pipelines.recsys_ssl`); a run with SSL also writes ``report.md`` with the
@@ -70,12 +70,12 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
+from common_regs.hook_specs import build_hooks
 from common_regs.io import atomic_write_text
 from common_regs.run_dir import scratch_folder
 from pipelines.evaluation.recsys import evaluate_recommendations, make_evaluator
 from pipelines.evaluation.recsys_streaming import evaluate_recommendations_streaming
 from pipelines.provenance import run_metadata
-from pipelines.recsys_hooks import build_hooks
 from pipelines.recsys_split import TEST_RUN, SplitLogs, write_test_trec
 from pipelines.recsys_ssl import add_ssl_section, resolve_ssl_config, ssl_hooks
 from pipelines.report import Report, bar_plot, line_plot
@@ -313,10 +313,10 @@ class _Data:
 
 
 def _hooks(config: RecsysRunConfig, model: RecModel, item_counts: np.ndarray, train: TrainConfig) -> list[Any]:
-    """The ``hooks`` section built for one fit (:func:`pipelines.recsys_hooks.build_hooks`)."""
+    """The ``hooks`` section built for one fit (:func:`common_regs.hook_specs.build_hooks`)."""
     epochs = config.train.epochs  # the configured budget, not a refit's shortened one
     setup = TrainSetup(model=model, train=train, item_counts=item_counts, epochs=epochs)
-    return build_hooks(config.hooks, setup)
+    return build_hooks(config.hooks, domain="recsys", setup=setup)
 
 
 def _negative_sampler(data: _Data, interactions: Interactions | None, train: TrainConfig) -> NegativeSampler:

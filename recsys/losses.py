@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from common_regs.api import TrainContext
+from common_regs.api import ConfigFromKeys, TrainContext
+from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +185,9 @@ class StreamingFrequencyEstimator:
         self.alpha = float(state["alpha"])
 
 
-class EmbeddingL2:
+@register("embedding_l2", kind="loss", paper="He et al., LightGCN: Simplifying and Powering Graph Convolution "
+          "Network for Recommendation, SIGIR 2020, arXiv:2002.02126")
+class EmbeddingL2(ConfigFromKeys):
     """L2 penalty on the embedding rows a batch touched: ``(1/2B) Σ_rows ‖e‖²`` (layer-0 embeddings).
 
     The regulariser of BPR-MF and LightGCN (He et al., SIGIR 2020, arXiv:2002.02126, Eq. 15: λ‖E^(0)‖², applied
@@ -195,8 +198,7 @@ class EmbeddingL2:
         weight: λ. Default 1e-4 (LightGCN paper §4.1.2).
     """
 
-    hook_kind: ClassVar[str] = "loss"  # how common_regs.training.RegHooks dispatches
-    registry_name: ClassVar[str] = "embedding_l2"
+    config_keys: ClassVar[tuple[str, ...]] = ("weight",)
 
     def __init__(self, weight: float = 1e-4) -> None:
         if weight < 0:

@@ -8,8 +8,9 @@ added with weight 1: the trainer's total ``ℓ + Δ`` is exactly the method's lo
 gradient. Nothing is added to the model code: multi-sample dropout reads the user tower's penultimate features
 through a torch forward hook (as ``torch.ao.pruning`` attaches to modules), PS-KD keeps its teacher in the hook.
 
-``hooks: [{name: multi_sample_dropout, ...}, {name: ps_kd, ...}]`` in a recsys run config selects these adapters
-(:mod:`pipelines.recsys_hooks` resolves a registry name to its adapter here, else to the plain common_regs class).
+``hooks: [{name: multi_sample_dropout, ...}, {name: ps_kd, ...}]`` in a recsys run config selects these adapters:
+they are registered as the ``recsys`` adapters of those methods (:func:`common_regs.registry.register_adapter`), and
+:mod:`common_regs.hook_specs` resolves a name to its domain adapter, else to the plain common_regs class.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 
 from common_regs.api import TrainContext
 from common_regs.distill.progressive_self_distillation import ProgressiveSelfDistillation, pskd_alpha
+from common_regs.registry import register_adapter
 from common_regs.stochastic.multi_sample_dropout import MultiSampleDropout
 from recsys.losses import in_batch_logit_bias, log_q_from_counts
 from recsys.models.base import RecBatch, Recommender, RecOutput
@@ -34,7 +36,7 @@ from recsys.trainer import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ADAPTERS", "InBatchPSKD", "InBatchSoftmax", "TrainSetup", "TwoTowerMultiSampleDropout", "adapter_for"]
+__all__ = ["InBatchPSKD", "InBatchSoftmax", "TrainSetup", "TwoTowerMultiSampleDropout"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ def _recoutput(ctx: TrainContext, method: str) -> tuple[RecOutput, RecBatch]:
     return outputs, batch
 
 
+@register_adapter("multi_sample_dropout", domain="recsys", kind="loss")
 class TwoTowerMultiSampleDropout:
     """Multi-sample dropout on the user tower of a two-tower model, averaged over the in-batch softmax losses.
 
@@ -136,9 +139,6 @@ class TwoTowerMultiSampleDropout:
         M = 1 is plain dropout on h; p = 0 gives Δ = 0.
     """
 
-    adapts: ClassVar[str] = "multi_sample_dropout"
-    hook_kind: ClassVar[str] = "loss"
-    registry_name: ClassVar[str] = "multi_sample_dropout"
     config_keys: ClassVar[tuple[str, ...]] = ("num_samples", "p", "at")
 
     def __init__(
@@ -213,9 +213,10 @@ class TwoTowerMultiSampleDropout:
 
     @classmethod
     def from_setup(cls, setup: TrainSetup, **options: Any) -> TwoTowerMultiSampleDropout:
-        return cls(setup.model, InBatchSoftmax(setup, cls.adapts), **options)
+        return cls(setup.model, InBatchSoftmax(setup, "multi_sample_dropout"), **options)
 
 
+@register_adapter("ps_kd", domain="recsys", kind="loss")
 class InBatchPSKD:
     """PS-KD for the in-batch softmax: the model of the previous epoch is the teacher of the current batch.
 
@@ -259,9 +260,6 @@ class InBatchPSKD:
         not the prediction made when the sample was visited during epoch t-1 (fresher by up to one epoch).
     """
 
-    adapts: ClassVar[str] = "ps_kd"
-    hook_kind: ClassVar[str] = "loss"
-    registry_name: ClassVar[str] = "ps_kd"
     config_keys: ClassVar[tuple[str, ...]] = ("alpha_final", "total_epochs")
 
     def __init__(
@@ -318,17 +316,5 @@ class InBatchPSKD:
     @classmethod
     def from_setup(cls, setup: TrainSetup, **options: Any) -> InBatchPSKD:
         options.setdefault("total_epochs", setup.epochs)
-        return cls(setup.model, InBatchSoftmax(setup, cls.adapts), **options)
-
-
-#: recsys adapters of registered common_regs methods; a config ``{name: <adapts>}`` builds the adapter.
-ADAPTERS: tuple[type, ...] = (InBatchPSKD, TwoTowerMultiSampleDropout)
-
-
-def adapter_for(name: str) -> type | None:
-    """The recsys adapter of the registered method ``name``, or None (then the plain common_regs class is used)."""
-    for adapter in ADAPTERS:
-        if adapter.adapts == name:
-            return adapter
-    return None
+        return cls(setup.model, InBatchSoftmax(setup, "ps_kd"), **options)
 

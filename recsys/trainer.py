@@ -33,7 +33,6 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from common_regs.api import TrainContext
 from common_regs.checkpoint import CheckpointDir, global_rng_state, save_with_checksum, set_global_rng_state
 from common_regs.safe_load import load_tensors
 from common_regs.training import RegHooks
@@ -155,7 +154,8 @@ class Trainer:
         batches: :class:`~recsys.data.InMemoryBatches` or :class:`~recsys.data.StreamingBatches`.
         config: :class:`TrainConfig`.
         hooks: ``common_regs`` hook objects (``hook_kind`` in batch_transform / loss / grad_transform /
-            mask_scheduler / target_provider / reparam), applied by :class:`common_regs.training.RegHooks`.
+            mask_scheduler / target_provider / reparam; a loss term may come as a ``Weighted`` with its weight),
+            applied by :class:`common_regs.training.RegHooks`.
         evaluate: ``model -> {metric: value}``, called every ``eval_every`` epochs in eval mode.
         item_counts: training interactions per item (for ``logq="counts"``).
         negative_sampler: for ``loss="bpr"``.
@@ -203,8 +203,8 @@ class Trainer:
         elif config.loss == "softmax" and config.logq == "streaming":
             self.estimator = StreamingFrequencyEstimator(model.num_items + 1, alpha=config.streaming_alpha)
         self.optimizer = self._make_optimizer()
-        self.hooks = list(hooks)
-        self.reg_hooks = RegHooks(self.hooks, model, self.optimizer)
+        self.reg_hooks = RegHooks(hooks, model, self.optimizer)
+        self.hooks = self.reg_hooks.hooks  # a loss term given with its weight (Weighted) is checkpointed unwrapped
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -280,34 +280,16 @@ class Trainer:
         return per_run if self.config.max_steps is None else min(self.config.max_steps, per_run)
 
     def train_step(self, index_batch: IndexBatch) -> dict[str, float]:
-        """One optimizer step; returns the loss components (``loss/task``, ``loss/<hook>``, ``loss/total``)."""
-        batch = self.reg_hooks.transform(self._make_batch(index_batch))
-        outputs = self.model(batch)
-        ctx = TrainContext(
-            model=self.model,
-            batch=batch,
-            outputs=outputs,
-            step=self.step,
-            epoch=self.epoch,
-            sample_indices=batch.rows,
-            optimizer=self.optimizer,
+        """One optimizer step (:meth:`common_regs.training.RegHooks.step`); returns the loss components
+        (``loss/task``, ``loss/<hook>``, ``loss/total``)."""
+        batch = self._make_batch(index_batch)
+        total = self.reg_hooks.step(
+            batch, self.model, self.task_loss, step=self.step, epoch=self.epoch, sample_indices=batch.rows,
             extras={"total_steps": self.total_steps},  # schedules over the whole run (DSL's cosine decay) read it
+            max_grad_norm=self.config.grad_clip,
         )
-        for provider in self.reg_hooks.by_kind["target_provider"]:
-            ctx.extras.setdefault("targets", provider.targets(ctx))
-        task = self.task_loss(outputs, batch)
-        total = task + self.reg_hooks.penalty(ctx)
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"non-finite loss {float(total)} at step {self.step} (epoch {self.epoch}).")
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.reg_hooks.before_optimizer_step(ctx)
-        if self.config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
-        self.reg_hooks.after_optimizer_step(ctx)
         self.step += 1
-        components = {"loss/task": float(task.detach()), "loss/total": float(total.detach())}
+        components = {"loss/task": self.reg_hooks.last_task_loss, "loss/total": float(total)}
         components.update({f"loss/{name}": value for name, value in self.reg_hooks.last_terms.items()})
         return components
 

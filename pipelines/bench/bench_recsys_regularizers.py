@@ -35,10 +35,10 @@ from typing import Any
 
 import torch
 
+from common_regs.hook_specs import build_hooks
 from common_regs.io import atomic_write_text
 from pipelines.bench._recsys_hook_bench import mean_and_std, step_time_ratios
 from pipelines.bench.bench_ssl import _ml100k_data
-from pipelines.recsys_hooks import build_hooks
 from pipelines.recsys_run import _Data, train_run
 from pipelines.run_config import DataConfig, load_recsys_config
 from recsys.data import InMemoryBatches
@@ -109,7 +109,7 @@ def _overhead(data: Path, steps: int = 12) -> dict[str, Any]:
         torch.manual_seed(0)
         model = build_model("two_tower", options, users=prepared.user_features, items=prepared.item_features)
         setup = TrainSetup(model=model, train=train, item_counts=prepared.train.item_counts(), epochs=train.epochs)
-        hooks = build_hooks(_config(variant, data)["hooks"], setup)
+        hooks = build_hooks(_config(variant, data)["hooks"], domain="recsys", setup=setup)
         trainer = Trainer(model, InMemoryBatches(prepared.train, train.batch_size, seed=0), train, hooks=hooks,
                           item_counts=prepared.train.item_counts())
         trainer.epoch = 1  # PS-KD's teacher runs from epoch 1 on (its snapshot falls in the warm-up steps)

@@ -94,7 +94,7 @@ class _Collection:
     def baselines(self) -> dict[str, dict[str, Any]]:
         from retrieval.mining import dense_topk, ensemble_run, mine_candidates
         from retrieval.search import Bm25Searcher
-        from retrieval.sparse_training import dense_query_embeddings
+        from pipelines.retrieval_run import dense_query_embeddings
 
         qids = list(self.queries)
         with Bm25Searcher(self.bm25_index) as searcher:
@@ -194,8 +194,8 @@ def run(out_dir: Path, variants: tuple[str, ...] = ("a", "b", "c")) -> dict:
     """Train the variants, evaluate every row on SciFact test and zero-shot on Cranfield; write report.md."""
     from pipelines.report import Report
     from retrieval.encoder import load_sparse_encoder
+    from pipelines.retrieval_run import train_sparse
     from pipelines.run_config import load_sparse_train_config
-    from retrieval.sparse_training import train_sparse
 
     logging.getLogger("retrieval").setLevel(logging.INFO)
     if not (_data_root() / "scifact").is_dir():

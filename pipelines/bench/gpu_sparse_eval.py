@@ -63,7 +63,7 @@ def checked_cache(name: str, cache_dir: Path, *, sample: int = 8) -> Any:
 
     from retrieval.beir import read_corpus
     from retrieval.hidden_cache import HiddenStates
-    from retrieval.sparse_training import dense_query_embeddings
+    from pipelines.retrieval_run import dense_query_embeddings
 
     folder = cache_dir / f"{name}-model-L256"
     if not (folder / "meta.json").is_file():

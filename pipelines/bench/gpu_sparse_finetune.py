@@ -3,7 +3,7 @@
 Runs where only torch / transformers / sentence-transformers / numpy / yaml exist (no Lucene, no datasets): reads
 ``.gpu_payload/`` (:mod:`pipelines.bench.gpu_sparse_payload`), trains variants (a), (b), (c) of
 ``pipelines/configs/sparse_scifact_{a,b,c}.yaml`` with the whole transformer trainable
-(:func:`retrieval.sparse_training.train_model`), encodes the SciFact and Cranfield corpora with each trained model
+(:class:`retrieval.trainer.SparseTrainer` on prepared inputs), encodes the SciFact and Cranfield corpora with each trained model
 (:func:`retrieval.encoder.encode_documents`, float32, 256 wordpieces, full vocabulary), quantizes them
 (``round_half_up(100·w)``, :func:`retrieval.impact.quantize_weights`) and writes, under ``--out``:
 
@@ -90,14 +90,17 @@ def variant_config(variant: str, args: argparse.Namespace, steps: int, backbone:
     raw = read_config_files(ROOT / "pipelines" / "configs" / CONFIGS[variant])[0]
     model = {**raw.get("model", {}), "backbone": str(backbone)}
     warm = max(1, steps // 10)
+    overrides = dict(overrides or {})
+    flops = {"warmup_steps": warm} | ({"weight": overrides.pop("flops_weight")} if "flops_weight" in overrides else {})
+    hooks = [{**hook, **flops} if hook["name"] == "idf_aware_flops" else hook for hook in raw["hooks"]]
     sizes = {"batch_queries": args.batch_queries, "docs_per_query": args.docs_per_query,
              "train_max_length": args.train_max_length}
     return load_sparse_train_config(
         ROOT / "pipelines" / "configs" / CONFIGS[variant], data="payload", out_dir=str(args.out), model=model,
-        train_encoder=True, steps=steps, lr=lr, warmup_steps=warm, flops_warmup_steps=warm,
+        train_encoder=True, steps=steps, lr=lr, warmup_steps=warm, hooks=hooks,
         compute_dtype="bfloat16", device=args.device, seed=args.seed,
         projection=None if getattr(args, "projection", "auto") == "auto" else args.projection,
-        **(sizes | (overrides or {})),
+        **(sizes | overrides),
     )
 
 
@@ -129,7 +132,7 @@ class Inputs:
 
         from retrieval.beir import read_corpus, read_qrels, read_queries
         from retrieval.mining import Candidates
-        from retrieval.sparse_training import training_pairs
+        from pipelines.retrieval_run import training_pairs
 
         self.corpus = read_corpus(paths["scifact"] / "corpus.jsonl")
         queries, _ = read_queries(paths["scifact"] / "queries.jsonl")
@@ -214,11 +217,18 @@ def _steps_per_second(log: list[dict[str, float]], skip: int) -> float:
     return (len(times) - 1 - skip) / (times[-1] - times[skip])
 
 
+def _train(config: Any, model: Any, inputs: Inputs) -> list[dict[str, float]]:
+    """Full fine-tuning on the payload's prepared inputs (no Lucene): the per-step log."""
+    from retrieval.trainer import SparseTrainer, TrainingData
+
+    data = TrainingData(inputs.queries, inputs.positives, inputs.candidates, inputs.corpus)
+    return SparseTrainer(config, model, data, show_progress=False).fit()
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from common_regs.io import atomic_write_text
-    from retrieval.sparse_training import train_model
 
     started = time.perf_counter()
     out = Path(args.out)
@@ -241,8 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     calibration = variant_config("c", args, args.calibration_steps, paths["backbone"], args.lr)
     probe = _build_model(calibration, inputs.idf)
     try:
-        log = train_model(calibration, probe, inputs.queries, inputs.positives, inputs.candidates, inputs.corpus,
-                          show_progress=False)
+        log = _train(calibration, probe, inputs)
     except RuntimeError as error:  # e.g. out of memory in the dense projection: fall back to the loop, say so
         if args.projection == "loop":
             raise
@@ -254,8 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             torch.cuda.empty_cache()
         calibration = variant_config("c", args, args.calibration_steps, paths["backbone"], args.lr)
         probe = _build_model(calibration, inputs.idf)
-        log = train_model(calibration, probe, inputs.queries, inputs.positives, inputs.candidates, inputs.corpus,
-                          show_progress=False)
+        log = _train(calibration, probe, inputs)
     rate = _steps_per_second(log, skip=min(3, len(log) - 2))
     steps = int(max(args.min_steps, min(args.max_steps, rate * args.train_seconds)))
     del probe
@@ -290,8 +298,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config = variant_config(variant, args, steps, paths["backbone"], lr, overrides)
         model = _build_model(config, inputs.idf)
         train_start = time.perf_counter()
-        log = train_model(config, model, inputs.queries, inputs.positives, inputs.candidates, inputs.corpus,
-                          show_progress=False)
+        log = _train(config, model, inputs)
         if config.device and config.device.startswith("cuda"):
             torch.cuda.synchronize()
         train_s = time.perf_counter() - train_start

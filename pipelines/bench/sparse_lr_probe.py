@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from retrieval.encoder import load_sparse_encoder
+    from pipelines.retrieval_run import train_sparse
     from pipelines.run_config import load_sparse_train_config
-    from retrieval.sparse_training import train_sparse
 
     collection = _Collection("scifact", ROOT / "runs" / "sparse" / "cache", args.out)
     results = {}

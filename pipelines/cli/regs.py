@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import textwrap
 
 import typer
@@ -11,9 +10,6 @@ from rich.text import Text
 
 from common_regs.registry import list_methods
 
-# Methods registered outside common_regs (they need the domain's data types); importing registers them.
-DOMAIN_METHOD_MODULES = ("recsys.feature_masking", "recsys.ssl", "retrieval.losses")
-
 app = typer.Typer(help="Regularization and compression methods of common_regs.", no_args_is_help=True)
 
 
@@ -21,9 +17,8 @@ app = typer.Typer(help="Regularization and compression methods of common_regs.",
 def list_command(
     kind: str = typer.Option(None, help="Only methods of this hook kind (e.g. loss, mask_scheduler)."),
 ) -> None:
-    """Print every registered method (common_regs and the recsys / retrieval ones), its hook kind, module and paper."""
-    for module in DOMAIN_METHOD_MODULES:
-        importlib.import_module(module)
+    """Print every registered method (common_regs, recsys, retrieval and the packages of the ``regkit.methods``
+    entry points), its hook kind, module and paper."""
     methods = list_methods(kind)
     if kind is not None and not methods:
         kinds = sorted({method.kind for method in list_methods()})

@@ -107,7 +107,7 @@ def train_command(
 
     from pipelines.run_config import load_sparse_train_config
     from pipelines.run_guard import guarded_run_dir
-    from retrieval.sparse_training import train_sparse
+    from pipelines.retrieval_run import train_sparse
 
     options = {"out_dir": None if out is None else str(out), "steps": steps}
     sets = [f"{key}={json.dumps(value)}" for key, value in options.items() if value is not None]

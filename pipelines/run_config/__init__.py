@@ -1,7 +1,7 @@
 """Run configs: one YAML loader, one ``--set`` mechanism and one typed schema per job, loaded once.
 
 * ``regkit recsys train``: :func:`load_recsys_config` → :class:`RecsysRunConfig`;
-* ``regkit retrieval train``: :func:`load_sparse_train_config` → :class:`retrieval.sparse_training.SparseTrainConfig`;
+* ``regkit retrieval train``: :func:`load_sparse_train_config` → :class:`retrieval.sparse_config.SparseTrainConfig`;
 * ``regkit demo``: :func:`load_demo_config` → :class:`DemoConfig` (``pipelines/configs/demo.yaml`` ← the user's file).
 
 Each reads its YAML files with :func:`load_yaml` (duplicate keys and alias bombs refused, every key's line kept),
@@ -22,8 +22,8 @@ from pipelines.run_config._errors import validate
 from pipelines.config_files import ConfigError, apply_overrides, load_yaml, read_config_files
 from pipelines.run_config.demo import DemoConfig
 from pipelines.run_config.recsys import DataConfig, RecsysRunConfig, ValidationConfig
-from pipelines.run_config.retrieval import SparseTrain
-from retrieval.sparse_training import SparseTrainConfig
+from pipelines.run_config.retrieval import SparseTrain, refuse_moved_keys
+from retrieval.sparse_config import SparseTrainConfig
 
 __all__ = [
     "DEMO_DEFAULTS",
@@ -62,7 +62,9 @@ def load_sparse_train_config(path: Paths, overrides: Sequence[str] = (), **value
     """``regkit retrieval train``'s config: ``path`` ← ``overrides`` (``key=value``, YAML values) ← ``values``
     (typed, from Python); ``data`` and ``out_dir`` are required."""
     raw, sources = read_config_files(path)
-    return validate(SparseTrain, apply_overrides(raw, sources, overrides, values), sources)
+    raw = apply_overrides(raw, sources, overrides, values)
+    refuse_moved_keys(raw, sources)
+    return validate(SparseTrain, raw, sources)
 
 
 def _seed_models(raw: dict[Any, Any]) -> None:
@@ -82,4 +84,7 @@ def load_demo_config(path: Paths | None = None, overrides: Sequence[str] = ()) -
     raw, sources = read_config_files(DEMO_DEFAULTS, *([path] if path is not None else []))
     raw = apply_overrides(raw, sources, overrides)
     _seed_models(raw)
+    retrieval = raw.get("retrieval")
+    if isinstance(retrieval, dict) and isinstance(retrieval.get("sparse"), dict):
+        refuse_moved_keys(retrieval["sparse"], sources, ("retrieval", "sparse"))
     return validate(DemoConfig, raw, sources)

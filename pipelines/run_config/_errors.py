@@ -185,8 +185,8 @@ def _where(detail: str, keys: tuple[Any, ...], sources: Sources) -> str | None:
     """The source of ``keys``, or of a key inside them that a section's own message names (``lr`` of ``train``)
     when that one is recorded more precisely."""
     own = _recorded(keys, sources)
-    for named in re.findall(r"`([A-Za-z_][\w.]*)`", detail):
-        parts = tuple(named.split("."))
+    for named in re.findall(r"`([A-Za-z_][\w.]*(?:\[\d+\])*)`", detail):  # `train.lr`, `hooks[1]`
+        parts = tuple(int(part) if part.isdigit() else part for part in re.split(r"[.\[\]]+", named) if part)
         for end in range(len(keys), -1, -1):
             cut = _recorded(keys[:end] + parts, sources)
             if cut > max(end, own):

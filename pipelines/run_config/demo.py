@@ -3,7 +3,7 @@
 Each recommender under ``recsys.models`` is a ``regkit recsys train`` fragment (``model`` / ``train`` / ``hooks`` /
 ``ssl`` / ``index``, plus ``ids_only``), checked when the config is loaded; :meth:`DemoConfig.recsys_run` completes
 it with the demo's data, split files, validation and cut-offs into a :class:`RecsysRunConfig`.
-``retrieval.sparse`` holds :class:`retrieval.sparse_training.SparseTrainConfig` options
+``retrieval.sparse`` holds :class:`retrieval.sparse_config.SparseTrainConfig` options
 (:meth:`DemoConfig.sparse_train` adds the data and folders). A model's name becomes its sub-folder, so it must be a
 plain name.
 """
@@ -36,7 +36,7 @@ from recsys.features import FeatureSpec
 from recsys.serving import IndexConfig
 from recsys.ssl import SSLConfig
 from recsys.trainer import TrainConfig
-from retrieval.sparse_training import SparseTrainConfig
+from retrieval.sparse_config import SparseTrainConfig
 
 __all__ = ["DemoConfig", "RecsysModel"]
 

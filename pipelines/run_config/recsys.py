@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BeforeValidator, Field, PositiveInt, field_validator, model_validator
 
-from pipelines.recsys_hooks import check_hook_specs
+from common_regs.hook_specs import check_hook_specs
 from pipelines.run_config._schema import Fraction, ModelOptions, Number, PathText, Section, domain, options_model
 from recsys.features import FeatureSpec
 from recsys.models import MODELS
@@ -123,12 +123,12 @@ def default_model() -> ModelOptions:
 
 
 def _checked_hooks(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    check_hook_specs(specs)
+    check_hook_specs(specs, domain="recsys")
     return specs
 
 
 Hooks = Annotated[list[dict[str, Any]], AfterValidator(_checked_hooks)]
-"""``hooks``: ``{name: <common_regs method or adapter>, <its options>}`` mappings (:mod:`pipelines.recsys_hooks`)."""
+"""``hooks``: ``{name: <common_regs method or adapter>, <its options>}`` mappings (:mod:`common_regs.hook_specs`)."""
 SSL = Annotated[
     domain(SSLConfig), BeforeValidator(lambda value: {} if value is None else {"mode": value}
                                        if isinstance(value, str) else value)

@@ -1,13 +1,18 @@
-"""The typed config of ``regkit retrieval train``: :class:`retrieval.sparse_training.SparseTrainConfig`, with its
-``model`` section checked as :class:`retrieval.encoder.SparseEncoderConfig` fields."""
+"""The typed config of ``regkit retrieval train``: :class:`retrieval.sparse_config.SparseTrainConfig`, with its
+``model`` section checked as :class:`retrieval.encoder.SparseEncoderConfig` fields and its ``hooks`` as
+:mod:`common_regs.hook_specs` entries (checked by the dataclass itself)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from pipelines.config_files import ConfigError, Sources
 from pipelines.run_config._schema import domain, section_of
 from retrieval.encoder import SparseEncoderConfig
-from retrieval.sparse_training import SparseTrainConfig
+from retrieval.sparse_config import SparseTrainConfig
 
-__all__ = ["SparseOptions", "SparseTrain"]
+__all__ = ["SparseOptions", "SparseTrain", "refuse_moved_keys"]
 
 _ENCODER = section_of(SparseEncoderConfig)
 
@@ -16,3 +21,20 @@ SparseTrain = domain(SparseTrainConfig, model=_ENCODER)
 
 SparseOptions = section_of(SparseTrainConfig, frozenset({"data", "out_dir", "cache_dir"}), model=_ENCODER)
 """The options of a ``SparseTrainConfig`` whose data and folders the caller sets (the demo)."""
+
+_MOVED = {"flops": "mode", "flops_weight": "weight", "flops_warmup_steps": "warmup_steps", "l0_threshold": "threshold"}
+"""Keys of the FLOPS penalty that are now the options of its ``hooks`` entry."""
+
+
+def refuse_moved_keys(raw: Mapping[str, Any], sources: Sources, prefix: tuple[str, ...] = ()) -> None:
+    """Name the ``hooks`` entry that replaces a FLOPS key of an older config (``flops_weight: 0.002``), instead of
+    refusing it as merely unknown."""
+    for key, option in _MOVED.items():
+        if key in raw:
+            where = sources.where((*prefix, key))
+            dotted = ".".join((*prefix, key))
+            raise ConfigError(
+                f"{where + ': ' if where else ''}`{dotted}` is now the option `{option}` of the FLOPS entry of "
+                f"`hooks`: write `hooks: [{{name: idf_aware_flops, {option}: {raw[key]!r}}}]` (weight, warmup_steps, "
+                "mode, threshold; see pipelines/configs/sparse_scifact_b.yaml)."
+            )

@@ -12,7 +12,7 @@ import common_regs.training
 from common_regs.api import TrainContext
 from common_regs.registry import build, get, list_methods, load_all, register
 from common_regs.schedules import Linear
-from common_regs.training import RegHooks
+from common_regs.training import RegHooks, Weighted
 
 EVENTS: list[str] = []
 
@@ -48,8 +48,8 @@ def test_hook_order_and_penalty_gradient():
         model.weight.copy_(torch.tensor([[1.0, -2.0]]))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     grad_probe, mask = _Recorder("grad_transform"), _Recorder("mask_scheduler")
-    hooks = RegHooks([mask, _Recorder("loss"), grad_probe, _Recorder("batch_transform")], model, optimizer,
-                     weights={1: 0.5})
+    hooks = RegHooks([mask, Weighted(_Recorder("loss"), 0.5), grad_probe, _Recorder("batch_transform")], model,
+                     optimizer)
     x = torch.zeros(4, 2)  # zero input: the task loss has zero gradient w.r.t. the weight
     hooks.step(x, model, lambda out, batch: out.sum())
     assert EVENTS == ["prepare:mask_scheduler", "batch_transform", "loss", "grad_transform", "mask_scheduler"]
@@ -63,7 +63,7 @@ def test_loss_weight_follows_its_schedule():
     model = nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         model.weight.fill_(2.0)
-    hooks = RegHooks([_Recorder("loss")], model, weights={0: Linear(0.0, 1.0, 4)})
+    hooks = RegHooks([Weighted(_Recorder("loss"), Linear(0.0, 1.0, 4))], model)
     ctx = TrainContext(model=model)
     values = []
     for step in range(6):
@@ -75,6 +75,17 @@ def test_loss_weight_follows_its_schedule():
 def test_objects_without_a_hook_kind_are_rejected():
     with pytest.raises(TypeError, match="is not a training-step hook"):
         RegHooks([object()], nn.Linear(1, 1))
+    with pytest.raises(TypeError, match="only loss terms take a weight"):
+        RegHooks([Weighted(_Recorder("grad_transform"), 0.5)], nn.Linear(1, 1))
+
+
+def test_a_non_finite_loss_stops_the_step_before_the_parameters_change():
+    model = nn.Linear(1, 1, bias=False)
+    before = model.weight.detach().clone()
+    hooks = RegHooks([], model, torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(FloatingPointError, match="non-finite loss nan at step 3 \\(epoch 1\\)"):
+        hooks.step(torch.ones(1, 1), model, lambda out, batch: out.sum() * float("nan"), step=3, epoch=1)
+    assert torch.equal(model.weight, before)
 
 
 def test_fit_docstring_example_runs():

@@ -12,7 +12,8 @@ import yaml
 
 from common_regs.sparsity.dsl import DSL
 from pipelines.cli import main
-from pipelines.recsys_hooks import build_hooks, check_hook_specs
+from common_regs.hook_specs import build_hooks, check_hook_specs
+from common_regs.training import Weighted
 from pipelines.recsys_run import train_run
 from pipelines.run_config import load_recsys_config
 from recsys.data import Vocabulary, encode_interactions
@@ -48,14 +49,16 @@ def test_the_switch_builds_adapters_registry_methods_and_embedding_l2(planted) -
         {"name": "dsl", "density": 0.5, "update_interval": 10},
         {"name": "embedding_l2", "weight": 1e-3},
     ]
-    msd, pskd, dsl, l2 = build_hooks(specs, _setup(planted))
+    msd, pskd, dsl, weighted = build_hooks(specs, domain="recsys", setup=_setup(planted))
+    assert isinstance(weighted, Weighted) and weighted.weight == 1e-3  # the entry's weight travels with the term
+    l2 = weighted.hook
     assert isinstance(msd, TwoTowerMultiSampleDropout) and (msd.num_samples, msd.p, msd.at) == (3, 0.2, "output")
     assert msd.method.num_samples == 3  # the registered common_regs MultiSampleDropout does the sampling
     assert isinstance(pskd, InBatchPSKD) and pskd.alpha_final == 0.5
     assert pskd.total_epochs == 7  # the ramp spans the run's configured epochs unless given
     assert pskd.alpha(6) == pytest.approx(0.5) and pskd.alpha(0) == pytest.approx(0.5 / 7)
     assert isinstance(dsl, DSL) and dsl.hook_kind == "mask_scheduler"
-    assert isinstance(l2, EmbeddingL2) and l2.weight == 1e-3
+    assert isinstance(l2, EmbeddingL2)
     assert all(hook.hook_kind in ("loss", "mask_scheduler") for hook in (msd, pskd, dsl, l2))
 
 
@@ -72,15 +75,15 @@ def test_the_switch_builds_adapters_registry_methods_and_embedding_l2(planted) -
 )
 def test_bad_specs_get_a_clear_error(specs, message) -> None:
     with pytest.raises(ValueError, match=message):
-        check_hook_specs(specs)
+        check_hook_specs(specs, domain="recsys")
 
 
 @pytest.mark.torchrec
 def test_adapters_check_the_run_they_are_built_for(planted) -> None:
     with pytest.raises(ValueError, match="`ps_kd` adapts the in-batch softmax: it needs `train.loss`='softmax'"):
-        build_hooks([{"name": "ps_kd"}], _setup(planted, loss="bpr"))
+        build_hooks([{"name": "ps_kd"}], domain="recsys", setup=_setup(planted, loss="bpr"))
     with pytest.raises(ValueError, match="`alpha_final` must be a number in \\[0, 1\\]"):
-        build_hooks([{"name": "ps_kd", "alpha_final": -1}], _setup(planted))
+        build_hooks([{"name": "ps_kd", "alpha_final": -1}], domain="recsys", setup=_setup(planted))
 
 
 @pytest.mark.torchrec
@@ -100,7 +103,7 @@ def test_the_ml100k_configs_load_and_differ_only_in_hooks() -> None:
     for name, hook in (("msd", "multi_sample_dropout"), ("pskd", "ps_kd"), ("pskd_e10", "ps_kd")):
         config = load_recsys_config(REPO / "pipelines" / "configs" / f"ml100k_two_tower_{name}.yaml").to_dict()
         assert [spec["name"] for spec in config["hooks"]] == [hook]
-        check_hook_specs(config["hooks"])
+        check_hook_specs(config["hooks"], domain="recsys")
         assert {k: v for k, v in config.items() if k not in ("hooks", "output_dir")} == {
             k: v for k, v in base.items() if k not in ("hooks", "output_dir")
         }

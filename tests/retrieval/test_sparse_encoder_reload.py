@@ -15,14 +15,14 @@ from retrieval.encoder import (
     encode_documents,
     load_sparse_encoder,
 )
-from retrieval.sparse_training import _untie_output_embeddings
+from retrieval.training_batches import untie_output_embeddings
 
 CORPUS = {"d1": "the protein binds the receptor", "d2": "aspirin and the stroke risk"}
 
 
 def test_untied_head_round_trip_keeps_decoder_bias(tmp_path) -> None:
     model = build_sparse_encoder(SparseEncoderConfig(max_seq_length=32), corpus_texts=CORPUS.values())
-    _untie_output_embeddings(model)
+    untie_output_embeddings(model)
     with document_parts(model) as (_, _, weight, bias):
         with torch.no_grad():
             bias.add_(torch.linspace(-1.0, 1.0, bias.numel()))  # a "trained" bias, not the initial constant

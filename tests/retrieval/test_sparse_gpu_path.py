@@ -1,5 +1,5 @@
 """The pieces of the GPU fine-tuning path that run on any machine: packed vector files, training on prepared inputs
-(``train_model``, no Lucene), the device option, and the device script's config resolution."""
+(``SparseTrainer``, no Lucene), the device option, and the device script's config resolution."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from retrieval.beir import Document
 from retrieval.encoder import SparseEncoderConfig, build_sparse_encoder, mlm_parts
 from retrieval.impact import MAX_DOC_IMPACT, quantize_weights
 from retrieval.mining import Candidates
-from retrieval.sparse_training import SparseTrainConfig, train_model, training_pairs
+from pipelines.retrieval_run import training_pairs
+from retrieval.sparse_config import SparseTrainConfig
+from retrieval.trainer import SparseTrainer, TrainingData
 from retrieval.sparse_vectors import PackedVectors, load_packed, pack_quantized, save_packed
 
 VOCAB = [f"tok{i}" for i in range(500)] + ["[CLS]", "##ing", "é"]
@@ -85,6 +87,11 @@ def prepared():
     return corpus, queries, positives, candidates, idf
 
 
+def train_model(config: SparseTrainConfig, model, queries, positives, candidates, corpus) -> list[dict]:
+    """Train ``model`` in place on prepared inputs (no cache: full fine-tuning); the per-step log."""
+    return SparseTrainer(config, model, TrainingData(queries, positives, candidates, corpus)).fit()
+
+
 def test_train_model_fine_tunes_the_body_on_prepared_inputs_without_lucene(prepared) -> None:
     corpus, queries, positives, candidates, idf = prepared
     config = SparseTrainConfig(data="unused", out_dir="unused", ranking_loss="kd_kl", train_encoder=True, steps=2,
@@ -120,9 +127,11 @@ def test_device_script_resolves_the_committed_configs_for_full_fine_tuning(tmp_p
     for variant, loss, flops, weight in [("a", "infonce", "plain", 0.000148), ("b", "infonce", "idf_aware", 0.002),
                                          ("c", "kd_kl", "idf_aware", 0.002)]:
         config = variant_config(variant, args, steps=1000, backbone=tmp_path / "backbone", lr=2e-5)
-        assert (config.ranking_loss, config.flops, config.flops_weight) == (loss, flops, weight)
+        [hook] = config.hooks
+        assert (config.ranking_loss, hook["name"], hook["mode"], hook["weight"]) == (loss, "idf_aware_flops", flops,
+                                                                                    weight)
         assert config.train_encoder and config.steps == 1000 and config.lr == 2e-5
-        assert config.warmup_steps == config.flops_warmup_steps == 100  # 10 %, as the authors' 200 of 2000
+        assert config.warmup_steps == hook["warmup_steps"] == 100  # 10 %, as the authors' 200 of 2000
         assert config.model["backbone"] == str(tmp_path / "backbone") and config.model["head_init"] == "identity"
         assert config.device == "cuda" and config.train_max_length == 256
 
@@ -156,19 +165,20 @@ def test_kd_temperature_weights_the_kl_term_by_tau_squared(prepared) -> None:
     corpus, queries, positives, candidates, idf = prepared
     config = SparseTrainConfig(data="unused", out_dir="unused", ranking_loss="kd_kl", temperature=3.0,
                                train_encoder=True, steps=1, batch_queries=2, docs_per_query=3, lr=1e-3,
-                               warmup_steps=1, flops_warmup_steps=5, train_max_length=16, device="cpu")
+                               warmup_steps=1, train_max_length=16, device="cpu",
+                               hooks=[{"name": "idf_aware_flops", "weight": 0.002, "warmup_steps": 5}])
     log = train_model(config, build_sparse_encoder(SparseEncoderConfig(), idf=idf), queries, positives, candidates,
                       corpus)
-    assert log[0]["flops_lambda"] == 0.0 and log[0]["distill_loss"] > 0
+    assert log[0]["weight/idf_aware_flops"] == 0.0 and log[0]["distill_loss"] > 0
     assert log[0]["loss"] == pytest.approx(9.0 * log[0]["distill_loss"], rel=1e-5)
 
 
 def test_token_cache_equals_tokenizing_the_batch(prepared) -> None:
-    from retrieval.sparse_training import _TokenCache
+    from retrieval.training_batches import TokenCache
 
     corpus, idf = prepared[0], prepared[4]
     tokenizer = mlm_parts(build_sparse_encoder(SparseEncoderConfig(), idf=idf))[0].tokenizer
-    cache = _TokenCache(tokenizer, corpus, max_length=16)
+    cache = TokenCache(tokenizer, corpus, max_length=16)
     for docs in (["d0", "d2", "d0"], ["d3", "d1", "d2", "d0"]):  # repeats and a second, partly cached batch
         expected = tokenizer([corpus[d].contents for d in docs], padding=True, truncation=True, max_length=16,
                              return_tensors="pt")

@@ -52,7 +52,7 @@ def tiny(tmp_path_factory):
     (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq6\td6\t1\nq7\td8\t1\n")
     config = {"data": str(data), "out_dir": str(root / "run"), "cache_dir": str(root / "cache"),
               "ranking_loss": "kd_kl", "steps": 3, "batch_queries": 2, "docs_per_query": 3, "candidates_k": 4,
-              "lr": 1e-3, "warmup_steps": 1, "flops_weight": 0.01, "flops_warmup_steps": 2,
+              "lr": 1e-3, "warmup_steps": 1, "hooks": [{"name": "idf_aware_flops", "weight": 0.01, "warmup_steps": 2}],
               "model": {"max_seq_length": 256}, "train_max_length": 32}
     (root / "train.yaml").write_text(yaml.safe_dump(config))
     assert main(["retrieval", "train", "--config", str(root / "train.yaml")]) == 0
@@ -66,8 +66,8 @@ def test_training_writes_a_loadable_model_log_and_config(tiny) -> None:
     assert (run / "model" / "idf.json").is_file()
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [0, 1, 2]
-    schedule = QuadraticWarmup(config["flops_weight"], config["flops_warmup_steps"])
-    assert [e["flops_lambda"] for e in log] == pytest.approx([schedule(s) for s in range(3)])
+    schedule = QuadraticWarmup(config["hooks"][0]["weight"], config["hooks"][0]["warmup_steps"])
+    assert [e["weight/idf_aware_flops"] for e in log] == pytest.approx([schedule(s) for s in range(3)])
     assert all(math.isfinite(e["loss"]) and e["idf_aware_flops"] > 0 and "distill_loss" in e for e in log)
     assert yaml.safe_load((run / "resolved_config.yaml").read_text())["ranking_loss"] == "kd_kl"
     # head-only training: the frozen body's input embeddings are untouched, the (untied) decoder moved
@@ -150,8 +150,16 @@ def test_flops_metric_and_bulk_validation(tmp_path) -> None:
 
 def test_training_config_errors_are_clear(tmp_path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("data: x\nout_dir: y\nflops_wieght: 0.1\n")
-    with pytest.raises(ValueError, match=r"c.yaml:3: unknown key `flops_wieght` \(did you mean `flops_weight`\?\)"):
+    path.write_text("data: x\nout_dir: y\nranking_los: kd_kl\n")
+    with pytest.raises(ValueError, match=r"c.yaml:3: unknown key `ranking_los` \(did you mean `ranking_loss`\?\)"):
+        load_sparse_train_config(path)
+    path.write_text("data: x\nout_dir: y\nflops_weight: 0.1\n")  # a key of older configs names its replacement
+    with pytest.raises(ValueError, match=r"c.yaml:3: `flops_weight` is now the option `weight` of the FLOPS entry "
+                                         r"of `hooks`: write `hooks: \[\{name: idf_aware_flops, weight: 0.1\}\]`"):
+        load_sparse_train_config(path)
+    path.write_text("data: x\nout_dir: y\nhooks: [{name: idf_aware_flops, weight: 0.1, lambda: 2}]\n")
+    with pytest.raises(ValueError, match=r"c.yaml:3: `hooks\[0\]` \(idf_aware_flops\): unknown option\(s\) "
+                                         r"\['lambda'\]; allowed: \['mode', 'threshold'\]"):
         load_sparse_train_config(path)
     path.write_bytes(b"data: caf\xe9\n")
     with pytest.raises(ValueError, match="not UTF-8"):
@@ -167,7 +175,8 @@ def test_training_config_errors_are_clear(tmp_path) -> None:
 def test_full_fine_tuning_updates_the_transformer_body(tiny) -> None:
     from transformers import AutoModel
 
-    from retrieval.sparse_training import SparseTrainConfig, train_sparse
+    from pipelines.retrieval_run import train_sparse
+    from retrieval.sparse_config import SparseTrainConfig
 
     root, _, config = tiny
     full = SparseTrainConfig(**{**config, "out_dir": str(root / "full"), "train_encoder": True, "steps": 1,
