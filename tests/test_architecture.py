@@ -30,8 +30,6 @@ SIZE_EXEMPT = ("pipelines/bench/",)  # benchmark scripts, not library code
 SIZE_ALLOWLIST = {
     ("pipelines/recsys_run.py", "<file>"),
     ("pipelines/recsys_run.py", "train_run"),
-    ("recsys/trainer.py", "<file>"),
-    ("retrieval/sparse_training.py", "_train_loop"),
 }
 
 
