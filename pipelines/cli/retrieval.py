@@ -100,7 +100,9 @@ def train_command(
     """Train an inference-free learned sparse retriever (IDF-aware FLOPS, ensemble KD); saves <out_dir>/model.
 
     ``out_dir`` is locked while training and marked finished (``_SUCCESS.json``) at the end; a finished one is
-    refused unless ``--overwrite``, a non-empty folder regkit did not write is refused always.
+    refused unless ``--overwrite``, a non-empty folder regkit did not write is refused always. With
+    ``checkpoint_every``, rerunning the command of an unfinished run resumes it from its newest checkpoint.
+    Regularizers come from the config's ``hooks`` (docs/hooks.md).
     """
     import json
     from dataclasses import asdict

@@ -18,6 +18,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from common_regs.run_dir import SUCCESS_NAME
 from pipelines.cli import main
 from retrieval.beir import Document
 from retrieval.encoder import SparseEncoderConfig, build_sparse_encoder, mlm_parts
@@ -121,6 +122,32 @@ def test_the_registry_finds_domain_methods_without_importing_them_first() -> Non
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["retrieval.losses", "loss", "RankingPSKD", "InBatchPSKD"]
+
+
+def test_rerunning_an_unfinished_training_resumes_from_its_checkpoint(runs) -> None:
+    """As if ``regkit retrieval train`` had been killed after step 2: the rerun continues from the step-2
+    checkpoint (and says so) and saves the model an uninterrupted run saves."""
+    root, _ = runs
+    config = yaml.safe_load((root / "base.yaml").read_text())
+    config.update(out_dir=str(root / "resumed"), checkpoint_every=2)
+    (root / "resumed.yaml").write_text(yaml.safe_dump(config))
+    command = ["retrieval", "train", "--config", str(root / "resumed.yaml")]
+    assert main(command) == 0
+    run = root / "resumed"
+    finished = load_file(next(run.glob("model/document_0_Transformer/*.safetensors")))
+    assert [path.name for path in sorted((run / "checkpoints").glob("ckpt-*.pt"))] == ["ckpt-000000002.pt",
+                                                                                      "ckpt-000000004.pt"]
+    first = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    for path in [run / SUCCESS_NAME, *(run / "checkpoints").glob("ckpt-000000004.pt*")]:
+        path.unlink()
+    shutil.rmtree(run / "model")
+    assert main(command) == 0
+    again = load_file(next(run.glob("model/document_0_Transformer/*.safetensors")))
+    assert finished.keys() == again.keys() and all(torch.equal(finished[k], again[k]) for k in finished)
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == list(range(STEPS))
+    assert log[:2] == first[:2]  # steps 0-1 come from the checkpoint (their timings too): not trained again
+    assert [entry["loss"] for entry in log] == [entry["loss"] for entry in first]
 
 
 def _prepared() -> TrainingData:
