@@ -64,7 +64,7 @@ def run_retrieval(config: DemoConfig, data_dir: Path, out: Path, console: Consol
     console.print(table)
     model = load_sparse_encoder(trained.model_dir)
     vocabulary = len(mlm_parts(model)[0].tokenizer)
-    active = sparse.timings.get("avg_active_terms_indexed", float("nan"))
+    active = sparse.index.get("avg_active_terms_indexed", float("nan"))
     console.print(f"sparse documents: {active:.1f} active terms on average (of a {vocabulary:,}-wordpiece vocabulary)")
 
     runs = {name: read_trec_run(r.run_path) for name, r in results.items()}
@@ -75,7 +75,7 @@ def run_retrieval(config: DemoConfig, data_dir: Path, out: Path, console: Consol
         "sparse_training": {"steps": len(trained.log), "train_seconds": trained.seconds,
                             "setup_seconds": trained.setup_seconds, "final": last,
                             "model_dir": str(trained.model_dir)},
-        "sparse_index": sparse.timings,
+        "sparse_index": {**sparse.timings, **sparse.index},
         "bm25_timings": bm25.timings,
     }
     outcome.figures["sparse_log"] = trained.log

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipelines.cli._config import config_option
+from retrieval.retriever import available_retrievers
 
 app = typer.Typer(help="BEIR evaluation of first-stage retrievers.", no_args_is_help=True)
 console = Console()
@@ -28,7 +29,8 @@ def eval_command(
     config: Path = config_option(),
     data: Path = typer.Option(..., "--data", help="BEIR folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv."),
     retriever: str = typer.Option(
-        "bm25", "--retriever", help="bm25 (Lucene flat), dense (MiniLM + FAISS) or sparse (inference-free, --model)."
+        "bm25", "--retriever", help=f"Registered retriever: {', '.join(available_retrievers())} (its options: the "
+        "flags below that it takes; one it does not take is refused)."
     ),
     split: str = typer.Option("test", "--split", help="qrels split to evaluate."),
     out: Path = typer.Option(..., "--out", help="Output folder: run.trec, metrics.json, the index."),

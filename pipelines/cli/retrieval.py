@@ -1,88 +1,108 @@
-"""``regkit retrieval``: Lucene indexes (BM25, or learned sparse with ``--model``), search, sparse-model training."""
+"""``regkit retrieval``: index and search with any registered retriever (``--retriever``), sparse-model training."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 
 from pipelines.cli._config import config_option
+from retrieval.retriever import available_retrievers
 
-app = typer.Typer(help="Lucene indexes (BM25, or learned sparse impact indexes), batch search, and training of "
-                       "the inference-free sparse retriever.", no_args_is_help=True)
+app = typer.Typer(help="Indexes and batch search with a registered retriever (BM25, dense, learned sparse), and "
+                       "training of the inference-free sparse retriever.", no_args_is_help=True)
 console = Console()
+
+
+def _set_by_user(ctx: typer.Context) -> list[str]:
+    """Options whose value is not the command's default (given on the command line or in ``--config``)."""
+    return [p.name for p in ctx.command.params if p.name in ctx.params and ctx.params[p.name] != p.default]
+
+
+_DEFAULT = "bm25"
+_DEFAULT_WITH_MODEL = "sparse"  # `retrieval index --model DIR` without --retriever builds an impact index, as before
+
+
+def _retriever_option() -> Any:
+    return typer.Option(None, "--retriever", help=f"Registered retriever: {', '.join(available_retrievers())}. "
+                        f"Default: {_DEFAULT}, or {_DEFAULT_WITH_MODEL} with --model.")
+
+
+def _chosen(retriever: str | None, model: Path | None) -> str:
+    return retriever or (_DEFAULT_WITH_MODEL if model is not None else _DEFAULT)
 
 
 @app.command("index")
 def index_command(
+    ctx: typer.Context,
     config: Path = config_option(),
     data: Path = typer.Option(..., "--data", help="BEIR folder (its corpus.jsonl is indexed)."),
     index: Path = typer.Option(..., "--index", help="Output index folder."),
+    retriever: str = _retriever_option(),
     threads: int = typer.Option(2, "--threads", help="Indexing threads."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an existing regkit index (a folder without regkit-index.json never is)."
     ),
-    model: Path = typer.Option(None, "--model", help="Inference-free sparse model folder: build an impact index."),
-    opensearch: Path = typer.Option(None, "--opensearch-bulk", help="With --model: also write OpenSearch NDJSON."),
-    shard_size: int = typer.Option(1024, "--shard-size", help="With --model: documents per resumable shard."),
+    model: Path = typer.Option(None, "--model", help="Model of the retriever (sparse: a `retrieval train` folder)."),
+    opensearch_bulk: Path = typer.Option(None, "--opensearch-bulk", help="sparse: also write OpenSearch bulk NDJSON."),
+    shard_size: int = typer.Option(1024, "--shard-size", help="sparse: documents per resumable encoding shard."),
     force: bool = typer.Option(False, "--force", help="Take over an index lock held from another host."),
 ) -> None:
-    """BM25 "flat" index of a BEIR corpus, or (``--model``) a Lucene impact index of learned sparse vectors.
+    """Index a BEIR corpus with a retriever: a BM25 "flat" Lucene index, a dense FAISS index, or (``--model DIR``,
+    i.e. ``--retriever sparse``) a Lucene impact index of learned sparse vectors.
 
     The index is locked while it is built (``.<index>.lock`` beside it) and published by one rename with
-    ``_SUCCESS.json`` inside; with ``--model``, rerunning a killed command reuses the shards already encoded.
-    An existing index is replaced only with ``--overwrite``, and only when it is a regkit index.
+    ``_SUCCESS.json`` inside; with ``sparse``, rerunning a killed command reuses the shards already encoded.
+    An existing index is replaced only with ``--overwrite``, and only when it is a regkit index. An option the
+    retriever does not take is refused.
     """
     from common_regs.run_dir import OutputLock, lock_path_for, remove_stale_temporaries
     from retrieval.beir import read_corpus
-    from retrieval.index import build_bm25_index, read_index_metadata
+    from retrieval.retriever import build_retriever
 
     if not data.is_dir():
         raise typer.BadParameter(f"{data}: not a BEIR dataset folder (directory not found).", param_hint="--data")
+    options = {"threads": threads, "model": model, "opensearch_bulk": opensearch_bulk, "shard_size": shard_size,
+               "corpus_file": data / "corpus.jsonl"}
+    retriever = _chosen(retriever, model)
+    built = build_retriever(retriever, options, explicit=_set_by_user(ctx))
     corpus = read_corpus(data / "corpus.jsonl")
     with OutputLock(lock_path_for(index, inside=False), force=force):
         remove_stale_temporaries(index)  # index folders of killed builds (we hold the lock: none is live)
-        if model is None:
-            build_bm25_index(corpus, index, threads=threads, overwrite=overwrite)
-            console.print(f"BM25 index at {index}: {read_index_metadata(index)['documents']:,} documents")
-            return
-        from retrieval.encoder import load_sparse_encoder
-        from retrieval.resumable_encoding import encoding_work_dir
-        from retrieval.sparse_index import index_with_model, write_opensearch_bulk
-
-        documents = {doc_id: doc.contents for doc_id, doc in corpus.items()}
-        vectors, stats, info = index_with_model(load_sparse_encoder(model), documents, index, threads=threads,
-                                                overwrite=overwrite, work_dir=encoding_work_dir(index),
-                                                shard_size=shard_size, inputs=[data / "corpus.jsonl", model])
-    if opensearch is not None:
-        write_opensearch_bulk(vectors, opensearch, index_name=data.name.lower())
-    console.print(f"impact index at {index}: {read_index_metadata(index)['documents']:,} documents, "
-                  f"{info['avg_active_terms_indexed']:.1f} active terms/doc, {stats.truncated:,} truncated, "
-                  f"{stats.empty:,} empty")
+        stats = built.index(corpus, index, overwrite=overwrite)
+    shown = ", ".join(f"{key} {value:,.1f}" if isinstance(value, float) else f"{key} {value:,}"
+                      for key, value in stats.items())
+    console.print(f"{retriever} index at {index}: {shown}", soft_wrap=True)
 
 
 @app.command("search")
 def search_command(
+    ctx: typer.Context,
     config: Path = config_option(),
-    index: Path = typer.Option(..., "--index", help="A BM25 index folder (regkit retrieval index)."),
+    index: Path = typer.Option(..., "--index", help="An index folder built by the same retriever."),
     queries: Path = typer.Option(..., "--queries", help="BEIR queries.jsonl, or a BEIR folder (its split's queries)."),
     out: Path = typer.Option(..., "--out", help="Output TREC run file."),
+    retriever: str = _retriever_option(),
     split: str = typer.Option("test", "--split", help="With a BEIR folder: search the queries judged in this split."),
     k: int = typer.Option(1000, "--k", help="Hits per query."),
     k1: float = typer.Option(0.9, "--k1", help="BM25 k1."),
     b: float = typer.Option(0.4, "--b", help="BM25 b."),
     threads: int = typer.Option(2, "--threads", help="Search threads."),
+    model: Path = typer.Option(None, "--model", help="Model of the retriever (sparse: the one that built --index)."),
 ) -> None:
-    """Batch BM25 search; writes a TREC run (trec_eval order)."""
+    """Batch search of an index with its retriever; writes a TREC run (trec_eval order)."""
     from retrieval.beir import load_beir, read_queries
+    from retrieval.retriever import build_retriever, check_run
     from retrieval.runs import write_trec_run
-    from retrieval.search import Bm25Searcher
 
+    options = {"k1": k1, "b": b, "threads": threads, "model": model}
+    retriever = _chosen(retriever, model)
+    searcher = build_retriever(retriever, options, explicit=_set_by_user(ctx))
     texts = load_beir(queries, split=split).split_queries if queries.is_dir() else read_queries(queries)[0]
-    with Bm25Searcher(index, k1=k1, b=b) as searcher:
-        run = searcher.search(texts, k=k, threads=threads)
-    write_trec_run(run, out, tag="regkit-bm25")
+    run = check_run(retriever, searcher.search(index, texts, k), texts, k)
+    write_trec_run(run, out, tag=f"regkit-{retriever}")
     empty = sum(1 for docs in run.values() if not docs)
     console.print(f"{len(run):,} queries searched ({empty:,} without results) → {out}")
 

@@ -5,12 +5,14 @@
 that regkit did not write is refused always. Outputs in ``out_dir``:
 
 * ``run.trec``: the top-k run (TREC format, trec_eval order);
-* ``metrics.json``: aggregate and per-query metrics, dataset counts, timings, the resolved config, and the hits
+* ``metrics.json``: aggregate and per-query metrics, dataset counts, timings, the index's statistics (``index``:
+  its folder and what the retriever reports, e.g. document count), the resolved config, and the hits
   whose id is their query id (``identical_id_hits``: how many, how many judged relevant, dropped or kept);
 * ``report.md`` / ``report.html`` (metric table, timings, per-query histogram; provenance and data fingerprint);
 * ``resolved_config.yaml`` and ``run.json`` (versions, git commit, config);
-* the index it built (``index/`` for BM25, ``dense-index/`` for the dense baseline, ``impact-index/`` for the
-  inference-free sparse model), reusable with ``regkit retrieval search``;
+* the index it built, in the retriever's ``index_folder`` (``index/`` for BM25, ``dense-index/`` for the dense
+  baseline, ``impact-index/`` for the inference-free sparse model), reusable with
+  ``regkit retrieval search --retriever NAME``;
 * ``_STARTED.json`` first and ``_SUCCESS.json`` last (config hash, versions, time).
 """
 
@@ -18,9 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -30,14 +32,14 @@ from pipelines.provenance import write_run_metadata
 from pipelines.report import Report, ReportPaths, histogram_plot
 from pipelines.run_guard import guarded_run_dir
 from retrieval.beir import BeirDataset, load_beir
+from retrieval.retriever import Retriever, build_retriever, check_run
 from retrieval.runs import write_trec_run
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RETRIEVERS", "BeirEvalConfig", "BeirEvalResult", "run_beir_eval"]
+__all__ = ["BeirEvalConfig", "BeirEvalResult", "run_beir_eval"]
 
-Retriever = Literal["bm25", "dense", "sparse"]
-RETRIEVERS: tuple[str, ...] = ("bm25", "dense", "sparse")
+_RETRIEVER_OPTIONS = ("k1", "b", "threads", "model", "batch_size", "idf")
 
 
 @dataclass
@@ -47,14 +49,15 @@ class BeirEvalConfig:
     Args:
         data: BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``).
         out_dir: output folder.
-        retriever: ``bm25`` (Lucene flat index), ``dense`` (all-MiniLM-L6-v2 + FAISS flat IP) or ``sparse``
-            (an inference-free sparse encoder folder, ``model``: documents encoded into a Lucene impact index,
-            queries = IDF weights of their wordpieces).
+        retriever: a registered retriever name (:func:`retrieval.retriever.available_retrievers`): ``bm25`` (Lucene
+            flat index), ``dense`` (all-MiniLM-L6-v2 + FAISS flat IP), ``sparse`` (an inference-free sparse encoder
+            folder, ``model``: documents encoded into a Lucene impact index, queries = IDF weights of their
+            wordpieces), or one registered with :func:`retrieval.retriever.register_retriever`.
         split: qrels split. Default ``test`` (BEIR convention).
         k: hits per query. Default 1000 (source: Pyserini/BEIR runs).
+        measures: ir-measures names.
         k1, b: BM25 parameters. Defaults 0.9 / 0.4 (source: Pyserini BEIR ``flat`` regressions).
         threads: indexing / search threads.
-        measures: ir-measures names.
         model: sentence-transformers model for ``dense`` (None: the bundled all-MiniLM-L6-v2); required for
             ``sparse`` (a folder written by ``regkit retrieval train``).
         batch_size: dense encoding batch size.
@@ -64,11 +67,16 @@ class BeirEvalConfig:
             collections whose query and document ids merely share a numbering (Cranfield, CISI, ADI, MEDLINE).
             Dropped hits that qrels judge relevant are counted in ``metrics.json`` (``identical_id_hits``) and
             logged as a warning.
+
+    Note:
+        ``k1``, ``b``, ``threads``, ``model``, ``batch_size`` and ``idf`` are retriever options: each goes to the
+        retriever's constructor when it takes it, and is validated there. One set to a value other than its
+        default that the chosen retriever does not take is an error rather than silently ignored.
     """
 
     data: str
     out_dir: str
-    retriever: Retriever = "bm25"
+    retriever: str = "bm25"
     split: str = "test"
     k: int = 1000
     k1: float = 0.9
@@ -81,17 +89,17 @@ class BeirEvalConfig:
     ignore_identical_ids: bool = True
 
     def __post_init__(self) -> None:
-        if self.retriever not in RETRIEVERS:
-            raise ValueError(f"`retriever` must be one of {list(RETRIEVERS)}, got {self.retriever!r}.")
         if self.k < 1:
             raise ValueError(f"`k` must be >= 1, got {self.k}.")
-        if self.threads < 1:
-            raise ValueError(f"`threads` must be >= 1, got {self.threads}.")
-        if self.retriever == "sparse" and not self.model:
-            raise ValueError("`model` is required with retriever 'sparse' (a folder from `regkit retrieval train`).")
-        if self.idf not in ("model", "corpus"):
-            raise ValueError(f"`idf` must be 'model' or 'corpus', got {self.idf!r}.")
         parse_measures(self.measures)  # fail before hours of indexing
+        self.make_retriever()  # unknown name or bad option: fail before loading the dataset
+
+    def make_retriever(self) -> Retriever:
+        """The configured retriever, built through the registry (cheap: models load when indexing starts)."""
+        options = {name: getattr(self, name) for name in _RETRIEVER_OPTIONS}
+        defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
+        explicit = [name for name, value in options.items() if value != defaults[name]]
+        return build_retriever(self.retriever, options, explicit=explicit)
 
 
 @dataclass(frozen=True)
@@ -100,50 +108,7 @@ class BeirEvalResult:
     run_path: Path
     metrics_path: Path
     timings: dict[str, float]
-
-
-def _bm25_run(config: BeirEvalConfig, dataset: BeirDataset, out_dir: Path) -> tuple[dict, dict[str, float]]:
-    from retrieval.index import build_bm25_index
-    from retrieval.search import Bm25Searcher
-
-    started = time.perf_counter()
-    index_dir = build_bm25_index(dataset.corpus, out_dir / "index", threads=config.threads, overwrite=True)
-    indexed = time.perf_counter()
-    with Bm25Searcher(index_dir, k1=config.k1, b=config.b) as searcher:
-        run = searcher.search(dataset.split_queries, k=config.k, threads=config.threads)
-    return run, {"index_s": indexed - started, "search_s": time.perf_counter() - indexed}
-
-
-def _dense_run(config: BeirEvalConfig, dataset: BeirDataset, out_dir: Path) -> tuple[dict, dict[str, float]]:
-    from retrieval.dense import DenseRetriever
-
-    retriever = DenseRetriever(config.model, batch_size=config.batch_size)
-    started = time.perf_counter()
-    index = retriever.build_index(dataset.corpus)
-    encoded = time.perf_counter()
-    index.save(out_dir / "dense-index", metadata={"model": retriever.model_name}, overwrite=True)
-    run = retriever.search(dataset.split_queries, index, k=config.k)
-    return run, {"encode_s": encoded - started, "search_s": time.perf_counter() - encoded}
-
-
-def _sparse_run(config: BeirEvalConfig, dataset, out_dir: Path) -> tuple[dict, dict[str, float]]:
-    from retrieval.encoder import corpus_idf, load_sparse_encoder, mlm_parts, set_idf
-    from retrieval.sparse_index import index_with_model, search_with_model
-
-    model = load_sparse_encoder(config.model)
-    if config.idf == "corpus":
-        tokenizer = mlm_parts(model)[0].tokenizer
-        set_idf(model, corpus_idf((doc.contents for doc in dataset.corpus.values()), tokenizer))
-    started = time.perf_counter()
-    documents = {doc_id: doc.contents for doc_id, doc in dataset.corpus.items()}
-    _, stats, info = index_with_model(model, documents, out_dir / "impact-index", threads=config.threads,
-                                      overwrite=True)
-    indexed = time.perf_counter()
-    run = search_with_model(model, out_dir / "impact-index", dataset.split_queries, k=config.k, threads=config.threads)
-    logger.info("sparse: %s; %s", stats.as_dict(), info)
-    return run, {"encode_index_s": indexed - started, "search_s": time.perf_counter() - indexed,
-                 "avg_active_terms_indexed": info["avg_active_terms_indexed"],
-                 "truncated_documents": stats.truncated, "empty_documents": stats.empty}
+    index: dict[str, Any] = field(default_factory=dict)
 
 
 def _identical_id_hits(qrels: dict, run: dict, *, dropped: bool) -> dict:
@@ -195,8 +160,14 @@ def run_beir_eval(config: BeirEvalConfig, *, overwrite: bool = False) -> BeirEva
 
 def _evaluate(config: BeirEvalConfig, dataset: BeirDataset, out_dir: Path) -> BeirEvalResult:
     logger.info("BEIR %s (%s split): %s", dataset.name, config.split, dataset.summary())
-    runner = {"bm25": _bm25_run, "dense": _dense_run, "sparse": _sparse_run}[config.retriever]
-    run, timings = runner(config, dataset, out_dir)
+    retriever = config.make_retriever()
+    index_dir = out_dir / retriever.index_folder
+    started = time.perf_counter()
+    index = {"folder": retriever.index_folder, **retriever.index(dataset.corpus, index_dir, overwrite=True)}
+    indexed = time.perf_counter()
+    queries = dataset.split_queries
+    run = check_run(config.retriever, retriever.search(index_dir, queries, config.k), queries, config.k)
+    timings = {"index_s": indexed - started, "search_s": time.perf_counter() - indexed}
     evaluation = evaluate(dataset.qrels, run, config.measures, ignore_identical_ids=config.ignore_identical_ids)
     identical = _identical_id_hits(dataset.qrels, run, dropped=config.ignore_identical_ids)
     run_path = write_trec_run(run, out_dir / "run.trec", tag=f"regkit-{config.retriever}")
@@ -206,6 +177,7 @@ def _evaluate(config: BeirEvalConfig, dataset: BeirDataset, out_dir: Path) -> Be
         "retriever": config.retriever,
         "config": resolved,
         "timings": timings,
+        "index": index,
         "queries_without_results": sorted(qid for qid in dataset.qrels if not run.get(qid)),
         "identical_id_hits": identical,
         **evaluation.as_dict(),
@@ -213,5 +185,6 @@ def _evaluate(config: BeirEvalConfig, dataset: BeirDataset, out_dir: Path) -> Be
     metrics_path = _write_report(dataset, config, evaluation, payload, out_dir).metrics
     atomic_write_text(out_dir / "resolved_config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     write_run_metadata(out_dir, config=resolved)
-    return BeirEvalResult(evaluation=evaluation, run_path=run_path, metrics_path=metrics_path, timings=timings)
+    return BeirEvalResult(evaluation=evaluation, run_path=run_path, metrics_path=metrics_path, timings=timings,
+                          index=index)
 

@@ -12,11 +12,13 @@ import yaml
 
 from common_regs.schedules import QuadraticWarmup
 from pipelines.cli import main
+from retrieval.beir import load_beir
 from pipelines.run_config import load_sparse_train_config
 from retrieval.encoder import default_backbone, idf_weights, load_sparse_encoder, mlm_parts, query_weights
 from retrieval.impact import ImpactQuantization
 from retrieval.index import read_index_metadata
 from retrieval.mining import Candidates
+from retrieval.runs import read_trec_run
 from retrieval.search import Bm25Searcher
 from retrieval.sparse_index import flops, index_vectors, search_with_model, write_opensearch_bulk
 
@@ -108,13 +110,19 @@ def test_cli_index_search_eval_and_opensearch_export(tiny) -> None:
     assert json.loads(lines[13]) == {}  # d7: empty vector
     mapping = json.loads((root / "bulk.ndjson.mapping.json").read_text())
     assert mapping["mappings"]["properties"]["sparse_embedding"]["type"] == "rank_features"
+    run_file = root / "impact.trec"  # --model without --retriever: the sparse retriever, through the registry
+    assert main(["retrieval", "search", "--index", str(root / "impact"), "--model", str(model_dir), "--queries",
+                 str(data), "--out", str(run_file), "--k", "3"]) == 0
+    expected = search_with_model(load_sparse_encoder(model_dir), root / "impact", load_beir(data).split_queries, k=3)
+    assert read_trec_run(run_file) == {q: {d: float(f"{s:.6f}") for d, s in docs.items()}
+                                       for q, docs in expected.items() if docs}
     for idf in ("model", "corpus"):
         out = root / f"eval-{idf}"
         assert main(["beir", "eval", "--data", str(data), "--retriever", "sparse", "--model", str(model_dir),
                      "--out", str(out), "--idf", idf]) == 0
         metrics = json.loads((out / "metrics.json").read_text())
         assert 0.0 <= metrics["aggregate"]["nDCG@10"] <= 1.0 and metrics["retriever"] == "sparse"
-        assert metrics["timings"]["truncated_documents"] == 1 and metrics["timings"]["empty_documents"] == 1
+        assert metrics["index"]["truncated_documents"] == 1 and metrics["index"]["empty_documents"] == 1
     assert main(["beir", "eval", "--data", str(data), "--retriever", "sparse", "--out", str(root / "x")]) == 2
 
 
