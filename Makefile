@@ -1,5 +1,5 @@
-# regkit: `make demo` runs the main job on the bundled data, `make test` runs the test suite.
-# Both install first when needed; `make install` re-runs only when the dependency files change.
+# regkit: `make demo` runs the main job on the bundled data, `make test` runs the test suite, `make lint` runs ruff.
+# Each installs first when needed; `make install` re-runs only when the dependency files change.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +7,7 @@ STAMP := $(VENV)/.regkit-installed
 DEPS := pyproject.toml requirements/torchrec.txt
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench clean
+.PHONY: install test lint demo bench clean
 
 install: $(STAMP)
 
@@ -19,6 +19,9 @@ $(STAMP): $(DEPS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 demo: $(STAMP)
 	$(BIN)/regkit demo --out runs/demo --overwrite
