@@ -11,13 +11,17 @@ from __future__ import annotations
 import abc
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from recsys.data import Interactions
+    from recsys.features import FeatureTable
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +103,24 @@ class Similarity(nn.Module):
         return self.log_scale.clamp(max=math.log(self.max_scale)).exp()
 
 
+R = TypeVar("R", bound="Recommender")
+
+MODELS: dict[str, type[Recommender]] = {}
+"""The models a run config can name (``model.name``), filled by :func:`register_model`."""
+
+
+def register_model(cls: type[R]) -> type[R]:
+    """Class decorator making a :class:`Recommender` subclass available as ``model.name`` = its ``name``.
+
+    Explicit rather than ``Recommender.__subclasses__()``: wrappers such as
+    ``recsys.distributed.ShardedTwoTower`` subclass a model under its name and must not replace it.
+    """
+    if cls.name in MODELS:
+        raise ValueError(f"a recommender named {cls.name!r} is already registered ({MODELS[cls.name].__qualname__}).")
+    MODELS[cls.name] = cls
+    return cls
+
+
 class Recommender(nn.Module, abc.ABC):
     """Base class of the regkit recommenders (two-tower, MF-BPR, LightGCN).
 
@@ -138,6 +160,21 @@ class Recommender(nn.Module, abc.ABC):
     @abc.abstractmethod
     def get_config(self) -> dict[str, Any]:
         """JSON-serialisable constructor arguments (sizes excluded), so ``build_model`` can rebuild the model."""
+
+    @classmethod
+    def from_data(
+        cls,
+        config: Mapping[str, Any],
+        *,
+        users: FeatureTable,
+        items: FeatureTable,
+        interactions: Interactions | None = None,
+    ) -> Recommender:
+        """The model over these vocabularies, with constructor keywords ``config`` (id-only models: sizes only).
+
+        A model that needs more of the data (features, the training graph) overrides this.
+        """
+        return cls(users.entity.size, items.entity.size, **config)
 
     def sparse_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """Embedding-table parameters (the "sparse" optimizer group); everything else is dense."""

@@ -8,14 +8,18 @@ with α_k = 1/(K+1); matrix form Eq. 8-9: E^(k+1) = D^{-1/2} A D^{-1/2} E^(k), A
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from recsys.data import Interactions
-from recsys.models.base import RecBatch, Recommender, RecOutput, Similarity
+from recsys.models.base import RecBatch, Recommender, RecOutput, Similarity, register_model
+
+if TYPE_CHECKING:
+    from recsys.features import FeatureTable
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,7 @@ def normalized_adjacency(
     return indices, torch.from_numpy(values[order].astype(np.float32))
 
 
+@register_model
 class LightGCN(Recommender):
     """LightGCN with ``num_layers`` propagation layers on a torch sparse (CSR) adjacency.
 
@@ -156,6 +161,18 @@ class LightGCN(Recommender):
 
     def item_embeddings(self) -> Tensor:
         return self.similarity.embed(self.propagate()[1])
+
+    @classmethod
+    def from_data(
+        cls,
+        config: Mapping[str, Any],
+        *,
+        users: FeatureTable,
+        items: FeatureTable,
+        interactions: Interactions | None = None,
+    ) -> LightGCN:
+        """LightGCN over the training ``interactions``' graph (or ``graph_nnz`` in ``config``, to load a state)."""
+        return cls(users.entity.size, items.entity.size, interactions, **config)
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -12,13 +12,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from recsys.models.base import RecBatch, Recommender, RecOutput, Similarity
+from recsys.models.base import RecBatch, Recommender, RecOutput, Similarity, register_model
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["MatrixFactorization"]
 
 
+@register_model
 class MatrixFactorization(Recommender):
     """MF: score(u, i) = scale · ⟨e_u, e_i⟩ with free embeddings (optionally L2-normalised, scale = 1/τ).
 

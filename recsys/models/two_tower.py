@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from recsys.features import FeatureTable
-from recsys.models.base import RecBatch, Recommender, RecOutput, Similarity
+from recsys.models.base import RecBatch, Recommender, RecOutput, Similarity, register_model
+
+if TYPE_CHECKING:
+    from recsys.data import Interactions
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +151,7 @@ class Tower(nn.Module):
         return self.mlp(pooled)
 
 
+@register_model
 class TwoTower(Recommender):
     """Two-tower retrieval model: user tower over user features, item tower over item features.
 
@@ -238,6 +242,18 @@ class TwoTower(Recommender):
 
     def item_embeddings(self) -> Tensor:
         return self.encode_items(self.item_tower.inputs(torch.arange(self.num_items)))
+
+    @classmethod
+    def from_data(
+        cls,
+        config: Mapping[str, Any],
+        *,
+        users: FeatureTable,
+        items: FeatureTable,
+        interactions: Interactions | None = None,
+    ) -> TwoTower:
+        """The two towers over the user and item feature tables (``interactions`` is not needed)."""
+        return cls(users, items, **config)
 
     def get_config(self) -> dict[str, Any]:
         return {

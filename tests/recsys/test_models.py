@@ -6,9 +6,19 @@ import numpy as np
 import pytest
 import torch
 
+import recsys.models.base
 from recsys.data import Interactions, Vocabulary, encode_interactions
 from recsys.features import FeatureSpec, FeatureTable
-from recsys.models import LightGCN, MatrixFactorization, RecBatch, TwoTower, build_model, model_names
+from recsys.models import (
+    MODELS,
+    LightGCN,
+    MatrixFactorization,
+    RecBatch,
+    TwoTower,
+    build_model,
+    model_names,
+    register_model,
+)
 from recsys.models.lightgcn import normalized_adjacency
 
 
@@ -63,6 +73,22 @@ def test_mf_scores_and_cold_users():
     assert model_names() == ["lightgcn", "mf", "two_tower"]
     with pytest.raises(ValueError, match="`model.name` must be one of"):
         build_model("nope", {}, users=None, items=None)
+
+
+def test_a_new_model_is_one_decorated_class(planted, monkeypatch):
+    """``@register_model`` makes a Recommender buildable by name; a second model of an existing name is refused."""
+    monkeypatch.setattr("recsys.models.base.MODELS", dict(MODELS))  # the registration is undone after the test
+    monkeypatch.setattr("recsys.models.MODELS", recsys.models.base.MODELS)
+
+    @register_model
+    class WideMF(MatrixFactorization):
+        name = "wide_mf"
+
+    users, items, _ = _tables(planted)
+    model = build_model("wide_mf", {"embedding_dim": 3}, users=users, items=items)
+    assert type(model) is WideMF and model.num_users == users.entity.size and "wide_mf" in model_names()
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(type("OtherMF", (MatrixFactorization,), {"name": "mf"}))
 
 
 def _tables(planted):
