@@ -90,6 +90,8 @@ class TrainContext:
 
 @runtime_checkable
 class Stateful(Protocol):
+    """A piece with training state: ``state_dict()`` saves it and ``load_state_dict()`` restores it on resume."""
+
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
@@ -127,6 +129,8 @@ class MaskScheduler(Protocol):
 
 @runtime_checkable
 class BatchTransform(Protocol):
+    """Maps a training batch to a new batch (augmentation, feature masking) before the forward pass."""
+
     def __call__(self, batch: Any) -> Any: ...
 
 
@@ -146,6 +150,8 @@ class GradTransform(Protocol):
 
 @runtime_checkable
 class Solver(Protocol):
+    """A pure numerical routine (optimal transport, structure learning) called with tensors, holding no state."""
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
 

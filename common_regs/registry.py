@@ -122,8 +122,10 @@ def register_adapter(method: str, *, domain: str, kind: str) -> Callable[[type[T
 
 
 def load_all() -> None:
-    """Import every common_regs submodule and every module of the ``regkit.methods`` entry points, once, so that
-    all methods and adapters are registered whatever was imported before."""
+    """Import every common_regs submodule and every module of the ``regkit.methods`` entry points, once.
+
+    All methods and adapters are then registered, whatever was imported before.
+    """
     global _loaded
     if _loaded:
         return
@@ -138,6 +140,7 @@ def load_all() -> None:
 
 
 def get(name: str) -> MethodInfo:
+    """The registered method ``name``; a KeyError lists the registered names when there is none."""
     load_all()
     try:
         return _REGISTRY[name]
@@ -153,6 +156,7 @@ def adapter_for(name: str, domain: str) -> type | None:
 
 
 def list_methods(kind: str | None = None) -> list[MethodInfo]:
+    """Every registered method (of hook kind ``kind`` when given), sorted by kind and name."""
     load_all()
     return sorted((m for m in _REGISTRY.values() if kind is None or m.kind == kind), key=lambda m: (m.kind, m.name))
 

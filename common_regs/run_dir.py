@@ -78,8 +78,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def lock_path_for(directory: str | os.PathLike[str], *, inside: bool = True) -> Path:
-    """``<dir>/.regkit.lock`` (a run folder filled in place) or ``<parent>/.<name>.lock`` (a folder that is
-    published by one rename, such as a Lucene index, where a file inside would be replaced with the folder)."""
+    """The lock file that guards ``directory``.
+
+    ``<dir>/.regkit.lock`` (a run folder filled in place) or ``<parent>/.<name>.lock`` (a folder that is published by
+    one rename, such as a Lucene index, where a file inside would be replaced with the folder).
+    """
     directory = Path(directory)
     return directory / LOCK_NAME if inside else directory.with_name(f".{directory.name}.lock")
 

@@ -11,7 +11,16 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-__all__ = ["Constant", "Cosine", "Linear", "QuadraticWarmup", "Schedule", "Step", "as_schedule", "schedule_from_config"]
+__all__ = [
+    "Constant",
+    "Cosine",
+    "Linear",
+    "QuadraticWarmup",
+    "Schedule",
+    "Step",
+    "as_schedule",
+    "schedule_from_config",
+]
 
 
 class Schedule(abc.ABC):
@@ -34,6 +43,8 @@ def _check_steps(total_steps: int, field: str = "total_steps") -> None:
 
 @dataclass(frozen=True)
 class Constant(Schedule):
+    """``value`` at every step."""
+
     value: float
     name: ClassVar[str] = "constant"
 

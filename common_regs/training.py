@@ -113,8 +113,11 @@ class RegHooks:
         return batch
 
     def penalty(self, ctx: TrainContext) -> Tensor:
-        """Sum of weighted loss terms at ``ctx.step``; the unweighted values are kept in ``last_terms``, the
-        weights in ``last_weights`` (both keyed by the term's registry name)."""
+        """Sum of weighted loss terms at ``ctx.step``.
+
+        The unweighted values are kept in ``last_terms``, the weights in ``last_weights`` (both keyed by the term's
+        registry name).
+        """
         total = torch.zeros((), device=_device_of(self.model))
         self.last_terms, self.last_weights = {}, {}
         for term, weight in zip(self.by_kind["loss"], self.loss_weights, strict=True):
@@ -146,10 +149,17 @@ class RegHooks:
         extras: Mapping[str, Any] | None = None,
         max_grad_norm: float | None = None,
     ) -> Tensor:
-        """One full optimizer step; returns the total loss (detached), and keeps the task loss in
-        ``last_task_loss`` and the unweighted loss terms in ``last_terms``.
+        """One full optimizer step; returns the total loss (detached).
+
+        The task loss is kept in ``last_task_loss`` and the unweighted loss terms in ``last_terms``.
 
         Args:
+            batch: the training batch, before the batch transforms.
+            forward: ``forward(batch) -> outputs`` of the model.
+            task_loss: ``task_loss(outputs, batch) -> scalar``, the loss the hooks' terms are added to.
+            step: optimizer step (0-based), seen by the hooks as ``ctx.step``.
+            epoch: epoch, seen by the hooks as ``ctx.epoch``.
+            sample_indices: dataset indices of the batch's samples (for per-sample state such as PS-KD's).
             extras: values the trainer shares with its hooks for this step (``ctx.extras``; e.g. ``total_steps``
                 for schedules over the whole run).
             max_grad_norm: clip the global gradient norm of the model's parameters to this, after the gradient

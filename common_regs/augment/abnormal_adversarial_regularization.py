@@ -54,7 +54,7 @@ def aaer_regularizer(
     seed=69,
 )
 class AAER(ConfigFromKeys):
-    """Single-step (FGSM) adversarial training loss plus the abnormal-adversarial-example regularizer.
+    r"""Single-step (FGSM) adversarial training loss plus the abnormal-adversarial-example regularizer.
 
     During single-step adversarial training some adversarial examples *lower* the loss (abnormal AEs); their
     number and output variation explode right before catastrophic overfitting. AAER penalises their count, loss
@@ -70,12 +70,12 @@ class AAER(ConfigFromKeys):
 
     Math:
         .. math::
-            \\delta = \\delta_0 + \\alpha\\,\\mathrm{sign}\\nabla_{\\delta_0} L(x+\\delta_0),\\ \\delta_0\\sim
-            \\mathcal U(-2\\epsilon, 2\\epsilon),\\quad A = \\{i: L_i(x+\\delta_0) > L_i(x+\\delta)\\},\\\\
-            L = \\mathrm{CE}(f(x+\\delta), y) + \\lambda_1\\frac{|A|}{n}\\Big(\\lambda_2\\,\\mathrm{mean}_{A}
-            [L(x+\\delta_0)
-            - L(x+\\delta)] + \\lambda_3\\big[V_A - \\mathrm{sg}(V_{\\bar A})\\big]_+\\Big),\\
-            V_S = \\mathrm{mean}_{i\\in S}\\lVert f(x_i+\\delta_{0,i}) - f(x_i+\\delta_i)\\rVert^2
+            \delta = \delta_0 + \alpha\,\mathrm{sign}\nabla_{\delta_0} L(x+\delta_0),\ \delta_0\sim
+            \mathcal U(-2\epsilon, 2\epsilon),\quad A = \{i: L_i(x+\delta_0) > L_i(x+\delta)\},\\
+            L = \mathrm{CE}(f(x+\delta), y) + \lambda_1\frac{|A|}{n}\Big(\lambda_2\,\mathrm{mean}_{A}
+            [L(x+\delta_0)
+            - L(x+\delta)] + \lambda_3\big[V_A - \mathrm{sg}(V_{\bar A})\big]_+\Big),\
+            V_S = \mathrm{mean}_{i\in S}\lVert f(x_i+\delta_{0,i}) - f(x_i+\delta_i)\rVert^2
 
     Args:
         epsilon: ε (input units). Default 8/255 (source: official ``--epsilon 8`` on [0, 1] images).

@@ -51,7 +51,7 @@ def mix_labels(labels: Tensor, lam: float, num_classes: int) -> Tensor:
     seed=10,
 )
 class CutMix(ConfigFromKeys):
-    """Batch CutMix following ``torchvision.transforms.v2.CutMix``, plus a 1-D variant for sequence batches.
+    r"""Batch CutMix following ``torchvision.transforms.v2.CutMix``, plus a 1-D variant for sequence batches.
 
     A box of another sample (the batch rolled by one) is pasted into each sample and the labels are mixed with
     weight λ' = 1 − (pasted area)/(total area) on the sample's own label. Images (B, C, H, W) use square-root
@@ -66,9 +66,9 @@ class CutMix(ConfigFromKeys):
 
     Math:
         .. math::
-            \\lambda\\sim\\mathrm{Beta}(\\alpha,\\alpha),\\quad \\tilde x_i = M\\odot x_i + (1-M)\\odot x_{i-1},\\quad
-            \\lambda' = 1 - \\frac{|\\mathrm{box}|}{|\\mathrm{image}|},\\quad
-            \\tilde y_i = \\lambda'\\,\\mathrm{onehot}(y_i) + (1-\\lambda')\\,\\mathrm{onehot}(y_{i-1})
+            \lambda\sim\mathrm{Beta}(\alpha,\alpha),\quad \tilde x_i = M\odot x_i + (1-M)\odot x_{i-1},\quad
+            \lambda' = 1 - \frac{|\mathrm{box}|}{|\mathrm{image}|},\quad
+            \tilde y_i = \lambda'\,\mathrm{onehot}(y_i) + (1-\lambda')\,\mathrm{onehot}(y_{i-1})
 
         M is 0 inside the box; i-1 wraps (batch rolled by one); α ↔ ``alpha``.
 

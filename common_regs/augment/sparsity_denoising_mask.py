@@ -32,7 +32,7 @@ def sparsify(
     seed=34,
 )
 class SparsityDenoisingMask(ConfigFromKeys):
-    """Builds (masked noisy input, clean target) pairs: synthetic noise on clean images, then random pixel masking.
+    r"""Builds (masked noisy input, clean target) pairs: synthetic noise on clean images, then random pixel masking.
 
     MID trains a denoiser that also inpaints: masking most input pixels shrinks the gap between synthetic and real
     noise, and the network reconstructs missing clean pixels from the others. The noise sampler starts Gaussian and
@@ -47,9 +47,9 @@ class SparsityDenoisingMask(ConfigFromKeys):
 
     Math:
         .. math::
-            n \\sim \\begin{cases}\\mathcal N(0, \\sigma^2 I) & \\text{bank empty}\\\\ s\\cdot r_j,\\ j\\sim
-            \\mathcal U(\\text{bank}),\\ s\\sim\\mathcal U\\{\\pm1\\} & \\text{otherwise}\\end{cases},\\quad
-            x_{in} = m\\odot(x + n),\\ m\\sim\\mathrm{Bernoulli}(1-\\rho),\\quad L = \\lVert D(x_{in}) - x\\rVert
+            n \sim \begin{cases}\mathcal N(0, \sigma^2 I) & \text{bank empty}\\ s\cdot r_j,\ j\sim
+            \mathcal U(\text{bank}),\ s\sim\mathcal U\{\pm1\} & \text{otherwise}\end{cases},\quad
+            x_{in} = m\odot(x + n),\ m\sim\mathrm{Bernoulli}(1-\rho),\quad L = \lVert D(x_{in}) - x\rVert
 
         with bank rows r = y_real − D(y_real) set by :meth:`refit`; ρ ↔ ``mask_ratio``, σ ↔ ``noise_std``.
 

@@ -79,7 +79,7 @@ def synthesize_virtual_outliers(
     seed=36,
 )
 class VirtualOutlierRegularizer(ConfigFromKeys):
-    """Energy-margin regularizer of a classifier head with virtual outliers synthesized at the class boundaries.
+    r"""Energy-margin regularizer of a classifier head with virtual outliers synthesized at the class boundaries.
 
     Outliers sampled just outside each class's feature support must get high energy, real features low energy,
     which tightens the decision regions of the head (OVOR uses it to keep class-incremental heads from overlapping).
@@ -94,9 +94,9 @@ class VirtualOutlierRegularizer(ConfigFromKeys):
 
     Math:
         .. math::
-            E(x) = -\\log\\sum_k e^{f_k(x)},\\qquad
-            L = \\mathrm{mean}_{i}\\,\\rho\\big([E(z_i) - \\tau_{id}]_+\\big) +
-                \\mathrm{mean}_{v}\\,\\rho\\big([\\tau_{ood} - E(v)]_+\\big)
+            E(x) = -\log\sum_k e^{f_k(x)},\qquad
+            L = \mathrm{mean}_{i}\,\rho\big([E(z_i) - \tau_{id}]_+\big) +
+                \mathrm{mean}_{v}\,\rho\big([\tau_{ood} - E(v)]_+\big)
 
         z the batch features, v the virtual outliers, ρ the Huber loss (δ = 1), τ_id ↔ ``t_id``, τ_ood ↔ ``t_ood``;
         ``weight`` λ multiplies L in ``RegHooks``.

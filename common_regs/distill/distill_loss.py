@@ -27,7 +27,7 @@ _MODES = ("soft_ce", "kl", "mse")
     "arXiv:1503.02531",
 )
 class DistillLoss(ConfigFromKeys):
-    """Student loss against provider targets: soft cross-entropy, tempered KL or representation MSE.
+    r"""Student loss against provider targets: soft cross-entropy, tempered KL or representation MSE.
 
     ``RegHooks`` stores the first target provider's output in ``ctx.extras["targets"]``; this term compares the
     model outputs (``ctx.outputs`` or ``ctx.outputs["logits"]``) with it. ``soft_ce`` expects probability targets
@@ -39,9 +39,9 @@ class DistillLoss(ConfigFromKeys):
 
     Math:
         .. math::
-            L_{soft\\_ce} = -\\tfrac1B\\sum_i\\sum_k q_{ik}\\log\\mathrm{softmax}(z_i/T)_k,\\quad
-            L_{kl} = \\tfrac1B\\sum_i \\mathrm{KL}(\\mathrm{softmax}(t_i/T)\\,\\|\\,\\mathrm{softmax}(z_i/T)),\\quad
-            L_{mse} = \\tfrac1B\\sum_i \\lVert z_i - t_i\\rVert^2
+            L_{soft\_ce} = -\tfrac1B\sum_i\sum_k q_{ik}\log\mathrm{softmax}(z_i/T)_k,\quad
+            L_{kl} = \tfrac1B\sum_i \mathrm{KL}(\mathrm{softmax}(t_i/T)\,\|\,\mathrm{softmax}(z_i/T)),\quad
+            L_{mse} = \tfrac1B\sum_i \lVert z_i - t_i\rVert^2
 
     Args:
         mode: one of ``"soft_ce"``, ``"kl"``, ``"mse"``. Default "soft_ce" (convention).

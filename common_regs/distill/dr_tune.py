@@ -65,7 +65,7 @@ def semantic_calibration(
     seed=19,
 )
 class DRTune(ConfigFromKeys):
-    """Train the head also on queued, calibrated features of the frozen pretrained encoder (distribution regularizer).
+    r"""Train the head also on queued, calibrated features of the frozen pretrained encoder (distribution regularizer).
 
     While fine-tuning, the downstream encoder drifts from the pretrained one. DR-Tune keeps the *head* valid on the
     pretrained feature distribution: queued pretrained features are aligned to the downstream feature space
@@ -80,11 +80,11 @@ class DRTune(ConfigFromKeys):
 
     Math:
         .. math::
-            R = \\arg\\min_{R^\\top R = I,\\ \\det R = 1} \\lVert \\bar F_p R - \\bar F_d \\rVert_F,\\quad
-            \\tilde f_{p,i} = \\bar f_{p,i} R + \\mu_{d,c} - \\tfrac{1}{|c|}\\sum_{j\\in c} \\bar f_{p,j} R,\\quad
-            \\mu_{d,c} = \\sum_{j \\in c} \\mathrm{softmax}_j(\\cos(\\bar f_{d,j}, w_c))\\,\\bar f_{d,j}
+            R = \arg\min_{R^\top R = I,\ \det R = 1} \lVert \bar F_p R - \bar F_d \rVert_F,\quad
+            \tilde f_{p,i} = \bar f_{p,i} R + \mu_{d,c} - \tfrac{1}{|c|}\sum_{j\in c} \bar f_{p,j} R,\quad
+            \mu_{d,c} = \sum_{j \in c} \mathrm{softmax}_j(\cos(\bar f_{d,j}, w_c))\,\bar f_{d,j}
 
-        then \\tilde f_p is scaled to the mean ‖f_d‖, and L = CE(head(\\tilde F_p), y_queue). \\bar f are
+        then \tilde f_p is scaled to the mean ‖f_d‖, and L = CE(head(\tilde F_p), y_queue). \bar f are
         L2-normalised queued features, w_c the head's row c. The downstream CE on the current batch is the task loss.
 
     Args:

@@ -37,7 +37,7 @@ def hidden_distance(student_hidden: Tensor, teacher_hidden: Tensor) -> Tensor:
     seed=61,
 )
 class FurtherPretrainSelfDistillation(ConfigFromKeys):
-    """Representation distillation from a further-pretrained teacher into the *initial* pretrained model.
+    r"""Representation distillation from a further-pretrained teacher into the *initial* pretrained model.
 
     Step 1: further pretrain the pretrained model on the target domain (MAE/MLM) → teacher. Step 2: restart from
     the initial pretrained weights (student) and train it with the same self-supervised loss plus this term,
@@ -52,8 +52,8 @@ class FurtherPretrainSelfDistillation(ConfigFromKeys):
 
     Math:
         .. math::
-            L = L_{SSL}(\\theta_s) + \\lambda\\,\\tfrac1B\\sum_i \\lVert h_{\\theta_s}(x_i) -
-            \\mathrm{sg}(h_{\\theta_t}(x_i))\\rVert_2^2
+            L = L_{SSL}(\theta_s) + \lambda\,\tfrac1B\sum_i \lVert h_{\theta_s}(x_i) -
+            \mathrm{sg}(h_{\theta_t}(x_i))\rVert_2^2
 
         This term returns the second summand without λ (``weight``, applied by ``RegHooks``).
 

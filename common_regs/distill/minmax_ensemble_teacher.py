@@ -50,7 +50,7 @@ def minmax_ensemble_scores(
     seed=39,
 )
 class MinMaxEnsembleTeacher(ConfigFromKeys):
-    """Teacher scores for distillation from several heterogeneous teachers (dense + sparse/lexical).
+    r"""Teacher scores for distillation from several heterogeneous teachers (dense + sparse/lexical).
 
     Teachers score on different scales (cosine in [-1, 1], BM25 in [0, 40+]); normalising each teacher's
     candidate scores per query to [0, 1] makes them comparable before averaging. The averaged score is scaled
@@ -63,9 +63,9 @@ class MinMaxEnsembleTeacher(ConfigFromKeys):
 
     Math:
         .. math::
-            \\hat S_{t,q,c} = \\frac{S_{t,q,c} - \\min_{c'} S_{t,q,c'}}{\\max_{c'} S_{t,q,c'} - \\min_{c'}
-            S_{t,q,c'}},\\qquad
-            \\mathrm{target}_{q,c} = s\\,\\frac{\\sum_t w_t \\hat S_{t,q,c}}{\\sum_t w_t}
+            \hat S_{t,q,c} = \frac{S_{t,q,c} - \min_{c'} S_{t,q,c'}}{\max_{c'} S_{t,q,c'} - \min_{c'}
+            S_{t,q,c'}},\qquad
+            \mathrm{target}_{q,c} = s\,\frac{\sum_t w_t \hat S_{t,q,c}}{\sum_t w_t}
 
         with s ↔ ``scale``, w ↔ ``weights``. If a teacher's valid candidates of query q all tie (max = min), its
         row is set to ``tie_value``: a per-row constant, which shifts the averaged row by a constant and so leaves

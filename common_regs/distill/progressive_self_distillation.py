@@ -39,7 +39,7 @@ def pskd_targets(labels: Tensor, past: Tensor, alpha: float) -> Tensor:
     seed=25,
 )
 class ProgressiveSelfDistillation(ConfigFromKeys):
-    """Soft targets mixing the label with the model's own prediction of the previous epoch (PS-KD).
+    r"""Soft targets mixing the label with the model's own prediction of the previous epoch (PS-KD).
 
     The model is its own teacher: the target of sample i at epoch t mixes its one-hot label with the softmax the
     model gave i at epoch t-1, with a weight α_t growing linearly to α_T. It softens hard labels progressively,
@@ -55,9 +55,9 @@ class ProgressiveSelfDistillation(ConfigFromKeys):
 
     Math:
         .. math::
-            \\alpha_t = \\alpha_T\\,\\min(1, (t+1)/E),\\qquad
-            \\tilde y_i = (1-\\alpha_t)\\,\\mathrm{onehot}(y_i) + \\alpha_t\\, p^{(t-1)}_i,\\qquad
-            L = -\\tfrac1B\\sum_i \\sum_k \\tilde y_{ik}\\log\\mathrm{softmax}(z_i)_k
+            \alpha_t = \alpha_T\,\min(1, (t+1)/E),\qquad
+            \tilde y_i = (1-\alpha_t)\,\mathrm{onehot}(y_i) + \alpha_t\, p^{(t-1)}_i,\qquad
+            L = -\tfrac1B\sum_i \sum_k \tilde y_{ik}\log\mathrm{softmax}(z_i)_k
 
         with α_T ↔ ``alpha_final``, E ↔ ``total_epochs``; p^{(t-1)}_i is the stored (detached) softmax of sample i,
         one-hot until the sample has been seen. ∂L/∂z_i = (p_i - ỹ_i)/B, and α = 0 gives the cross-entropy.

@@ -56,7 +56,7 @@ def ridge_probe_accuracy(
     seed=31,
 )
 class RandomTeacher(ConfigFromKeys):
-    """Soft targets from a frozen, randomly initialised teacher (DINO-style self-distillation without augmentation).
+    r"""Soft targets from a frozen, randomly initialised teacher (DINO-style self-distillation without augmentation).
 
     A student trained to match the sharpened outputs of a *random* network learns data-dependent features whose
     linear-probe accuracy exceeds the teacher's ("student beats teacher"), the effect being strongest when the
@@ -72,8 +72,8 @@ class RandomTeacher(ConfigFromKeys):
 
     Math:
         .. math::
-            q_i = \\mathrm{softmax}(t(x_i)/\\tau_t),\\qquad
-            L = -\\tfrac1B\\sum_i\\sum_k q_{ik}\\log\\mathrm{softmax}(s(x_i)/\\tau_s)_k
+            q_i = \mathrm{softmax}(t(x_i)/\tau_t),\qquad
+            L = -\tfrac1B\sum_i\sum_k q_{ik}\log\mathrm{softmax}(s(x_i)/\tau_s)_k
 
         with t the frozen teacher (``teacher``), τ_t ↔ ``teacher_temperature``, τ_s ↔ ``student_temperature``.
         With τ_s = τ_t and s ≡ t the gradient w.r.t. the student logits is 0.

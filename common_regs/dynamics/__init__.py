@@ -1,5 +1,7 @@
-"""Training dynamics and numerics (family F9): StableMax, ⊥Grad, Hessian alignment, solver-heuristic regularizers
-for neural ODEs, self-tuning networks, and double-descent / generalization-dynamics diagnostics.
+"""Training dynamics and numerics (family F9).
+
+StableMax, ⊥Grad, Hessian alignment, solver-heuristic regularizers for neural ODEs, self-tuning networks, and
+double-descent / generalization-dynamics diagnostics.
 
 ``_rk`` holds the one differentiable Dormand–Prince stepper shared by both solver-heuristic regularizers.
 """

@@ -75,7 +75,7 @@ def effective_lr_scan(features: Tensor, targets: Tensor, lrs: Sequence[float], *
           paper="Liu, Flanigan, Understanding the Role of Optimization in Double Descent, NeurIPS 2023 OPT "
                 "workshop, arXiv:2312.03951")
 class DoubleDescentDiagnostics(ConfigFromKeys):
-    """Experiment helpers relating double descent to the conditioning of the feature covariance.
+    r"""Experiment helpers relating double descent to the conditioning of the feature covariance.
 
     The test-error peak of min-norm least squares at p ≈ n coincides with the smallest non-zero eigenvalue of
     ΦᵀΦ/n going to 0 (condition number blow-up); ridge or early-stopped (small effective learning rate)
@@ -88,8 +88,8 @@ class DoubleDescentDiagnostics(ConfigFromKeys):
 
     Math:
         .. math::
-            \\hat w = \\Phi^+ y,\\quad \\kappa = \\lambda_{\\max}/\\lambda_{\\min>0}(\\Phi^\\top\\Phi/n),\\quad
-            \\text{stable GD iff } \\eta < 2/\\lambda_{\\max}
+            \hat w = \Phi^+ y,\quad \kappa = \lambda_{\max}/\lambda_{\min>0}(\Phi^\top\Phi/n),\quad
+            \text{stable GD iff } \eta < 2/\lambda_{\max}
 
     Args:
         dim: input dimension of the synthetic teacher. Default 20 (regkit toy).

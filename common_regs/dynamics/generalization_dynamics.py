@@ -53,7 +53,7 @@ def marchenko_pastur_pdf(values: Tensor, ratio: float, variance: float = 1.0) ->
           paper="Advani, Saxe, High-dimensional dynamics of generalization error in neural networks, Neural "
                 "Networks 2020, arXiv:1710.03667")
 class LinearGradientFlow(ConfigFromKeys):
-    """Exact train/test error trajectories of a linear student–teacher model under gradient flow.
+    r"""Exact train/test error trajectories of a linear student–teacher model under gradient flow.
 
     Explains why early stopping regularizes: each eigen-mode of the data covariance is learned at rate λᵢ,
     small-eigenvalue modes (which fit noise) come last, and the null-space component never moves (so the
@@ -65,8 +65,8 @@ class LinearGradientFlow(ConfigFromKeys):
 
     Math:
         .. math::
-            w(t) = \\sum_i v_i\\big(w_i^* + (w_i(0) - w_i^*)e^{-\\lambda_i t}\\big),\\quad
-            E_g(t) = \\|w(t) - \\bar w\\|^2 + \\sigma^2
+            w(t) = \sum_i v_i\big(w_i^* + (w_i(0) - w_i^*)e^{-\lambda_i t}\big),\quad
+            E_g(t) = \|w(t) - \bar w\|^2 + \sigma^2
 
         for isotropic test inputs; (λᵢ, vᵢ) eigenpairs of XᵀX/n, λᵢ = 0 modes frozen.
 

@@ -36,7 +36,7 @@ def solver_heuristic_penalty(stats: RKStats, error_weight: float = 1.0, stiffnes
           paper="Pal, Ma, Shah, Rackauckas, Opening the Blackbox: Accelerating Neural Differential Equations by "
                 "Regularizing Internal Solver Heuristics, ICML 2021, arXiv:2105.03918")
 class GlobalSolverRegularizer(ConfigFromKeys):
-    """Penalize the accumulated local-error estimate (and stiffness) of an adaptive solver over the whole solve.
+    r"""Penalize the accumulated local-error estimate (and stiffness) of an adaptive solver over the whole solve.
 
     Adaptive solvers take many steps when the learned dynamics are hard to integrate; these heuristics come for
     free from the forward solve, and minimizing them (gradients through the discrete adjoint) learns dynamics
@@ -50,9 +50,9 @@ class GlobalSolverRegularizer(ConfigFromKeys):
 
     Math:
         .. math::
-            R = \\lambda_E \\sum_j E_j |h_j| + \\lambda_S \\sum_j S_j,\\quad
-            E_j = \\mathrm{RMS}\\Big(\\frac{h_j\\sum_i (b_i - \\hat b_i)k_i}{\\mathrm{atol} + \\mathrm{rtol}
-            \\max(|y_j|, |y_{j+1}|)}\\Big),\\quad S_j = |h_j|\\frac{\\|k_7 - k_6\\|}{\\|y_{j+1} - y^{(6)}_j\\|}
+            R = \lambda_E \sum_j E_j |h_j| + \lambda_S \sum_j S_j,\quad
+            E_j = \mathrm{RMS}\Big(\frac{h_j\sum_i (b_i - \hat b_i)k_i}{\mathrm{atol} + \mathrm{rtol}
+            \max(|y_j|, |y_{j+1}|)}\Big),\quad S_j = |h_j|\frac{\|k_7 - k_6\|}{\|y_{j+1} - y^{(6)}_j\|}
 
         over the accepted Dormand–Prince 5(4) steps j; λ_E ↔ ``error_weight``, λ_S ↔ ``stiffness_weight``.
 

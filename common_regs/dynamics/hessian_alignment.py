@@ -68,7 +68,7 @@ def hessian_alignment_penalty(env_losses: Sequence[Tensor], params: Sequence[Ten
           paper="Hemati, Zhang, Estiri, Wang, Understanding Hessian Alignment for Domain Generalization, ICCV 2023, "
                 "arXiv:2308.11778")
 class HessianAlignment(ConfigFromKeys):
-    """Penalize differences of classifier-head gradients and Hessians across training domains.
+    r"""Penalize differences of classifier-head gradients and Hessians across training domains.
 
     Out-of-domain transferability is bounded by the spectral distance between domain Hessians of the classifier
     head, so aligning Hessians (and gradients) across environments improves domain generalization; HGP gets
@@ -81,8 +81,8 @@ class HessianAlignment(ConfigFromKeys):
 
     Math:
         .. math::
-            R = \\sum_e \\|H_e g_e - \\bar H\\bar g\\|^2 + \\|g_e - \\bar g\\|^2,\\quad
-            H g = \\|g\\|\\,\\nabla_\\theta\\|g\\|
+            R = \sum_e \|H_e g_e - \bar H\bar g\|^2 + \|g_e - \bar g\|^2,\quad
+            H g = \|g\|\,\nabla_\theta\|g\|
 
         (HGP), or ``diag(H_e)`` estimated by ``E_v[v ⊙ H_e v]`` with Rademacher v in place of ``H_e g_e``
         (``method="hutchinson"``); barred quantities come from the mean of the environment losses; θ = the

@@ -51,7 +51,7 @@ def local_error_penalty(func: ODEFunc, t: float, y: Tensor, h: float, *, rtol: f
           paper="Pal, Edelman, Rackauckas, Locally Regularized Neural Differential Equations: Some Black Boxes Were "
                 "Meant to Remain Closed!, ICML 2023, arXiv:2303.02262")
 class LocalSolverRegularizer(ConfigFromKeys):
-    """Solver-heuristic regularization at randomly sampled steps, usable with any ODE solver and sensitivity.
+    r"""Solver-heuristic regularization at randomly sampled steps, usable with any ODE solver and sensitivity.
 
     Instead of differentiating every step of the solve (global regularization), sample a time tⱼ of an accepted
     step, take the state y(tⱼ) from any differentiable solve (e.g. ``torchdiffeq.odeint(f, y0, times)[index]`` with
@@ -67,8 +67,8 @@ class LocalSolverRegularizer(ConfigFromKeys):
 
     Math:
         .. math::
-            R = \\frac1K\\sum_{k=1}^K E(t_{j_k}, y(t_{j_k}), h_{j_k})\\,|h_{j_k}|,\\qquad j_k \\sim
-            \\mathcal U\\{\\text{accepted steps}\\}
+            R = \frac1K\sum_{k=1}^K E(t_{j_k}, y(t_{j_k}), h_{j_k})\,|h_{j_k}|,\qquad j_k \sim
+            \mathcal U\{\text{accepted steps}\}
 
         with E the scaled Dormand–Prince 5(4) error norm of one step, K ↔ ``num_samples``.
 

@@ -38,7 +38,7 @@ def orthogonalize_grads_(params: Iterable[nn.Parameter], *, renormalize: bool = 
           paper="Prieto, Barsbey, Mediano, Birdal, Grokking at the Edge of Numerical Stability, ICLR 2025, "
                 "arXiv:2501.04697")
 class OrthogonalGradient(ConfigFromKeys):
-    """Project each parameter's gradient onto the orthogonal complement of the parameter (⊥Grad / OrthoGrad).
+    r"""Project each parameter's gradient onto the orthogonal complement of the parameter (⊥Grad / OrthoGrad).
 
     Past zero training error the cross-entropy gradient mostly scales the weights up (naïve loss minimization),
     pushing toward softmax collapse; removing that component lets generalizing directions drive training and
@@ -51,8 +51,8 @@ class OrthogonalGradient(ConfigFromKeys):
 
     Math:
         .. math::
-            g_\\perp = g - \\frac{\\langle \\theta, g\\rangle}{\\langle\\theta,\\theta\\rangle + 10^{-30}}\\theta,
-            \\qquad g \\leftarrow g_\\perp \\cdot \\frac{\\|g\\|}{\\|g_\\perp\\| + 10^{-30}}\\ (\\text{if renormalize})
+            g_\perp = g - \frac{\langle \theta, g\rangle}{\langle\theta,\theta\rangle + 10^{-30}}\theta,
+            \qquad g \leftarrow g_\perp \cdot \frac{\|g\|}{\|g_\perp\| + 10^{-30}}\ (\text{if renormalize})
 
         per parameter tensor θ (flattened).
 

@@ -45,7 +45,7 @@ class STNLinear(nn.Module):
           paper="MacKay, Vicol, Lorraine, Duvenaud, Grosse, Self-Tuning Networks: Bilevel Optimization of "
                 "Hyperparameters using Structured Best-Response Functions, ICLR 2019, arXiv:1903.03088")
 class SelfTuningNetwork(ConfigFromKeys):
-    """Alternating bilevel optimizer for a model built from :class:`STNLinear` layers and its hyperparameters.
+    r"""Alternating bilevel optimizer for a model built from :class:`STNLinear` layers and its hyperparameters.
 
     Train steps fit the weights for hyperparameters sampled around the current value (so the gated layers learn
     the local best response); validation steps move the hyperparameters (and the sampling scale σ, with an
@@ -59,9 +59,9 @@ class SelfTuningNetwork(ConfigFromKeys):
 
     Math:
         .. math::
-            \\phi \\leftarrow \\phi - \\alpha\\nabla_\\phi \\mathcal L_{train}(\\lambda + \\sigma\\epsilon, \\phi),
-            \\qquad (\\lambda, \\sigma) \\leftarrow (\\lambda, \\sigma) - \\beta\\nabla\\big[\\mathcal L_{val}
-            (\\lambda + \\sigma\\epsilon, \\phi) - \\tau \\textstyle\\sum\\log\\sigma\\big]
+            \phi \leftarrow \phi - \alpha\nabla_\phi \mathcal L_{train}(\lambda + \sigma\epsilon, \phi),
+            \qquad (\lambda, \sigma) \leftarrow (\lambda, \sigma) - \beta\nabla\big[\mathcal L_{val}
+            (\lambda + \sigma\epsilon, \phi) - \tau \textstyle\sum\log\sigma\big]
 
         with ε ~ N(0, I); T_train weight steps per T_val hyperparameter steps.
 

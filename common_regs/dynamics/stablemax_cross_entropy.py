@@ -49,7 +49,7 @@ def stablemax_cross_entropy(logits: Tensor, targets: Tensor, *, dtype: torch.dty
           paper="Prieto, Barsbey, Mediano, Birdal, Grokking at the Edge of Numerical Stability, ICLR 2025, "
                 "arXiv:2501.04697")
 class StableMaxCrossEntropy(ConfigFromKeys):
-    """Cross-entropy through StableMax instead of softmax, for training past zero training error.
+    r"""Cross-entropy through StableMax instead of softmax, for training past zero training error.
 
     Softmax probabilities round to exactly 1 in float32 once the correct logit leads by ~100 (softmax collapse),
     so the gradient vanishes and learning stalls; StableMax grows only linearly in the logits and stays finite.
@@ -61,8 +61,8 @@ class StableMaxCrossEntropy(ConfigFromKeys):
 
     Math:
         .. math::
-            s(x) = \\begin{cases} x + 1 & x \\ge 0\\\\ \\frac{1}{1 - x} & x < 0\\end{cases},\\qquad
-            \\mathcal L = -\\log \\frac{s(z_y)}{\\sum_j s(z_j)}
+            s(x) = \begin{cases} x + 1 & x \ge 0\\ \frac{1}{1 - x} & x < 0\end{cases},\qquad
+            \mathcal L = -\log \frac{s(z_y)}{\sum_j s(z_j)}
 
     Args:
         dtype: computation dtype name ("float64", "float32"). Default "float64" (reference code).

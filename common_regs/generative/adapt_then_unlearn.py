@@ -34,7 +34,7 @@ def repulsion_penalty(sq_dist: Tensor, kernel: Kernel = "exp", sigma: float = 1.
           paper="Tiwary, Guha, Mondal, Biswas, Adapt then Unlearn: Exploiting Parameter Space Semantics for "
                 "Unlearning in Generative Adversarial Networks, TMLR 2025, arXiv:2309.14054")
 class AdaptThenUnlearnRepulsion(ConfigFromKeys):
-    """Parameter-space repulsion from a copy of the model adapted to negative (unwanted) samples.
+    r"""Parameter-space repulsion from a copy of the model adapted to negative (unwanted) samples.
 
     Stage 1 adapts the pretrained generator to a few negative samples (θ_N); stage 2 trains the original
     parameters on positive data while this term pushes them away from θ_N, removing the unwanted feature while
@@ -48,8 +48,8 @@ class AdaptThenUnlearnRepulsion(ConfigFromKeys):
 
     Math:
         .. math::
-            R(\\theta) = k\\big(\\|\\theta - \\theta_N\\|_2^2\\big),\\quad
-            k(d^2) \\in \\{-d^2,\\ e^{-d^2/\\sigma},\\ 1/d^2\\}
+            R(\theta) = k\big(\|\theta - \theta_N\|_2^2\big),\quad
+            k(d^2) \in \{-d^2,\ e^{-d^2/\sigma},\ 1/d^2\}
 
     Args:
         kernel: "l2", "exp" or "inverse". Default "exp" (finite at θ = θ_N; paper default unconfirmed).

@@ -50,7 +50,7 @@ class AdaptiveGuidanceDenoiser(nn.Module):
           paper="Castillo, Kalchbrenner, Chung, Kessler, Adaptive Guidance: Training-free Acceleration of Conditional "
                 "Diffusion Models, 2023, arXiv:2312.12487")
 class AdaptiveGuidance(ConfigFromKeys):
-    """Sampler policy that stops classifier-free guidance when it stops mattering, saving ~25 % of NFEs.
+    r"""Sampler policy that stops classifier-free guidance when it stops mattering, saving ~25 % of NFEs.
 
     Late in sampling the conditional and unconditional noise predictions become nearly parallel, so CFG's extra
     unconditional pass changes little; switching to conditional-only evaluation from then on is training-free.
@@ -62,9 +62,9 @@ class AdaptiveGuidance(ConfigFromKeys):
 
     Math:
         .. math::
-            \\tilde\\epsilon_t = \\begin{cases}\\epsilon_u + s(\\epsilon_c - \\epsilon_u) & t > t^*\\\\
-            \\epsilon_c & t \\le t^*\\end{cases},\\quad t^* = \\text{first step with }
-            \\cos(\\epsilon_c, \\epsilon_u) > \\bar\\gamma
+            \tilde\epsilon_t = \begin{cases}\epsilon_u + s(\epsilon_c - \epsilon_u) & t > t^*\\
+            \epsilon_c & t \le t^*\end{cases},\quad t^* = \text{first step with }
+            \cos(\epsilon_c, \epsilon_u) > \bar\gamma
 
     Args:
         scale: CFG scale s. Default 7.5 (Stable Diffusion convention).

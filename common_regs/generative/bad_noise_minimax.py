@@ -54,7 +54,7 @@ def bad_noise(model: VelocityModel, x0: Tensor, noise: Tensor, t: Tensor, cond: 
           paper="Zi, Peng, Qi, Wang, Zhao, Xiao, Wong, MiniMax-Remover: Taming Bad Noise Helps Video Object Removal, "
                 "2025, arXiv:2505.24873")
 class BadNoiseMinimax(ConfigFromKeys):
-    """Min–max training loss over the *input noise* of a conditional flow model (stage 2 of MiniMax-Remover).
+    r"""Min–max training loss over the *input noise* of a conditional flow model (stage 2 of MiniMax-Remover).
 
     The inner step searches, on the noise sphere, for "bad noise" that makes the current model fail (e.g. a removal
     that hallucinates an object); the outer step trains the model on that noise, so that few-step sampling without
@@ -70,10 +70,10 @@ class BadNoiseMinimax(ConfigFromKeys):
 
     Math:
         .. math::
-            \\epsilon^{k+1} = \\Pi_{\\|\\cdot\\| = \\|\\epsilon^0\\|}\\Big(\\epsilon^k + \\eta\\,\\|\\epsilon^0\\|
-            \\frac{\\nabla_\\epsilon L(\\theta; \\epsilon^k)}{\\|\\nabla_\\epsilon L(\\theta; \\epsilon^k)\\|}\\Big),
-            \\quad L(\\theta;\\epsilon) = \\big\\|v_\\theta(x_t, t, c) - (\\epsilon - x_0)\\big\\|^2,\\
-            x_t = (1-t)x_0 + t\\epsilon
+            \epsilon^{k+1} = \Pi_{\|\cdot\| = \|\epsilon^0\|}\Big(\epsilon^k + \eta\,\|\epsilon^0\|
+            \frac{\nabla_\epsilon L(\theta; \epsilon^k)}{\|\nabla_\epsilon L(\theta; \epsilon^k)\|}\Big),
+            \quad L(\theta;\epsilon) = \big\|v_\theta(x_t, t, c) - (\epsilon - x_0)\big\|^2,\
+            x_t = (1-t)x_0 + t\epsilon
 
         per sample, k = 0 … K−1 (η ↔ ``step_size``, K ↔ ``steps``); the returned loss is
         ``(1 − ρ)·L(θ; ε⁰) + ρ·L(θ; ε^K)`` with ρ ↔ ``adversarial_fraction`` (ρ = 1: pure minimax).

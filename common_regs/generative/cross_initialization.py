@@ -1,5 +1,7 @@
-"""Cross initialization: start a learned token embedding at the text encoder's output of a mean embedding,
-and anchor it there with an ℓ2 penalty."""
+"""Cross initialization: start a learned token embedding at the text encoder's output of a mean embedding.
+
+An ℓ2 penalty then anchors the embedding there.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ __all__ = ["CrossInitialization"]
           paper="Pang, Zhang, Zhou, Wang, Cross Initialization for Face Personalization of Text-to-Image Models, "
                 "CVPR 2024, arXiv:2312.15905")
 class CrossInitialization(ConfigFromKeys):
-    """Initialize a textual-inversion embedding from the encoder output of a mean embedding and anchor it there.
+    r"""Initialize a textual-inversion embedding from the encoder output of a mean embedding and anchor it there.
 
     The textual-inversion input embedding v starts at ``v₀ = E(v̄)`` — the text encoder's *output* for the mean
     of a set of reference token embeddings (celebrity names in the paper), which lies close to where optimized
@@ -36,7 +38,7 @@ class CrossInitialization(ConfigFromKeys):
 
     Math:
         .. math::
-            v_0 = E\\Big(\\frac1K\\sum_k e_k\\Big),\\qquad R(v) = \\|v - v_0\\|_2^2
+            v_0 = E\Big(\frac1K\sum_k e_k\Big),\qquad R(v) = \|v - v_0\|_2^2
 
     Args:
         weight: coefficient λ of R used by ``RegHooks``. Default 5e-4 (regkit; the paper's value unconfirmed).

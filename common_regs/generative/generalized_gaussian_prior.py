@@ -43,7 +43,7 @@ def generalized_gaussian_(tensor: Tensor, beta: float, std: float, generator: to
           paper="It Takes a Good Model to Train a Good Model: Generalized Gaussian Priors for Optimized LLMs, 2025, "
                 "arXiv:2506.00486")
 class GeneralizedGaussianPrior(ConfigFromKeys):
-    """Negative log generalized-Gaussian prior on weights (β < 2 favours peaky, compressible weights), plus GG init.
+    r"""Negative log generalized-Gaussian prior on weights (β < 2 favours peaky, compressible weights), plus GG init.
 
     Trained LLM weights follow a generalized Gaussian with shape β ≈ 1–1.5 rather than a Gaussian; initializing
     from and regularizing toward that shape gives smaller, more compressible models at equal accuracy.
@@ -55,10 +55,10 @@ class GeneralizedGaussianPrior(ConfigFromKeys):
 
     Math:
         .. math::
-            p(w) = \\frac{\\beta}{2\\alpha\\Gamma(1/\\beta)}e^{-(|w|/\\alpha)^\\beta},\\qquad
-            R = \\sum_{w\\in\\Theta} (|w|/\\alpha)^\\beta,\\quad
-            \\alpha^2\\frac{\\Gamma(3/\\beta)}{\\Gamma(1/\\beta)} =
-            \\mathrm{std}^2
+            p(w) = \frac{\beta}{2\alpha\Gamma(1/\beta)}e^{-(|w|/\alpha)^\beta},\qquad
+            R = \sum_{w\in\Theta} (|w|/\alpha)^\beta,\quad
+            \alpha^2\frac{\Gamma(3/\beta)}{\Gamma(1/\beta)} =
+            \mathrm{std}^2
 
     Args:
         beta: GG shape β. Default 1.5 (regkit; inside the paper's reported 1–2 range).

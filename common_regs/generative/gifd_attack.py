@@ -67,8 +67,11 @@ def gradient_match_cost(grads: Sequence[Tensor], target: Sequence[Tensor], cost:
 
 
 def analytic_linear_inversion(grad_weight: Tensor, grad_bias: Tensor) -> Tensor:
-    """Closed-form input of one sample through ``z = Wx + b``: ``∇_W L = (∂L/∂z) xᵀ`` and ``∇_b L = ∂L/∂z``, so
-    ``x = ∇_W L[i] / ∇_b L[i]`` for the row i with the largest ``|∇_b L[i]|`` (Phong et al. 2017)."""
+    """Closed-form input of one sample through ``z = Wx + b`` (Phong et al. 2017).
+
+    ``∇_W L = (∂L/∂z) xᵀ`` and ``∇_b L = ∂L/∂z``, so ``x = ∇_W L[i] / ∇_b L[i]`` for the row i with the largest ``|∇_b
+    L[i]|``.
+    """
     i = int(grad_bias.abs().argmax())
     if float(grad_bias[i].abs()) == 0.0:
         raise ValueError("`grad_bias` is zero: the sample's loss gradient vanishes and x cannot be recovered.")
@@ -111,7 +114,7 @@ class GIFDResult:
           paper="Fang, Chen, Wang, Wang, Xia, GIFD: A Generative Gradient Inversion Method with Feature Domain "
                 "Optimization, ICCV 2023, arXiv:2308.04699")
 class GIFDAttack(ConfigFromKeys):
-    """Gradient inversion that optimizes the latent, then each intermediate feature of a generator in turn.
+    r"""Gradient inversion that optimizes the latent, then each intermediate feature of a generator in turn.
 
     Stage 0 searches the generator's latent z; stage k ≥ 1 starts from the feature the previous stage produced at
     block k and searches it within an ℓ1 ball around that start, generating the image with the remaining blocks.
@@ -127,8 +130,8 @@ class GIFDAttack(ConfigFromKeys):
 
     Math:
         .. math::
-            h_k^\\star = \\arg\\min_{\\|h - h_k^0\\|_1 \\le r_k}\\ 1 - \\cos\\big(\\nabla_\\theta
-            \\ell(f_\\theta(G_{\\ge k}(h)), y),\\ g^\\star\\big),\\qquad h_k^0 = G_{k-1}(h_{k-1}^\\star)
+            h_k^\star = \arg\min_{\|h - h_k^0\|_1 \le r_k}\ 1 - \cos\big(\nabla_\theta
+            \ell(f_\theta(G_{\ge k}(h)), y),\ g^\star\big),\qquad h_k^0 = G_{k-1}(h_{k-1}^\star)
 
         with cos over all parameter tensors concatenated ("sim"; "l2" uses Σ‖g − g*‖²); stage 0 optimizes z
         unconstrained (r ↔ ``radii``, steps ↔ ``steps``).

@@ -31,7 +31,7 @@ def per_pixel_filter(image: Tensor, kernels: Tensor, kernel_size: int) -> Tensor
           paper="Li, Guo, Lin, Ouyang, Zhang, Wang, Lin, MISF: Multi-level Interactive Siamese Filtering for High-"
                 "Fidelity Image Inpainting, CVPR 2022, arXiv:2203.06304")
 class KernelPredictionFilter(ConfigFromKeys, nn.Module):
-    """Predict a normalized k×k kernel per pixel from features and filter the image with it.
+    r"""Predict a normalized k×k kernel per pixel from features and filter the image with it.
 
     MISF's image-level branch fills holes by predictive filtering: a small network predicts, for every pixel, a
     kernel that mixes its neighbourhood. It is an architecture op, not a regularizer; registered as a ``solver``
@@ -45,7 +45,7 @@ class KernelPredictionFilter(ConfigFromKeys, nn.Module):
 
     Math:
         .. math::
-            K_p = \\mathrm{softmax}(g_\\theta(f)_p),\\qquad \\hat y_p = \\sum_{q\\in N_k(p)} K_p(q)\\,x_q
+            K_p = \mathrm{softmax}(g_\theta(f)_p),\qquad \hat y_p = \sum_{q\in N_k(p)} K_p(q)\,x_q
 
     Args:
         feature_channels: channels of the guiding feature map f. Default 16 (regkit toy).

@@ -73,7 +73,7 @@ def disomap_loss(encoder: Callable[[Tensor], Tensor], x_real: Tensor, x_fake: Te
           paper="Liu, Li, Wu, Liang, Huang, Li, Ghanem, Zheng, Combating Mode Collapse in GANs via Manifold Entropy "
                 "Estimation, AAAI 2023, arXiv:2208.12055")
 class ManifoldEntropy(ConfigFromKeys):
-    """Entropy bonus on embedding codes: push each code away from its nearest neighbour in a replay buffer.
+    r"""Entropy bonus on embedding codes: push each code away from its nearest neighbour in a replay buffer.
 
     In MEE the discriminator is an embedding network (shaped by the DLLE and DIsoMap terms, see
     :func:`dlle_loss` / :func:`disomap_loss`); the generator (and the discriminator on real codes) maximizes a
@@ -87,8 +87,8 @@ class ManifoldEntropy(ConfigFromKeys):
 
     Math:
         .. math::
-            L_{ent} = -\\log\\Big(\\frac1B\\sum_i \\min_{b\\le K} \\tfrac1d\\|z_i - m_b\\|^2\\Big),\\qquad
-            m \\leftarrow \\mathrm{FIFO}(m, \\mathrm{sg}\\,z)
+            L_{ent} = -\log\Big(\frac1B\sum_i \min_{b\le K} \tfrac1d\|z_i - m_b\|^2\Big),\qquad
+            m \leftarrow \mathrm{FIFO}(m, \mathrm{sg}\,z)
 
         z ↔ the batch codes (B, d), m ↔ the replay buffer (K, d), initialised U(−1, 1); the coefficient η (official:
         linear ramp 0 → 1 over 100 epochs) is the ``RegHooks`` weight (use ``schedules.Linear``).

@@ -20,8 +20,10 @@ __all__ = ["FourierFeatureField", "OReXGradientHinge", "input_gradient_hinge", "
 
 
 class FourierFeatureField(nn.Module):
-    """A small 2-D coordinate network for in/out logit fields: x ↦ [x, sin(2^k π x), cos(2^k π x)]_{k<freqs} → softplus
-    (β=100) MLP with two hidden layers of ``width`` → one logit per point.
+    """A small 2-D coordinate network for in/out logit fields.
+
+    x ↦ [x, sin(2^k π x), cos(2^k π x)]_{k<freqs} → softplus (β=100) MLP with two hidden layers of ``width`` → one
+    logit per point.
 
     The kind of positional-encoding field OReX regularizes (regkit's test and benchmark model), not the paper's exact
     architecture.
@@ -60,7 +62,7 @@ def iterative_bce(logits_per_iteration: Sequence[Tensor], labels: Tensor) -> Ten
           paper="Sawdayee, Vaxman, Bermano, OReX: Object Reconstruction from Planar Cross-sections Using Neural "
                 "Fields, CVPR 2023, arXiv:2211.12886")
 class OReXGradientHinge(ConfigFromKeys):
-    """Penalize spatial gradients of an inside/outside logit field that exceed a bound (anti-ripple term).
+    r"""Penalize spatial gradients of an inside/outside logit field that exceed a bound (anti-ripple term).
 
     A neural field fit to in/out labels on a few planes (slices) grows very steep logits around the input contours;
     meshing its 0.5 level set then shows ripples. Bounding ‖∇ₓ f‖ by a hinge at the training points (which the
@@ -73,8 +75,8 @@ class OReXGradientHinge(ConfigFromKeys):
 
     Math:
         .. math::
-            L = \\frac1T\\sum_{t=1}^T \\mathrm{BCE}(f_t(x), o(x)) + \\lambda\\,\\frac1N\\sum_i
-            \\max\\big(\\|\\nabla_x f_T(x_i)\\|_2 - \\alpha,\\ 0\\big)
+            L = \frac1T\sum_{t=1}^T \mathrm{BCE}(f_t(x), o(x)) + \lambda\,\frac1N\sum_i
+            \max\big(\|\nabla_x f_T(x_i)\|_2 - \alpha,\ 0\big)
 
         This term is the second summand (its λ is the ``RegHooks`` weight); the first is :func:`iterative_bce`.
         f_T ↔ the last refinement iteration's logits, α ↔ ``alpha``.

@@ -71,7 +71,7 @@ def gaussian_prior_eps(mean: Tensor, cov: Tensor) -> Callable[[Tensor, Tensor], 
           paper="Mardani, Song, Kautz, Vahdat, A Variational Perspective on Solving Inverse Problems with Diffusion "
                 "Models, ICLR 2024, arXiv:2305.04391")
 class REDDiff(ConfigFromKeys):
-    """RED-diff sampler-as-optimizer: fit the mean μ of a variational posterior with Adam, timestep by timestep.
+    r"""RED-diff sampler-as-optimizer: fit the mean μ of a variational posterior with Adam, timestep by timestep.
 
     For an inverse problem ``y = H(x₀) + noise`` with a pretrained diffusion prior, RED-diff minimizes a data-fit
     term plus a "regularization by denoising" term in which denoisers at all noise levels act on μ; no backprop
@@ -84,10 +84,10 @@ class REDDiff(ConfigFromKeys):
 
     Math:
         .. math::
-            x_0 = \\mu + \\sigma_{x_0}\\xi,\\quad x_t = \\sqrt{\\bar\\alpha_t}x_0 + \\sqrt{1-\\bar\\alpha_t}\\epsilon,
-            \\quad \\ell_t(\\mu) = v\\,\\tfrac12\\,\\mathrm{mean}\\|y - H(x_0)\\|^2
-            + \\lambda\\,\\omega(s_t)\\,\\mathrm{mean}\\big(\\mathrm{sg}[\\hat\\epsilon(x_t, t) - \\epsilon]
-            \\odot x_0\\big)
+            x_0 = \mu + \sigma_{x_0}\xi,\quad x_t = \sqrt{\bar\alpha_t}x_0 + \sqrt{1-\bar\alpha_t}\epsilon,
+            \quad \ell_t(\mu) = v\,\tfrac12\,\mathrm{mean}\|y - H(x_0)\|^2
+            + \lambda\,\omega(s_t)\,\mathrm{mean}\big(\mathrm{sg}[\hat\epsilon(x_t, t) - \epsilon]
+            \odot x_0\big)
 
         with s_t = √(1−ᾱ_t)/√ᾱ_t, ω ↔ ``weighting``, λ ↔ ``grad_term_weight``, v ↔ ``obs_weight``; one Adam step
         (betas (0.9, 0.99)) on μ per visited timestep, in the order given (official: t = T … 1).

@@ -30,7 +30,7 @@ def jacobian_vector_norms(x_t: Tensor, x0_pred: Tensor, alpha_bar: Tensor, gener
           paper="Guo, Xu, Wang, Chang, Wang, Wang, Shi, Smooth Diffusion: Crafting Smooth Latent Spaces in Diffusion "
                 "Models, CVPR 2024, arXiv:2312.04410")
 class StepVariationRegularizer(ConfigFromKeys):
-    """Path-length-style penalty making the denoiser's x̂₀ vary uniformly with x_t (smooth latent space).
+    r"""Path-length-style penalty making the denoiser's x̂₀ vary uniformly with x_t (smooth latent space).
 
     A small change of the noisy latent should change the predicted clean image by a proportional, roughly
     constant amount; penalizing the deviation of the Jacobian–vector norm from its running mean gives smoother
@@ -44,9 +44,9 @@ class StepVariationRegularizer(ConfigFromKeys):
 
     Math:
         .. math::
-            r_b = \\big\\|\\nabla_{x_t}\\langle \\hat x_0(x_t), n\\rangle\\big\\|_2,\\ n\\sim\\mathcal N(0, I)
-            \\frac{\\sqrt{1-\\bar\\alpha_t}}{\\sqrt{CHW}},\\quad m \\leftarrow m + \\delta(\\bar r - m),\\quad
-            L = \\tfrac1B\\sum_b (r_b - m)^2
+            r_b = \big\|\nabla_{x_t}\langle \hat x_0(x_t), n\rangle\big\|_2,\ n\sim\mathcal N(0, I)
+            \frac{\sqrt{1-\bar\alpha_t}}{\sqrt{CHW}},\quad m \leftarrow m + \delta(\bar r - m),\quad
+            L = \tfrac1B\sum_b (r_b - m)^2
 
         with δ ↔ ``decay`` and m updated with the detached batch mean.
 

@@ -86,7 +86,7 @@ class _MaestroWeight(WeightParametrization):
           paper="Horváth, Laskaridis, Rajput, Wang, Maestro: Uncovering Low-Rank Structures via Trainable "
                 "Decomposition, ICML 2024, arXiv:2308.14929")
 class Maestro(ParametrizedReparam):
-    """Ordered trainable low-rank decomposition W = U Vᵀ with ordered dropout, group lasso and rank shrinking.
+    r"""Ordered trainable low-rank decomposition W = U Vᵀ with ordered dropout, group lasso and rank shrinking.
 
     Each weight is replaced by SVD-initialized factors; training adds a pass in which one layer is truncated to its
     first ⌈p·r⌉ components (ordered dropout, distilled from the full pass), a hierarchical group lasso on the
@@ -100,12 +100,12 @@ class Maestro(ParametrizedReparam):
 
     Math:
         .. math::
-            W = U_{:,K}V_{K,:},\\quad U = U_{svd}\\sqrt{S},\\ V = \\sqrt{S}V_{svd}^\\top \\ \\text{(init)},\\\\
-            W_p = U_{:,K_{1..\\lceil p|K|\\rceil}}V_{K_{1..\\lceil p|K|\\rceil},:},\\quad
-            GL = \\sum_i \\Big(\\sqrt{\\textstyle\\sum_{j\\ge i}\\|v_j\\|^2}
-                 + \\sqrt{\\textstyle\\sum_{j\\ge i}\\|u_j\\|^2}\\Big),\\\\
-            L = CE(f(x), y) + CE\\big(f_{p,l}(x), \\mathrm{sg}(\\mathrm{softmax}(f(x)))\\big) + \\lambda\\,GL,\\quad
-            K \\leftarrow \\{i : \\|u_i\\|\\|v_i\\| \\ge \\varepsilon\\}\\ \\text{(after each epoch)}
+            W = U_{:,K}V_{K,:},\quad U = U_{svd}\sqrt{S},\ V = \sqrt{S}V_{svd}^\top \ \text{(init)},\\
+            W_p = U_{:,K_{1..\lceil p|K|\rceil}}V_{K_{1..\lceil p|K|\rceil},:},\quad
+            GL = \sum_i \Big(\sqrt{\textstyle\sum_{j\ge i}\|v_j\|^2}
+                 + \sqrt{\textstyle\sum_{j\ge i}\|u_j\|^2}\Big),\\
+            L = CE(f(x), y) + CE\big(f_{p,l}(x), \mathrm{sg}(\mathrm{softmax}(f(x)))\big) + \lambda\,GL,\quad
+            K \leftarrow \{i : \|u_i\|\|v_i\| \ge \varepsilon\}\ \text{(after each epoch)}
 
         with K the kept components (``keep`` buffer) and (l, p) sampled one layer at a time.
 

@@ -54,7 +54,7 @@ class _PelaWeight(WeightParametrization):
           paper="Guo, Wang, Kankanhalli, PELA: Learning Parameter-Efficient Models with Low-Rank Approximation, "
                 "CVPR 2024, arXiv:2310.10700")
 class PELA(ParametrizedReparam):
-    """Compress a pretrained model by truncated SVD, then train the factors with distillation and a weight penalty.
+    r"""Compress a pretrained model by truncated SVD, then train the factors with distillation and a weight penalty.
 
     Each target weight W is replaced by the factors A = U_r√S_r, B = √S_r V_rᵀ (the best rank-r approximation).
     In PELA's intermediate pre-training only these factors train, with feature distillation from the frozen
@@ -66,9 +66,9 @@ class PELA(ParametrizedReparam):
 
     Math:
         .. math::
-            W \\approx A B,\\ A = U_r\\sqrt{S_r},\\ B = \\sqrt{S_r}V_r^\\top,\\quad
-            L = L_{task} + \\alpha \\sum_l \\overline{(F^{low}_l - F^{orig}_l)^2}
-                + \\beta \\sum_{layers} \\|A B - W\\|_F^2
+            W \approx A B,\ A = U_r\sqrt{S_r},\ B = \sqrt{S_r}V_r^\top,\quad
+            L = L_{task} + \alpha \sum_l \overline{(F^{low}_l - F^{orig}_l)^2}
+                + \beta \sum_{layers} \|A B - W\|_F^2
 
         r = ``rank`` or the largest r with r·(out + in) ≤ ``keep_ratio``·out·in.
 

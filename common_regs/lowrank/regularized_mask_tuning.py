@@ -67,7 +67,7 @@ class _MaskedWeight(WeightParametrization):
           paper="Zheng, Wu, Feng, Zhu, Liu, Zhao, Zha, Chen, Shen, Regularized Mask Tuning: Uncovering Hidden "
                 "Knowledge in Pre-trained Vision-Language Models, ICCV 2023, arXiv:2307.15049")
 class RegularizedMaskTuning(ParametrizedReparam):
-    """Learn a binary mask over frozen pretrained weights of selected layers; regularize mask updates.
+    r"""Learn a binary mask over frozen pretrained weights of selected layers; regularize mask updates.
 
     The weights stay frozen; real-valued scores M are binarized by a hard threshold, and the masked weight
     W ⊙ 1[M > α] is used in the forward pass (straight-through gradient). Gradient dropout mixes the task gradient
@@ -79,9 +79,9 @@ class RegularizedMaskTuning(ParametrizedReparam):
 
     Math:
         .. math::
-            W' = W \\odot \\mathbb{1}[M > \\alpha],\\quad \\frac{\\partial L}{\\partial M} := \\frac{\\partial L}
-            {\\partial W'} \\odot W,\\\\
-            g = \\mathrm{GradDrop}(\\nabla_M L_{ce}, \\nabla_M \\mathrm{KL}(p_{0}\\,\\|\\,p_M))
+            W' = W \odot \mathbb{1}[M > \alpha],\quad \frac{\partial L}{\partial M} := \frac{\partial L}
+            {\partial W'} \odot W,\\
+            g = \mathrm{GradDrop}(\nabla_M L_{ce}, \nabla_M \mathrm{KL}(p_{0}\,\|\,p_M))
 
     Args:
         threshold: α. Default 5e-3 (source: Piggyback mask-learning convention, Mallya et al. 2018; R-AMT's value

@@ -47,7 +47,7 @@ class _SorsaWeight(WeightParametrization):
           paper="Cao, SORSA: Singular Values and Orthonormal Regularized Singular Vectors Adaptation of Large "
                 "Language Models, 2024, arXiv:2409.00055")
 class SORSA(ParametrizedReparam):
-    """SVD-split adapter: trainable principal factors (A, S, B) over a frozen residual weight.
+    r"""SVD-split adapter: trainable principal factors (A, S, B) over a frozen residual weight.
 
     The principal rank-r part of each weight becomes trainable singular vectors and values; the rest is frozen.
     Pair it with :class:`~common_regs.lowrank.sorsa_orthonormal_penalty.SorsaOrthonormalPenalty` to keep A and B
@@ -59,8 +59,8 @@ class SORSA(ParametrizedReparam):
 
     Math:
         .. math::
-            W = U\\Sigma V^\\top,\\ A = V_{:,1..r}^\\top,\\ S = \\sigma_{1..r},\\ B = U_{:,1..r},\\
-            W_{res} = W - s\\,(B\\,\\mathrm{diag}(S))A,\\quad W' = W_{res} + s\\,(B\\,\\mathrm{diag}(S))A
+            W = U\Sigma V^\top,\ A = V_{:,1..r}^\top,\ S = \sigma_{1..r},\ B = U_{:,1..r},\
+            W_{res} = W - s\,(B\,\mathrm{diag}(S))A,\quad W' = W_{res} + s\,(B\,\mathrm{diag}(S))A
 
         with s = ``alpha``/``rank`` (1 when ``alpha`` is None), as in the official layer.
 

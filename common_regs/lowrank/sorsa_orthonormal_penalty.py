@@ -49,7 +49,7 @@ def sorsa_factors(model: nn.Module) -> list[tuple[Tensor, Tensor]]:
           paper="Cao, SORSA: Singular Values and Orthonormal Regularized Singular Vectors Adaptation of Large "
                 "Language Models, 2024, arXiv:2409.00055")
 class SorsaOrthonormalPenalty(ConfigFromKeys):
-    """Orthonormality regularizer of SORSA: keeps the trainable singular vectors orthonormal.
+    r"""Orthonormality regularizer of SORSA: keeps the trainable singular vectors orthonormal.
 
     Add it next to a :class:`~common_regs.lowrank.sorsa.SORSA` reparametrization; it finds every SORSA adapter of
     ``ctx.model`` by itself. At SORSA's SVD initialization it is exactly 0.
@@ -60,7 +60,7 @@ class SorsaOrthonormalPenalty(ConfigFromKeys):
 
     Math:
         .. math::
-            \\mathcal{R} = \\frac{1}{2L}\\sum_{l=1}^{L}\\big(\\|A_lA_l^\\top - I\\|_F + \\|B_l^\\top B_l - I\\|_F\\big)
+            \mathcal{R} = \frac{1}{2L}\sum_{l=1}^{L}\big(\|A_lA_l^\top - I\|_F + \|B_l^\top B_l - I\|_F\big)
 
         The trainer adds γ·R with γ = ``weight``.
 

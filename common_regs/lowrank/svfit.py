@@ -48,7 +48,7 @@ class _SVFitWeight(WeightParametrization):
           paper="Sun et al., SVFit: Parameter-Efficient Fine-Tuning of Large Pre-Trained Models Using Singular "
                 "Values, 2024, arXiv:2409.05926")
 class SVFit(ParametrizedReparam):
-    """Parameter-efficient fine-tuning that trains only the top-r singular values of each weight.
+    r"""Parameter-efficient fine-tuning that trains only the top-r singular values of each weight.
 
     Each target weight is split by SVD into its best rank-r part and a frozen residual; only the r singular values
     are trainable, so a layer costs r parameters. Use it to adapt a pretrained model with a tiny parameter budget.
@@ -59,8 +59,8 @@ class SVFit(ParametrizedReparam):
 
     Math:
         .. math::
-            W = U\\Sigma V^\\top,\\quad W' = U_r\\,\\mathrm{diag}(\\sigma)\\,V_r^\\top + (W - U_r\\Sigma_rV_r^\\top),
-            \\quad \\sigma \\leftarrow \\sigma_{1..r}\\ \\text{at init (trainable)}
+            W = U\Sigma V^\top,\quad W' = U_r\,\mathrm{diag}(\sigma)\,V_r^\top + (W - U_r\Sigma_rV_r^\top),
+            \quad \sigma \leftarrow \sigma_{1..r}\ \text{at init (trainable)}
 
         r = ``rank``, or the smallest r with Σ_{i≤r} σ_i² ≥ ``energy``·Σ_i σ_i².
 

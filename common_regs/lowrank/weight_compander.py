@@ -56,7 +56,7 @@ class _CompanderWeight(WeightParametrization):
           paper="Cakaj, Mehnert, Yang, Weight Compander: A Simple Weight Reparameterization for Regularization, "
                 "IJCNN 2023, arXiv:2306.16993")
 class WeightCompander(ParametrizedReparam):
-    """Reparametrize each weight as w = f(v) with a compander f that limits large weights and repels zero.
+    r"""Reparametrize each weight as w = f(v) with a compander f that limits large weights and repels zero.
 
     The network trains the latent v; f compresses large magnitudes (f' → 0) and expands values near zero
     (f'(0) > 1), so no single weight can dominate and "dead" near-zero weights keep receiving large updates.
@@ -68,8 +68,8 @@ class WeightCompander(ParametrizedReparam):
 
     Math:
         .. math::
-            w = f_\\mu(v) = \\mathrm{sgn}(v)\\,\\frac{\\ln(1 + \\mu |v|)}{\\ln(1 + \\mu)},\\qquad
-            v_0 = f_\\mu^{-1}(w_0) = \\mathrm{sgn}(w_0)\\,\\frac{(1+\\mu)^{|w_0|} - 1}{\\mu}
+            w = f_\mu(v) = \mathrm{sgn}(v)\,\frac{\ln(1 + \mu |v|)}{\ln(1 + \mu)},\qquad
+            v_0 = f_\mu^{-1}(w_0) = \mathrm{sgn}(w_0)\,\frac{(1+\mu)^{|w_0|} - 1}{\mu}
 
         μ = exp(``log_mu``), learned when ``learnable``.
 

@@ -1,13 +1,13 @@
-"""Shared OT helpers: input validation and the log-domain Sinkhorn scaling step (one copy of the math).
+r"""Shared OT helpers: input validation and the log-domain Sinkhorn scaling step (one copy of the math).
 
 Parametrization (Tang et al. 2024, Eq. 2; the same scaling as Cuturi 2013 in log domain): with η = 1/ε and dual
 variables x ∈ ℝⁿ, y ∈ ℝᵐ the plan is
 
-.. math:: P_{ij}(x, y) = \\exp\\big(\\eta(-C_{ij} + x_i + y_j) - 1\\big)
+.. math:: P_{ij}(x, y) = \exp\big(\eta(-C_{ij} + x_i + y_j) - 1\big)
 
 and the concave Lyapunov (dual) function is
 
-.. math:: f(x, y) = -\\tfrac{1}{\\eta}\\sum_{ij} P_{ij}(x, y) + \\sum_i r_i x_i + \\sum_j c_j y_j.
+.. math:: f(x, y) = -\tfrac{1}{\eta}\sum_{ij} P_{ij}(x, y) + \sum_i r_i x_i + \sum_j c_j y_j.
 
 A Sinkhorn iteration is exact block maximization of f: ``x += (log r − log P1)/η`` then ``y += (log c − log Pᵀ1)/η``.
 """

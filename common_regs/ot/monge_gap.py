@@ -86,7 +86,7 @@ def sinkhorn_divergence(x: Tensor, y: Tensor, *, eps: float, cost_fn: CostFn = s
           paper="Uscidda, Cuturi, The Monge Gap: A Regularizer to Learn All Transport Maps, ICML 2023, "
                 "arXiv:2302.04953")
 class MongeGap(ConfigFromKeys):
-    """Monge gap of a map T on reference samples: displacement cost minus the entropic OT cost of (x, T(x)).
+    r"""Monge gap of a map T on reference samples: displacement cost minus the entropic OT cost of (x, T(x)).
 
     Add it to a fitting loss between T♯μ and ν so that among all maps that push μ to ν the fit prefers the
     c-optimal one; it is ≈0 exactly when T is optimal (identity, translations, gradients of convex functions for
@@ -99,9 +99,9 @@ class MongeGap(ConfigFromKeys):
 
     Math:
         .. math::
-            \\mathcal M_\\varepsilon(T) = \\frac1n\\sum_{i=1}^n c(x_i, T(x_i)) -
-            \\min_{P\\in U(\\frac1n\\mathbf 1, \\frac1n\\mathbf 1)} \\langle P, C\\rangle +
-            \\varepsilon\\,\\mathrm{KL}(P\\,\\|\\,\\tfrac1{n^2}\\mathbf 1\\mathbf 1^\\top),\\quad
+            \mathcal M_\varepsilon(T) = \frac1n\sum_{i=1}^n c(x_i, T(x_i)) -
+            \min_{P\in U(\frac1n\mathbf 1, \frac1n\mathbf 1)} \langle P, C\rangle +
+            \varepsilon\,\mathrm{KL}(P\,\|\,\tfrac1{n^2}\mathbf 1\mathbf 1^\top),\quad
             C_{ij} = c(x_i, T(x_j))
 
         with ``c(x, y) = ‖x − y‖²`` and ``ε`` = ``eps`` or ``relative_eps · mean(C)``.

@@ -51,7 +51,7 @@ def sinkhorn(
           paper="Cuturi, Sinkhorn Distances: Lightspeed Computation of Optimal Transport, NeurIPS 2013, "
                 "arXiv:1306.0895")
 class Sinkhorn(ConfigFromKeys):
-    """Entropic OT solver (log-domain Sinkhorn), the baseline of :class:`SinkhornNewtonSparse`.
+    r"""Entropic OT solver (log-domain Sinkhorn), the baseline of :class:`SinkhornNewtonSparse`.
 
     Use it for entropic OT plans and costs between two histograms; it is linearly convergent and slows down sharply
     as ``eps`` → 0, which is what SNS fixes.
@@ -62,9 +62,9 @@ class Sinkhorn(ConfigFromKeys):
 
     Math:
         .. math::
-            P_{ij} = \\exp\\big((-C_{ij} + x_i + y_j)/\\varepsilon - 1\\big),\\quad
-            x \\leftarrow x + \\varepsilon(\\log a - \\log P\\mathbf 1),\\quad
-            y \\leftarrow y + \\varepsilon(\\log b - \\log P^\\top\\mathbf 1)
+            P_{ij} = \exp\big((-C_{ij} + x_i + y_j)/\varepsilon - 1\big),\quad
+            x \leftarrow x + \varepsilon(\log a - \log P\mathbf 1),\quad
+            y \leftarrow y + \varepsilon(\log b - \log P^\top\mathbf 1)
 
         stopped when ``‖P1 − a‖₁ + ‖Pᵀ1 − b‖₁ <= tol``. ``ε`` ↔ ``eps``.
 

@@ -107,7 +107,7 @@ def sinkhorn_newton_sparse(
           paper="Tang, Shavlovsky, Rahmanian, Tardini, Thekumparampil, Xiao, Ying, Accelerating Sinkhorn Algorithm "
                 "with Sparse Newton Iterations, ICLR 2024, arXiv:2401.12253")
 class SinkhornNewtonSparse(ConfigFromKeys):
-    """Entropic OT by Sinkhorn warm start followed by Newton steps with a sparsified Hessian (SNS).
+    r"""Entropic OT by Sinkhorn warm start followed by Newton steps with a sparsified Hessian (SNS).
 
     Same fixed point (plan) as :class:`~common_regs.ot.sinkhorn.Sinkhorn`, reached in far fewer iterations at small
     ε, where Sinkhorn's linear rate collapses; each Newton step is O(n²) plus sparse conjugate gradient.
@@ -120,11 +120,11 @@ class SinkhornNewtonSparse(ConfigFromKeys):
 
     Math:
         .. math::
-            f(x, y) = -\\tfrac1\\eta\\sum_{ij} e^{\\eta(-C_{ij}+x_i+y_j)-1}
-            + \\textstyle\\sum_i a_i x_i + \\sum_j b_j y_j,
-            \\quad z \\leftarrow z + \\alpha\\,M^{-1}\\nabla f(z),\\quad
-            M = \\eta\\begin{pmatrix}\\mathrm{diag}(P\\mathbf 1) & S_\\rho(P)\\\\ S_\\rho(P)^\\top &
-            \\mathrm{diag}(P^\\top\\mathbf 1)\\end{pmatrix}
+            f(x, y) = -\tfrac1\eta\sum_{ij} e^{\eta(-C_{ij}+x_i+y_j)-1}
+            + \textstyle\sum_i a_i x_i + \sum_j b_j y_j,
+            \quad z \leftarrow z + \alpha\,M^{-1}\nabla f(z),\quad
+            M = \eta\begin{pmatrix}\mathrm{diag}(P\mathbf 1) & S_\rho(P)\\ S_\rho(P)^\top &
+            \mathrm{diag}(P^\top\mathbf 1)\end{pmatrix}
 
         after ``sinkhorn_iters`` Sinkhorn sweeps; ``S_ρ`` keeps the ⌈ρnm⌉ largest plan entries (ρ ↔ ``density``),
         ``α`` by Armijo backtracking, η = 1/``eps``.

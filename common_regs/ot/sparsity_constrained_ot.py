@@ -64,7 +64,7 @@ def sparsity_constrained_ot(a: Tensor, b: Tensor, cost: Tensor, max_nz: int, gam
 @register("sparsity_constrained_ot", kind="solver", seed=70,
           paper="Liu, Puigcerver, Blondel, Sparsity-Constrained Optimal Transport, ICLR 2023, arXiv:2209.15466")
 class SparsityConstrainedOT(ConfigFromKeys):
-    """Quadratically-regularized OT whose plan has at most k non-zeros in every column.
+    r"""Quadratically-regularized OT whose plan has at most k non-zeros in every column.
 
     Use it for capacity-controlled assignments (e.g. tokens → experts, items → clusters) where each target may draw
     from at most k sources: k = 1 gives a hard assignment (unregularized-OT-like), k = n the plain quadratically
@@ -78,9 +78,9 @@ class SparsityConstrainedOT(ConfigFromKeys):
 
     Math:
         .. math::
-            \\min_{T\\in U(a,b),\\ \\|t_j\\|_0\\le k} \\langle T, C\\rangle + \\tfrac\\gamma2\\|T\\|_F^2
-            = \\max_{\\alpha,\\beta}\\ \\alpha^\\top a + \\beta^\\top b - \\sum_j \\tfrac1{2\\gamma}
-            \\sum_{i\\in\\mathrm{top}_k(s_j)} [s_{ij}]_+^2,\\quad s_{ij} = \\alpha_i + \\beta_j - C_{ij}
+            \min_{T\in U(a,b),\ \|t_j\|_0\le k} \langle T, C\rangle + \tfrac\gamma2\|T\|_F^2
+            = \max_{\alpha,\beta}\ \alpha^\top a + \beta^\top b - \sum_j \tfrac1{2\gamma}
+            \sum_{i\in\mathrm{top}_k(s_j)} [s_{ij}]_+^2,\quad s_{ij} = \alpha_i + \beta_j - C_{ij}
 
         with the plan ``T_ij = [s_ij]₊/γ`` on the top-k entries of each column. ``k`` ↔ ``max_nz``, ``γ`` ↔ ``gamma``.
 

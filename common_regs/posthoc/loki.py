@@ -58,7 +58,7 @@ class LokiHead(nn.Module):
           paper="Roberts, Li, Adila, Cromp, Huang, Zhao, Sala, Geometry-Aware Adaptation for Pretrained Models, "
                 "NeurIPS 2023, arXiv:2307.12226")
 class Loki(ConfigFromKeys):
-    """Drop-in prediction rule: predict the Fréchet mean of the label metric space instead of the argmax.
+    r"""Drop-in prediction rule: predict the Fréchet mean of the label metric space instead of the argmax.
 
     A classifier trained on K of the |Y| labels can then predict any label, including unobserved ones lying
     "between" observed classes in the metric (tree, graph, embedding distances). No training.
@@ -69,7 +69,7 @@ class Loki(ConfigFromKeys):
 
     Math:
         .. math::
-            \\hat y(x) = \\arg\\min_{y \\in \\mathcal{Y}} \\sum_{k=1}^{K} P(y_k \\mid x)\\, d(y, y_k)^2
+            \hat y(x) = \arg\min_{y \in \mathcal{Y}} \sum_{k=1}^{K} P(y_k \mid x)\, d(y, y_k)^2
 
     Args:
         distances: |Y|×|Y| label metric d (e.g. :func:`graph_distances` of a label graph).

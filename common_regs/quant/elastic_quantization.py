@@ -89,7 +89,7 @@ class _ElasticWeight(WeightParametrization):
           paper="Xu, Han, Tian, Yang, Zhang, EQ-Net: Elastic Quantization Neural Networks, ICCV 2023, "
                 "arXiv:2308.07650")
 class ElasticQuantization(ParametrizedReparam):
-    """Weight-sharing quantization supernet over several bit-widths, with weight-distribution regularization.
+    r"""Weight-sharing quantization supernet over several bit-widths, with weight-distribution regularization.
 
     Every target layer's weight is fake-quantized at a switchable bit-width (one learnable step size per channel and
     bit-width). Training follows EQ-Net's sandwich rule: the widest bit-width learns from labels, narrower ones from
@@ -104,12 +104,12 @@ class ElasticQuantization(ParametrizedReparam):
 
     Math:
         .. math::
-            \\hat W_b = (\\mathrm{clamp}(\\lfloor W/\\delta_b \\rceil + z_b, 0, 2^b-1) - z_b)\\,\\delta_b,\\
-            z_b = 2^{b-1}-1,\\\\
-            L_{WDR} = \\lambda_k \\tfrac{1}{L}\\sum_l (\\kappa(W_l) - 1.8)^2 + \\lambda_s \\tfrac{1}{L}\\sum_l
-            \\gamma(W_l)^2,\\\\
-            L = CE(f_{b_{max}}, y) + \\sum_{k\\ge 1} \\big[\\tfrac12 KL(\\mathrm{sg}\\,p_{k-1} \\| p_k)
-            + \\tfrac12 CE(f_{b_k}, y)\\big] + L_{WDR}
+            \hat W_b = (\mathrm{clamp}(\lfloor W/\delta_b \rceil + z_b, 0, 2^b-1) - z_b)\,\delta_b,\
+            z_b = 2^{b-1}-1,\\
+            L_{WDR} = \lambda_k \tfrac{1}{L}\sum_l (\kappa(W_l) - 1.8)^2 + \lambda_s \tfrac{1}{L}\sum_l
+            \gamma(W_l)^2,\\
+            L = CE(f_{b_{max}}, y) + \sum_{k\ge 1} \big[\tfrac12 KL(\mathrm{sg}\,p_{k-1} \| p_k)
+            + \tfrac12 CE(f_{b_k}, y)\big] + L_{WDR}
 
         κ = kurtosis, γ = skewness; sub-networks: widest, random ones, narrowest (``num_subnets`` in total).
 

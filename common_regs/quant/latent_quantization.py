@@ -48,7 +48,7 @@ class LatentQuantizer(nn.Module):
           paper="Hsu, Dorrell, Whittington, Wu, Finn, Disentanglement via Latent Quantization, NeurIPS 2023, "
                 "arXiv:2305.18378")
 class LatentQuantization(ConfigFromKeys):
-    """Quantized latent bottleneck with a learnable scalar codebook per dimension, and its two VQ-style losses.
+    r"""Quantized latent bottleneck with a learnable scalar codebook per dimension, and its two VQ-style losses.
 
     Put ``lq.quantizer`` between encoder and decoder; add ``lq`` as a loss term. Each latent dimension snaps to the
     nearest of its own K learnable values (straight-through gradient to the encoder); the quantization loss moves
@@ -61,9 +61,9 @@ class LatentQuantization(ConfigFromKeys):
 
     Math:
         .. math::
-            \\hat z_j = \\arg\\min_{v\\in V_j}|z_j - v|,\\quad \\tilde z = z + \\mathrm{sg}(\\hat z - z),\\\\
-            L = \\lambda_q\\,\\overline{(\\mathrm{sg}(z) - \\hat z)^2}
-              + \\lambda_c\\,\\overline{(z - \\mathrm{sg}(\\hat z))^2}
+            \hat z_j = \arg\min_{v\in V_j}|z_j - v|,\quad \tilde z = z + \mathrm{sg}(\hat z - z),\\
+            L = \lambda_q\,\overline{(\mathrm{sg}(z) - \hat z)^2}
+              + \lambda_c\,\overline{(z - \mathrm{sg}(\hat z))^2}
 
         V_j initialized to linspace(−0.5, 0.5, K); the bar is the mean over batch and latent dimensions.
 

@@ -69,7 +69,7 @@ class _NoisyWeight(WeightParametrization):
                 "searching for efficient quantization-friendly architectures against quantization noise, "
                 "IEEE Access 2024, arXiv:2208.14839")
 class QuantizationNoise(ParametrizedReparam):
-    """Add quantization-imitating noise to weights (and optionally activations) of chosen layers during training.
+    r"""Add quantization-imitating noise to weights (and optionally activations) of chosen layers during training.
 
     A cheap stand-in for quantization-aware training: while the model is in training mode each noisy layer sees a
     mixture of its full-precision weight and noisy copies whose noise scale equals a b-bit quantization step.
@@ -82,9 +82,9 @@ class QuantizationNoise(ParametrizedReparam):
 
     Math:
         .. math::
-            \\tilde W = \\frac{W}{n+1} + \\sum_{b} \\hat\\alpha_b\\,\\mathrm{sg}\\big(W + \\Delta_b \\xi\\big),\\quad
-            \\Delta_b = \\frac{\\max W - \\min W}{2^b - 1},\\quad
-            \\hat\\alpha = \\frac{\\alpha}{\\sum\\alpha + 1/(n+1)}
+            \tilde W = \frac{W}{n+1} + \sum_{b} \hat\alpha_b\,\mathrm{sg}\big(W + \Delta_b \xi\big),\quad
+            \Delta_b = \frac{\max W - \min W}{2^b - 1},\quad
+            \hat\alpha = \frac{\alpha}{\sum\alpha + 1/(n+1)}
 
         ξ ~ N(0, 1)/2 (``gaussian``) or U(−½, ½) (``uniform``); α = 1 (no architecture search here); n = len(bits).
         Activations (inputs of the noisy layers) get the same mixture when ``activations`` is True.

@@ -66,7 +66,7 @@ def receptive_field(
     seed=66,
 )
 class FilterInit(ConfigFromKeys):
-    """Initialise every Conv2d of a model with one documented filter-design scheme (one-shot transform).
+    r"""Initialise every Conv2d of a model with one documented filter-design scheme (one-shot transform).
 
     Choices surveyed by the filter-design literature: orthogonal filters (decorrelated, norm-preserving), Kaiming
     (variance-preserving for ReLU), and fixed-structure banks — oriented Gabor filters and the DCT basis — copied
@@ -81,12 +81,12 @@ class FilterInit(ConfigFromKeys):
 
     Math:
         .. math::
-            \\text{orthogonal: } W W^\\top = g^2 I\\ (W \\in \\mathbb R^{O\\times IK^2},\\ O \\le IK^2),\\quad
-            \\text{DCT: } \\phi_{ab}(i,j) = c_a c_b \\cos\\tfrac{\\pi(i+\\frac12)a}{K}
-            \\cos\\tfrac{\\pi(j+\\frac12)b}{K}\\\\
-            \\text{Gabor: } g_\\theta(x,y) = e^{-(x'^2+y'^2)/2\\sigma^2}\\cos(2\\pi x'/\\lambda),
-            x' = x\\cos\\theta +
-            y\\sin\\theta
+            \text{orthogonal: } W W^\top = g^2 I\ (W \in \mathbb R^{O\times IK^2},\ O \le IK^2),\quad
+            \text{DCT: } \phi_{ab}(i,j) = c_a c_b \cos\tfrac{\pi(i+\frac12)a}{K}
+            \cos\tfrac{\pi(j+\frac12)b}{K}\\
+            \text{Gabor: } g_\theta(x,y) = e^{-(x'^2+y'^2)/2\sigma^2}\cos(2\pi x'/\lambda),
+            x' = x\cos\theta +
+            y\sin\theta
 
     Args:
         scheme: ``"orthogonal"``, ``"kaiming"``, ``"gabor"`` or ``"dct"``. Default "orthogonal".

@@ -53,7 +53,7 @@ def soft_mining_loss(encoder: Tensor, decoder: Tensor, gamma: float = 3.0) -> Te
     seed=20,
 )
 class IntrinsicNormalPrototypes(ConfigFromKeys):
-    """The two INP-Former training losses: soft-mining reconstruction + weighted INP coherence.
+    r"""The two INP-Former training losses: soft-mining reconstruction + weighted INP coherence.
 
     INP-Former reconstructs encoder tokens from a few "intrinsic normal prototypes" extracted from the same image;
     anomalies reconstruct badly. The coherence loss keeps every token close to some prototype (so the prototypes
@@ -69,13 +69,13 @@ class IntrinsicNormalPrototypes(ConfigFromKeys):
 
     Math:
         .. math::
-            L_{coh} = \\frac{1}{BN}\\sum_{b,n}\\min_m\\big(1 - \\cos(f_{bn}, p_{bm})\\big),\\quad
-            L_{sm} = \\frac1B\\sum_b\\big(1 - \\cos(\\mathrm{vec}(e_b), \\mathrm{vec}(\\hat e_b))\\big),\\quad
-            \\frac{\\partial L_{sm}}{\\partial \\hat e_{bn}} \\leftarrow
-            \\Big(\\frac{d_{bn}}{\\bar d}\\Big)^{\\gamma}\\frac{\\partial L_{sm}}{\\partial \\hat e_{bn}}\\\\
-            L = L_{sm} + w\\,L_{coh}
+            L_{coh} = \frac{1}{BN}\sum_{b,n}\min_m\big(1 - \cos(f_{bn}, p_{bm})\big),\quad
+            L_{sm} = \frac1B\sum_b\big(1 - \cos(\mathrm{vec}(e_b), \mathrm{vec}(\hat e_b))\big),\quad
+            \frac{\partial L_{sm}}{\partial \hat e_{bn}} \leftarrow
+            \Big(\frac{d_{bn}}{\bar d}\Big)^{\gamma}\frac{\partial L_{sm}}{\partial \hat e_{bn}}\\
+            L = L_{sm} + w\,L_{coh}
 
-        d_bn = 1 − cos(e_bn, ê_bn) per token, \\bar d its mean over the batch, γ ↔ ``gamma``, w ↔
+        d_bn = 1 − cos(e_bn, ê_bn) per token, \bar d its mean over the batch, γ ↔ ``gamma``, w ↔
         ``coherence_weight``.
 
     Args:

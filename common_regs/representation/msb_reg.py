@@ -51,7 +51,7 @@ def brownian_loss(embeddings: Tensor, std: float = 0.1, generator: torch.Generat
     seed=29,
 )
 class MSBReg(ConfigFromKeys):
-    """Sum of three embedding forces: attraction of view centroids, global dispersion, local Brownian diffusion.
+    r"""Sum of three embedding forces: attraction of view centroids, global dispersion, local Brownian diffusion.
 
     Treats embeddings as particles: a multiview centroid loss pulls the online views of an image to the (delayed,
     BYOL-style) target centroid, a singular-value loss spreads the batch uniformly over the embedding dimensions,
@@ -66,10 +66,10 @@ class MSBReg(ConfigFromKeys):
 
     Math:
         .. math::
-            L_{MC} = \\frac1B\\sum_b\\Big\\lVert \\frac1V\\sum_v \\hat z_{vb} - \\mathrm{sg}\\Big(\\frac1V\\sum_v
-            \\hat t_{vb}\\Big)\\Big\\rVert^2,\\quad
-            L_{SV} = \\Big\\lVert \\frac{s}{\\lVert s\\rVert_2} - \\frac{\\mathbf 1}{\\sqrt r}\\Big\\rVert^2,\\quad
-            L_{B} = \\frac1B\\sum_b \\langle z_b, \\xi_b\\rangle,\\ \\xi_b\\sim\\mathcal N(0,\\sigma^2 I)\\\\
+            L_{MC} = \frac1B\sum_b\Big\lVert \frac1V\sum_v \hat z_{vb} - \mathrm{sg}\Big(\frac1V\sum_v
+            \hat t_{vb}\Big)\Big\rVert^2,\quad
+            L_{SV} = \Big\lVert \frac{s}{\lVert s\rVert_2} - \frac{\mathbf 1}{\sqrt r}\Big\rVert^2,\quad
+            L_{B} = \frac1B\sum_b \langle z_b, \xi_b\rangle,\ \xi_b\sim\mathcal N(0,\sigma^2 I)\\
             L = w_{MC} L_{MC} + w_{SV} L_{SV} + w_B L_B
 
         ẑ, t̂ L2-normalised online/target view embeddings (V, B, D), s the singular values of the centred batch

@@ -22,7 +22,7 @@ __all__ = ["neural_collapse_metrics"]
     seed=9,
 )
 def neural_collapse_metrics(features: Tensor, labels: Tensor, classifier: Tensor | None = None) -> dict[str, float]:
-    """Neural-collapse diagnostics of features ``H`` (N, D) with labels (N,) and optional classifier ``W`` (C, D).
+    r"""Neural-collapse diagnostics of features ``H`` (N, D) with labels (N,) and optional classifier ``W`` (C, D).
 
     Reference:
         Tirer, Huang, Niles-Weed, "Perturbation Analysis of Neural Collapse", ICML 2023, arXiv:2210.16658 (NC1 as
@@ -30,14 +30,14 @@ def neural_collapse_metrics(features: Tensor, labels: Tensor, classifier: Tensor
 
     Math:
         .. math::
-            \\Sigma_W = \\frac1N\\sum_i (h_i - \\mu_{y_i})(h_i - \\mu_{y_i})^\\top,\\
-            \\Sigma_B = \\frac1C\\sum_c (\\mu_c - \\mu_G)(\\mu_c - \\mu_G)^\\top,\\
-            NC_1 = \\tfrac1C\\mathrm{tr}(\\Sigma_W\\Sigma_B^{\\dagger})\\\\
-            NC_2^{norm} = \\frac{\\mathrm{std}_c\\lVert\\mu_c-\\mu_G\\rVert}
-            {\\mathrm{mean}_c\\lVert\\mu_c-\\mu_G\\rVert},
-            \\ NC_2^{angle} = \\mathrm{mean}_{c\\ne c'}
-            \\Big|\\cos(\\mu_c-\\mu_G, \\mu_{c'}-\\mu_G) + \\tfrac{1}{C-1}\\Big|,
-            \\ NC_3 = \\Big\\lVert \\frac{W}{\\lVert W\\rVert_F} - \\frac{M}{\\lVert M\\rVert_F}\\Big\\rVert_F
+            \Sigma_W = \frac1N\sum_i (h_i - \mu_{y_i})(h_i - \mu_{y_i})^\top,\
+            \Sigma_B = \frac1C\sum_c (\mu_c - \mu_G)(\mu_c - \mu_G)^\top,\
+            NC_1 = \tfrac1C\mathrm{tr}(\Sigma_W\Sigma_B^{\dagger})\\
+            NC_2^{norm} = \frac{\mathrm{std}_c\lVert\mu_c-\mu_G\rVert}
+            {\mathrm{mean}_c\lVert\mu_c-\mu_G\rVert},
+            \ NC_2^{angle} = \mathrm{mean}_{c\ne c'}
+            \Big|\cos(\mu_c-\mu_G, \mu_{c'}-\mu_G) + \tfrac{1}{C-1}\Big|,
+            \ NC_3 = \Big\lVert \frac{W}{\lVert W\rVert_F} - \frac{M}{\lVert M\rVert_F}\Big\rVert_F
 
         with M the (C, D) matrix of centred class means. All are 0 at exact collapse onto a simplex ETF.
 

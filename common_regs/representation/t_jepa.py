@@ -63,7 +63,7 @@ class RegularizationTokens(nn.Module):
     seed=44,
 )
 class TJEPA(ConfigFromKeys):
-    """Joint-embedding predictive SSL over feature subsets of tabular rows, with an EMA target encoder.
+    r"""Joint-embedding predictive SSL over feature subsets of tabular rows, with an EMA target encoder.
 
     A context encoder sees a random subset of a row's features (plus regularization tokens); a predictor
     reconstructs, in latent space, the target encoder's representations of a disjoint subset of features. No
@@ -77,9 +77,9 @@ class TJEPA(ConfigFromKeys):
 
     Math:
         .. math::
-            (C, T) \\text{ disjoint},\\quad L = \\frac{1}{B|T|}\\sum_b\\sum_{j\\in T}
-            \\lVert g_\\phi(f_\\theta(x_{b,C}), j) - \\mathrm{sg}\\,f_\\xi(x_b)_j\\rVert^2,\\quad
-            \\xi \\leftarrow m\\,\\xi + (1-m)\\,\\theta
+            (C, T) \text{ disjoint},\quad L = \frac{1}{B|T|}\sum_b\sum_{j\in T}
+            \lVert g_\phi(f_\theta(x_{b,C}), j) - \mathrm{sg}\,f_\xi(x_b)_j\rVert^2,\quad
+            \xi \leftarrow m\,\xi + (1-m)\,\theta
 
         m ↔ ``momentum``; ``ctx.outputs`` holds the predictions ĥ and targets h, each (B, |T|, D).
 

@@ -44,7 +44,7 @@ def ufm_weights_step(h: Tensor, y: Tensor, lambda_w: float) -> Tensor:
     seed=9,
 )
 class VicinityUFM(ConfigFromKeys):
-    """Block-coordinate solver of the UFM whose features are regularized toward a vicinity of H₀.
+    r"""Block-coordinate solver of the UFM whose features are regularized toward a vicinity of H₀.
 
     The unconstrained features model treats the penultimate features as free variables; with the extra proximity
     term β‖H − H₀‖² (features cannot move far from what the backbone gives) collapse is only partial, and the
@@ -58,10 +58,10 @@ class VicinityUFM(ConfigFromKeys):
 
     Math:
         .. math::
-            \\min_{W,H}\\ \\frac{1}{2N}\\lVert WH - Y\\rVert_F^2 + \\frac{\\lambda_W}{2}\\lVert W\\rVert_F^2 +
-            \\frac{\\beta}{2N}\\lVert H - H_0\\rVert_F^2,\\quad
-            H \\leftarrow (W^\\top W + \\beta I)^{-1}(W^\\top Y + \\beta H_0),\\quad
-            W \\leftarrow YH^\\top(HH^\\top + N\\lambda_W I)^{-1}
+            \min_{W,H}\ \frac{1}{2N}\lVert WH - Y\rVert_F^2 + \frac{\lambda_W}{2}\lVert W\rVert_F^2 +
+            \frac{\beta}{2N}\lVert H - H_0\rVert_F^2,\quad
+            H \leftarrow (W^\top W + \beta I)^{-1}(W^\top Y + \beta H_0),\quad
+            W \leftarrow YH^\top(HH^\top + N\lambda_W I)^{-1}
 
         β ↔ ``beta``, λ_W ↔ ``lambda_w``; the objective is non-increasing over the iterations.
 

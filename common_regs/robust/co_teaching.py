@@ -38,7 +38,7 @@ def small_loss_indices(losses: Tensor, forget_rate: float) -> Tensor:
     seed=3,
 )
 class CoTeaching(ConfigFromKeys):
-    """Cross-update of two peer networks on each other's small-loss samples (label-noise robust training).
+    r"""Cross-update of two peer networks on each other's small-loss samples (label-noise robust training).
 
     Small-loss samples are likely clean; letting each network pick them *for its peer* avoids confirming its own
     mistakes. The dropped fraction ramps to the noise rate τ over T_k epochs. The model's forward must return the
@@ -51,10 +51,10 @@ class CoTeaching(ConfigFromKeys):
 
     Math:
         .. math::
-            R_e = \\tau\\min(e/T_k, 1),\\quad \\mathcal S_a = \\mathrm{argmin}_{|S| = \\lceil(1-R_e)B\\rceil}
-            \\sum_{i\\in S}\\ell(f_a(x_i), y_i),\\quad
-            L = \\frac{1}{|\\mathcal S_b|}\\sum_{i\\in\\mathcal S_b}\\ell(f_a(x_i), y_i)
-              + \\frac{1}{|\\mathcal S_a|}\\sum_{i\\in\\mathcal S_a}\\ell(f_b(x_i), y_i)
+            R_e = \tau\min(e/T_k, 1),\quad \mathcal S_a = \mathrm{argmin}_{|S| = \lceil(1-R_e)B\rceil}
+            \sum_{i\in S}\ell(f_a(x_i), y_i),\quad
+            L = \frac{1}{|\mathcal S_b|}\sum_{i\in\mathcal S_b}\ell(f_a(x_i), y_i)
+              + \frac{1}{|\mathcal S_a|}\sum_{i\in\mathcal S_a}\ell(f_b(x_i), y_i)
 
         (network a learns from b's selection S_b and vice versa), τ ↔ ``noise_rate``, T_k ↔ ``gradual_epochs``.
 

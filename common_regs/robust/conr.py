@@ -57,7 +57,7 @@ def conr_loss(
     seed=14,
 )
 class ConR(ConfigFromKeys):
-    """Contrastive feature regularizer for regression: negatives are label-far samples the model predicts close.
+    r"""Contrastive feature regularizer for regression: negatives are label-far samples the model predicts close.
 
     In imbalanced regression, rare targets collapse onto the features of frequent neighbours. ConR pulls together
     features of samples with close labels and pushes away, with a weight growing with the label distance, those
@@ -72,11 +72,11 @@ class ConR(ConfigFromKeys):
 
     Math:
         .. math::
-            P_i = \\{j\\ne i: |y_i - y_j|\\le w\\},\\ N_i = \\{k: |y_i - y_k| > w,\\ |\\hat y_i - \\hat y_k|\\le w\\},
-            \\ s_{ij} = z_i^\\top z_j/\\tau,\\\\
-            L_i = -\\frac{1}{|P_i|}\\sum_{j\\in P_i}\\log\\frac{e^{s_{ij}}}{\\sum_{k\\in P_i}e^{s_{ik}}
-            + \\sum_{k\\in N_i}\\omega_{ik}e^{s_{ik}}},\\quad \\omega_{ik} = e^{e\\,|y_i - y_k|},\\quad
-            L = \\frac1B\\sum_i L_i\\,\\mathbb 1[P_i\\ne\\emptyset, N_i\\ne\\emptyset]
+            P_i = \{j\ne i: |y_i - y_j|\le w\},\ N_i = \{k: |y_i - y_k| > w,\ |\hat y_i - \hat y_k|\le w\},
+            \ s_{ij} = z_i^\top z_j/\tau,\\
+            L_i = -\frac{1}{|P_i|}\sum_{j\in P_i}\log\frac{e^{s_{ij}}}{\sum_{k\in P_i}e^{s_{ik}}
+            + \sum_{k\in N_i}\omega_{ik}e^{s_{ik}}},\quad \omega_{ik} = e^{e\,|y_i - y_k|},\quad
+            L = \frac1B\sum_i L_i\,\mathbb 1[P_i\ne\emptyset, N_i\ne\emptyset]
 
         z L2-normalised features, w ↔ ``window``, τ ↔ ``temperature``, e ↔ ``pushing``; |·| is the L1 distance
         for vector labels. L = 0 when predictions equal labels (then N_i = ∅).

@@ -35,7 +35,7 @@ def elr_penalty(logits: Tensor, targets: Tensor) -> Tensor:
     seed=21,
 )
 class EarlyLearningRegularization(ConfigFromKeys):
-    """Keeps predictions close to their own running average, so the early (clean) fit is not replaced by memorisation.
+    r"""Keeps predictions close to their own running average, so the early (clean) fit is not replaced by memorisation.
 
     With noisy labels, networks first fit the clean majority ("early learning") then memorise the wrong labels.
     ELR keeps a per-sample exponential moving average t_i of the model's predictions and adds
@@ -49,10 +49,10 @@ class EarlyLearningRegularization(ConfigFromKeys):
 
     Math:
         .. math::
-            \\hat p_i = \\mathrm{clamp}(\\mathrm{softmax}(z_i), 10^{-4}, 1-10^{-4}),\\quad
-            t_i \\leftarrow \\beta t_i + (1-\\beta)\\,
-            \\frac{\\mathrm{sg}(\\hat p_i)}{\\sum_k \\mathrm{sg}(\\hat p_{ik})},
-            \\quad R = \\frac1B\\sum_i \\log\\big(1 - \\langle t_i, \\hat p_i\\rangle\\big)
+            \hat p_i = \mathrm{clamp}(\mathrm{softmax}(z_i), 10^{-4}, 1-10^{-4}),\quad
+            t_i \leftarrow \beta t_i + (1-\beta)\,
+            \frac{\mathrm{sg}(\hat p_i)}{\sum_k \mathrm{sg}(\hat p_{ik})},
+            \quad R = \frac1B\sum_i \log\big(1 - \langle t_i, \hat p_i\rangle\big)
 
         with β ↔ ``beta``; the training loss is CE + λR (λ ↔ ``weight``). Without clamping,
         ∂R/∂z_ik = -p_ik (t_ik - ⟨t_i, p_i⟩) / (B (1 - ⟨t_i, p_i⟩)).

@@ -90,7 +90,7 @@ def configure_norm_adaptation(model: nn.Module) -> list[nn.Parameter]:
     seed=51,
 )
 class EATA(ConfigFromKeys):
-    """Test-time adaptation loss: weighted entropy of reliable, non-redundant samples + Fisher-weighted anchor.
+    r"""Test-time adaptation loss: weighted entropy of reliable, non-redundant samples + Fisher-weighted anchor.
 
     Only low-entropy (reliable) samples whose prediction differs from the running mean prediction (non-redundant)
     are used, weighted by exp(E₀ - E) so more confident ones count more; a diagonal-Fisher (EWC) term keeps the
@@ -103,9 +103,9 @@ class EATA(ConfigFromKeys):
 
     Math:
         .. math::
-            S = \\{i: E_i < E_0,\\ |\\cos(p_i, \\bar p)| < \\varepsilon\\},\\quad
-            L = \\frac{1}{|S|}\\sum_{i\\in S} e^{E_0 - E_i} E_i + \\beta\\sum_j F_j(\\theta_j - \\theta^0_j)^2,\\quad
-            \\bar p \\leftarrow 0.9\\,\\bar p + 0.1\\,\\mathrm{mean}_{i\\in S}\\, p_i
+            S = \{i: E_i < E_0,\ |\cos(p_i, \bar p)| < \varepsilon\},\quad
+            L = \frac{1}{|S|}\sum_{i\in S} e^{E_0 - E_i} E_i + \beta\sum_j F_j(\theta_j - \theta^0_j)^2,\quad
+            \bar p \leftarrow 0.9\,\bar p + 0.1\,\mathrm{mean}_{i\in S}\, p_i
 
         E_i the softmax entropy, E₀ ↔ ``entropy_margin`` (None → 0.4 ln C), ε ↔ ``redundancy_margin``,
         β ↔ ``fisher_weight``. With S empty the entropy part is 0 (no adaptation signal).

@@ -42,7 +42,7 @@ def best_prefix(
     seed=3,
 )
 class NestedDropout(OrderedTruncation):
-    """Nested dropout on the penultimate features: a random half-Gaussian prefix is kept, the tail zeroed.
+    r"""Nested dropout on the penultimate features: a random half-Gaussian prefix is kept, the tail zeroed.
 
     Compressing the features the head sees limits how much the network can memorise noisy labels; the ordered
     features can be cut at the validation-best K (:func:`best_prefix`). Place the module between the feature
@@ -56,8 +56,8 @@ class NestedDropout(OrderedTruncation):
 
     Math:
         .. math::
-            k \\sim p(k) \\propto e^{-(k/\\sigma)^2},\\ k\\in\\{1..D\\},\\qquad
-            z' = z \\odot [\\underbrace{1,\\dots,1}_{k},0,\\dots,0],\\qquad L = CE(W z', y)
+            k \sim p(k) \propto e^{-(k/\sigma)^2},\ k\in\{1..D\},\qquad
+            z' = z \odot [\underbrace{1,\dots,1}_{k},0,\dots,0],\qquad L = CE(W z', y)
 
         with σ ↔ ``sigma``; P(dim i kept) = P(k > i) is non-increasing and equals 1 for the first dim.
 

@@ -30,7 +30,7 @@ def reinforce_loss(log_prob: Tensor, reward: Tensor, baseline: float = 0.0) -> T
     seed=24,
 )
 class PolicyNoiseMask(ConfigFromKeys, nn.Module):
-    """Input-conditional additive noise whose per-element mask ~ Beta(a(x), b(x)) is learned by policy gradient.
+    r"""Input-conditional additive noise whose per-element mask ~ Beta(a(x), b(x)) is learned by policy gradient.
 
     A very light policy network outputs Beta parameters for every input element; the classifier trains on
     ``x + σ·m ⊙ ξ``; the policy is updated with REINFORCE from the classifier's per-sample cross-entropy. Only the
@@ -44,10 +44,10 @@ class PolicyNoiseMask(ConfigFromKeys, nn.Module):
 
     Math:
         .. math::
-            (a, b) = \\mathrm{softplus}(\\pi_\\phi(x)) + 10^{-3},\\quad m\\sim\\mathrm{Beta}(a, b),\\quad
-            \\tilde x = x + \\sigma\\, m\\odot\\xi,\\ \\xi\\sim\\mathcal N(0, I),\\\\
-            L_\\pi = -\\tfrac1B\\sum_i (R_i - \\bar R)\\sum_j \\log \\mathrm{Beta}(m_{ij}; a_{ij}, b_{ij}),\\quad
-            R_i = \\mp\\,CE(f(\\tilde x_i), y_i),\\quad \\bar R \\leftarrow 0.9\\bar R + 0.1\\,\\mathrm{mean}_i R_i
+            (a, b) = \mathrm{softplus}(\pi_\phi(x)) + 10^{-3},\quad m\sim\mathrm{Beta}(a, b),\quad
+            \tilde x = x + \sigma\, m\odot\xi,\ \xi\sim\mathcal N(0, I),\\
+            L_\pi = -\tfrac1B\sum_i (R_i - \bar R)\sum_j \log \mathrm{Beta}(m_{ij}; a_{ij}, b_{ij}),\quad
+            R_i = \mp\,CE(f(\tilde x_i), y_i),\quad \bar R \leftarrow 0.9\bar R + 0.1\,\mathrm{mean}_i R_i
 
         σ ↔ ``noise_scale``; the sign of R follows ``reward``.
 

@@ -1,4 +1,4 @@
-"""Shared mask machinery of the sparsity family: mask ops, the mask parametrization and the base scheduler.
+r"""Shared mask machinery of the sparsity family: mask ops, the mask parametrization and the base scheduler.
 
 Every mask scheduler of :mod:`common_regs.sparsity` (and ``dsl.py``, built later on the same base) follows one
 ownership rule (regkit style guide, "Each mask has one owner"): the scheduler owns one mask tensor per target
@@ -7,7 +7,7 @@ registered with ``torch.nn.utils.parametrize`` reads the *same* tensor (updated 
 empty ``state_dict``. The effective weight is
 
 .. math::
-    \\tilde W = W \\odot \\big(m + (1 - m)\\,\\phi\\big),
+    \tilde W = W \odot \big(m + (1 - m)\,\phi\big),
 
 with ``m`` the binary mask and ``φ`` (``fill``) the value pruned entries are multiplied by: ``φ = 0`` is hard
 masking, ``0 < φ < 1`` the decaying mask of progressive gradient flow, ``φ = 1`` the identity (soft-shrinkage
@@ -156,6 +156,7 @@ def select_weights(
     """FQNs (``"<module>.weight"``) of the weights a scheduler should own.
 
     Args:
+        model: the model whose parameters are selected.
         targets: explicit parameter names; default: the ``weight`` of every module of ``module_types``.
         exclude: module-name prefixes to skip (e.g. the classifier head).
         module_types: names of the layer types (:data:`MODULE_TYPES`) selected when ``targets`` is None.

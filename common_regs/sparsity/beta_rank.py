@@ -55,7 +55,7 @@ def beta_rank_scores(layer: nn.Module, inputs: Tensor, outputs: Tensor, *, norma
     seed=46,
 )
 class BetaRank(ConfigFromKeys):
-    """Rank filters by β-rank on calibration data and prune (zero) the lowest-ranked fraction of each layer.
+    r"""Rank filters by β-rank on calibration data and prune (zero) the lowest-ranked fraction of each layer.
 
     The importance of a filter combines its values (L1 of the weights) with how much it changes the data: the
     ratio of output to input standard deviation on a calibration batch. Pruned filters get zero weights and bias
@@ -70,8 +70,8 @@ class BetaRank(ConfigFromKeys):
 
     Math:
         .. math::
-            r_f = \\frac{1}{|W_f|}\\sum |W_f| \\cdot \\sum_p \\frac{\\sigma_{out}(f, p)}{\\sigma_{in}(p)}, \\qquad
-            \\beta_f = \\frac{r_f - \\min r}{\\max r - \\min r}
+            r_f = \frac{1}{|W_f|}\sum |W_f| \cdot \sum_p \frac{\sigma_{out}(f, p)}{\sigma_{in}(p)}, \qquad
+            \beta_f = \frac{r_f - \min r}{\max r - \min r}
 
     Args:
         prune_ratio: fraction of filters pruned per layer (number, or a dict by layer name). Default 0.5.

@@ -77,7 +77,7 @@ def output_change_score(inputs: Tensor, reference: nn.Module) -> Callable[[nn.Mo
     seed=62,
 )
 class DARE(ConfigFromKeys):
-    """Delta-parameter pruning of a fine-tuned model: drop each δ = θ_ft - θ_pre with prob. p, rescale the rest.
+    r"""Delta-parameter pruning of a fine-tuned model: drop each δ = θ_ft - θ_pre with prob. p, rescale the rest.
 
     DARE (Yu et al. 2024) rescales the kept deltas by ``1/(1-p)`` so the pruned delta is unbiased; DAREx-q
     replaces the factor by ``1/q`` with q chosen on data (:meth:`select_q`: labeled validation metric, or the
@@ -92,9 +92,9 @@ class DARE(ConfigFromKeys):
 
     Math:
         .. math::
-            \\theta = \\theta_{pre} + \\frac{m \\odot \\delta}{c}, \\quad m \\sim \\mathrm{Bernoulli}(1-p),\\quad
-            c = 1 - p \\;(\\text{DARE}) \\text{ or } q \\;(\\text{DAREx-q}),\\quad
-            \\mathbb{E}[m\\odot\\delta/c] = \\tfrac{1-p}{c}\\,\\delta
+            \theta = \theta_{pre} + \frac{m \odot \delta}{c}, \quad m \sim \mathrm{Bernoulli}(1-p),\quad
+            c = 1 - p \;(\text{DARE}) \text{ or } q \;(\text{DAREx-q}),\quad
+            \mathbb{E}[m\odot\delta/c] = \tfrac{1-p}{c}\,\delta
 
     Args:
         drop_rate: p. Default 0.9 (paper sweeps 0.9-0.99).
@@ -159,7 +159,7 @@ class DARE(ConfigFromKeys):
     seed=62,
 )
 class DeltaL2(ConfigFromKeys):
-    """``Σ ‖θ - θ_pre‖²``: the L2 pull toward the pretrained weights used (as AdamR-L2) before DARE.
+    r"""``Σ ‖θ - θ_pre‖²``: the L2 pull toward the pretrained weights used (as AdamR-L2) before DARE.
 
     Shrinks the deltas' mean and variance during fine-tuning so delta pruning afterwards loses less. The anchor
     θ_pre is captured from the model on the first call unless given.
@@ -169,7 +169,7 @@ class DeltaL2(ConfigFromKeys):
         regularization inside the optimizer (AdamR, decoupled like AdamW); here it is a coupled loss term.
 
     Math:
-        .. math:: L_{reg} = \\sum_i \\lVert \\theta_i - \\theta_{pre,i} \\rVert_2^2
+        .. math:: L_{reg} = \sum_i \lVert \theta_i - \theta_{pre,i} \rVert_2^2
 
     Args:
         weight: multiplier used by ``RegHooks``. Default 1e-2 (regkit default).

@@ -126,7 +126,7 @@ def prune_and_grow(
     seed=49,
 )
 class DSL(MaskSchedulerBase):
-    """Dynamic Sparse Learning: train embedding tables and dense layers sparse from step 0 at a fixed budget.
+    r"""Dynamic Sparse Learning: train embedding tables and dense layers sparse from step 0 at a fixed budget.
 
     Use it to train a recommender (MF-BPR, LightGCN, two-tower) whose parameter count never exceeds the budget:
     random sparse masks at the target density, then every ``update_interval`` steps each tensor drops its
@@ -142,12 +142,12 @@ class DSL(MaskSchedulerBase):
 
     Math:
         .. math::
-            r_t = r_{min} + (r_0 - r_{min})\\,\\tfrac12\\big(1 + \\cos(\\pi \\min(t, T) / T)\\big), \\qquad
-            k_l = \\min(\\lceil r_t \\,\\|m_l\\|_0 \\rceil,\\; |W_l| - \\|m_l\\|_0)
+            r_t = r_{min} + (r_0 - r_{min})\,\tfrac12\big(1 + \cos(\pi \min(t, T) / T)\big), \qquad
+            k_l = \min(\lceil r_t \,\|m_l\|_0 \rceil,\; |W_l| - \|m_l\|_0)
 
-            P_l = \\operatorname{argmin}^{k_l}_{i: m_{l,i}=1} |W_{l,i}|, \\quad
-            G_l = \\operatorname{argmax}^{k_l}_{i: m'_{l,i}=0} |\\nabla_{W_l} L_{\\text{batch}}|_i, \\quad
-            m'_l = m_l - 1_{P_l}, \\quad m_l \\leftarrow m'_l + 1_{G_l}, \\quad W_{l,G_l \\setminus P_l} = 0
+            P_l = \operatorname{argmin}^{k_l}_{i: m_{l,i}=1} |W_{l,i}|, \quad
+            G_l = \operatorname{argmax}^{k_l}_{i: m'_{l,i}=0} |\nabla_{W_l} L_{\text{batch}}|_i, \quad
+            m'_l = m_l - 1_{P_l}, \quad m_l \leftarrow m'_l + 1_{G_l}, \quad W_{l,G_l \setminus P_l} = 0
 
         applied when ``t % update_interval == 0`` (``t`` = optimizer steps done, ``r_0`` ↔ ``ratio``,
         ``r_min`` ↔ ``ratio_min``, ``T`` ↔ ``total_steps``), so ``‖m_l‖_0`` never changes. After every step

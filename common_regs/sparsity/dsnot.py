@@ -134,7 +134,7 @@ def dsnot_prune_mask(
     seed=64,
 )
 class DSnoT(ConfigFromKeys):
-    """Training-free pruning of the Linear layers of a model: Wanda mask + DSnoT prune-and-grow cycles.
+    r"""Training-free pruning of the Linear layers of a model: Wanda mask + DSnoT prune-and-grow cycles.
 
     Layers are processed in module order; each layer's input statistics are collected on the calibration batches
     with all earlier layers already pruned (as the code does block by block), then its mask is computed by
@@ -147,9 +147,9 @@ class DSnoT(ConfigFromKeys):
 
     Math:
         .. math::
-            e_i = \\sum_{j \\in P_i} W_{ij} E[x_j], \\quad
-            \\text{grow: extreme } W_{ij} E[x_j] / \\mathrm{Var}[x_j]^{\\gamma},\\ j \\in P_i, \\quad
-            \\text{prune: } \\arg\\min_{j \\notin P_i} |W_{ij}| \\lVert x_j \\rVert_2 \\text{ (sign-ordered)}
+            e_i = \sum_{j \in P_i} W_{ij} E[x_j], \quad
+            \text{grow: extreme } W_{ij} E[x_j] / \mathrm{Var}[x_j]^{\gamma},\ j \in P_i, \quad
+            \text{prune: } \arg\min_{j \notin P_i} |W_{ij}| \lVert x_j \rVert_2 \text{ (sign-ordered)}
 
     Args:
         sparsity: fraction pruned in every row of every target layer. Default 0.5 (paper's main setting 0.6).

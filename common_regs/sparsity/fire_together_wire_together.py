@@ -83,7 +83,7 @@ class FTWTLayer(nn.Module):
     seed=7,
 )
 class FireTogetherWireTogether(ConfigFromKeys):
-    """Self-supervised mask-prediction loss: BCE between predicted and heat-mass top-k channel masks.
+    r"""Self-supervised mask-prediction loss: BCE between predicted and heat-mass top-k channel masks.
 
     Sums, over every :class:`FTWTLayer` in the model, the binary cross-entropy between the predictor logits and
     the targets of the last forward pass. The task loss and this pruning loss are decoupled (predictors see
@@ -98,8 +98,8 @@ class FireTogetherWireTogether(ConfigFromKeys):
 
     Math:
         .. math::
-            h_f = \\lVert A_f \\rVert_1, \\quad k(x) = \\min\\{k : \\textstyle\\sum_{i \\le k} h_{(i)} \\ge
-            \\tau \\sum_f h_f\\}, \\quad L = \\sum_l \\mathrm{BCE}(\\mathrm{pred}_l, \\mathrm{top}\\text{-}k(h_l))
+            h_f = \lVert A_f \rVert_1, \quad k(x) = \min\{k : \textstyle\sum_{i \le k} h_{(i)} \ge
+            \tau \sum_f h_f\}, \quad L = \sum_l \mathrm{BCE}(\mathrm{pred}_l, \mathrm{top}\text{-}k(h_l))
 
     Args:
         weight: multiplier applied by ``RegHooks``. Default 1.0.

@@ -110,7 +110,7 @@ def group_norms(weight: Tensor, group_dim: int) -> Tensor:
     seed=35,
 )
 class GroupEnvelopeProx(MaskSchedulerBase):
-    """Group sparse envelope proximal step after each optimizer step: at most ``k`` groups per layer survive.
+    r"""Group sparse envelope proximal step after each optimizer step: at most ``k`` groups per layer survive.
 
     Proximal-gradient training with a group version of the sparse envelope function: after the (gradient)
     optimizer step, the vector of group norms of each layer is mapped through the prox of the envelope penalty and
@@ -126,8 +126,8 @@ class GroupEnvelopeProx(MaskSchedulerBase):
 
     Math:
         .. math::
-            v_g = \\lVert W_g \\rVert_2,\\quad q = \\mathrm{prox}_{\\mu h}(v),\\quad W_g \\leftarrow W_g\\, q_g / v_g,
-            \\qquad h(v) = \\tfrac12 \\lVert v \\rVert_{(k)}^2 - \\tfrac12 \\lVert v \\rVert_2^2
+            v_g = \lVert W_g \rVert_2,\quad q = \mathrm{prox}_{\mu h}(v),\quad W_g \leftarrow W_g\, q_g / v_g,
+            \qquad h(v) = \tfrac12 \lVert v \rVert_{(k)}^2 - \tfrac12 \lVert v \rVert_2^2
 
         with ``μ`` = ``prox_step`` (learning rate × regularization strength).
 

@@ -38,7 +38,7 @@ def soft_shrink_(weight: Tensor, sparsity: float, ratio: float) -> Tensor:
     seed=58,
 )
 class IterativeSoftShrinkage(MaskSchedulerBase):
-    """Iterative soft shrinkage (ISS-P): shrink, don't zero, the currently unimportant weights every step.
+    r"""Iterative soft shrinkage (ISS-P): shrink, don't zero, the currently unimportant weights every step.
 
     After every optimizer step, per layer, the bottom ``sparsity`` fraction by |w| is multiplied by
     ``shrink_ratio``; the set is re-chosen from the current magnitudes each time, so weights can leave and
@@ -52,8 +52,8 @@ class IterativeSoftShrinkage(MaskSchedulerBase):
 
     Math:
         .. math::
-            m_t = \\mathrm{TopK}_{n - \\lfloor s_t n \\rfloor}(|W_t|), \\qquad
-            W_t \\leftarrow W_t \\odot \\big(m_t + (1 - m_t)\\,\\alpha\\big)
+            m_t = \mathrm{TopK}_{n - \lfloor s_t n \rfloor}(|W_t|), \qquad
+            W_t \leftarrow W_t \odot \big(m_t + (1 - m_t)\,\alpha\big)
 
         with ``s_t`` = ``sparsity`` at step t, ``α`` = ``shrink_ratio``; for ``t >= hard_prune_step``:
         ``W ← W ⊙ m`` with ``m`` frozen.

@@ -22,7 +22,7 @@ __all__ = ["MagnitudePruning"]
     "NeurIPS 2015, arXiv:1506.02626",
 )
 class MagnitudePruning(MaskSchedulerBase):
-    """One-shot magnitude pruning: at ``prune_step`` keep the largest weights per layer, then train sparse.
+    r"""One-shot magnitude pruning: at ``prune_step`` keep the largest weights per layer, then train sparse.
 
     The baseline every sparse-training method is compared against (here: against progressive N:M and ISS-P).
     Dense before ``prune_step``; at that step each layer keeps its largest-|w| entries (an exact per-layer count,
@@ -35,8 +35,8 @@ class MagnitudePruning(MaskSchedulerBase):
 
     Math:
         .. math::
-            m = \\mathrm{TopK}_{n - \\lfloor s n \\rfloor}(|W_{t_p}|) \\text{ or } m = \\mathrm{NM}_{N:M}(|W_{t_p}|),
-            \\qquad \\tilde W_t = W_t \\odot m \\;(t \\ge t_p)
+            m = \mathrm{TopK}_{n - \lfloor s n \rfloor}(|W_{t_p}|) \text{ or } m = \mathrm{NM}_{N:M}(|W_{t_p}|),
+            \qquad \tilde W_t = W_t \odot m \;(t \ge t_p)
 
     Args:
         sparsity: fraction pruned per layer (unstructured). Default 0.9 (regkit demo setting).

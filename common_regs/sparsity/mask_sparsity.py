@@ -54,7 +54,7 @@ def global_bn_prune_masks(model: nn.Module, sparsity: float) -> dict[str, Tensor
     seed=16,
 )
 class MaskSparsity(ConfigFromKeys):
-    """Pruning-aware sparse regularization: sparsify only the BN channels that pruning will remove.
+    r"""Pruning-aware sparse regularization: sparsify only the BN channels that pruning will remove.
 
     Network slimming puts an L1 penalty on *every* BN scale γ; MaskSparsity applies it only to the channels a
     pruning mask selects (here: the globally smallest-|γ| ``sparsity`` fraction, computed once on the first call,
@@ -67,8 +67,8 @@ class MaskSparsity(ConfigFromKeys):
 
     Math:
         .. math::
-            \\nabla_{\\gamma_c} \\mathrel{+}= s\\,\\mathrm{sign}(\\gamma_c)\\, m_c \\quad (\\text{L1}),\\qquad
-            \\nabla_{\\gamma_c} \\mathrel{+}= s\\,\\gamma_c\\, m_c \\quad (\\text{L2})
+            \nabla_{\gamma_c} \mathrel{+}= s\,\mathrm{sign}(\gamma_c)\, m_c \quad (\text{L1}),\qquad
+            \nabla_{\gamma_c} \mathrel{+}= s\,\gamma_c\, m_c \quad (\text{L2})
 
         with ``m_c = 1`` for to-be-pruned channels; applied between backward and the optimizer step.
 

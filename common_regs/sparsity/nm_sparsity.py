@@ -67,7 +67,7 @@ def structure_decay_schedule(
     seed=56,
 )
 class NMSparsity(MaskSchedulerBase):
-    """N:M sparse training with progressive gradient flow to the pruned weights (decaying mask, structure decay).
+    r"""N:M sparse training with progressive gradient flow to the pruned weights (decaying mask, structure decay).
 
     Keeps dense "shadow" weights; the forward pass uses ``W ⊙ (m + (1 - m) d_t)`` with the magnitude N:M mask ``m``
     recomputed from the current weights before every forward, and the backward pass hands the dense gradient to
@@ -85,9 +85,9 @@ class NMSparsity(MaskSchedulerBase):
 
     Math:
         .. math::
-            \\tilde W_t = W_t \\odot (m_t + (1 - m_t)\\, d_t), \\qquad m_t = \\mathrm{NM}_{N_t:M}(|W_t|),
-            \\qquad \\frac{\\partial L}{\\partial W} := \\frac{\\partial L}{\\partial \\tilde W}
-            \\;(+\\, \\lambda_W (1 - m_t) \\odot W_t \\text{ with SR-STE})
+            \tilde W_t = W_t \odot (m_t + (1 - m_t)\, d_t), \qquad m_t = \mathrm{NM}_{N_t:M}(|W_t|),
+            \qquad \frac{\partial L}{\partial W} := \frac{\partial L}{\partial \tilde W}
+            \;(+\, \lambda_W (1 - m_t) \odot W_t \text{ with SR-STE})
 
         with ``t = step - dense_steps``, ``d_t = max(0, 1 - decay_coef·t)`` (linear), ``exp(-decay_coef·t)`` (exp)
         or 0 (step); ``d_t = 0`` during the last ``fine_tune_steps`` steps and the model is dense (``m = 1``)
@@ -210,7 +210,7 @@ class NMSparsity(MaskSchedulerBase):
         return mask_decay_factor(self.decay, self.decay_coef, step - self.dense_steps)
 
     def final_step(self) -> int | None:
-        """First step whose forward pass uses the hard ``n``:``m`` pattern (``d_t = 0``); None if ``d_t`` never is 0."""
+        """First step whose forward pass uses the hard ``n``:``m`` pattern (``d_t = 0``); None if it never does."""
         candidates = []
         if self.fine_tune_steps and self.total_steps is not None:
             candidates.append(self.total_steps - self.fine_tune_steps)

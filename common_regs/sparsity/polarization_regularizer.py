@@ -90,7 +90,7 @@ def polarization_terms(gates: Tensor, target_density: float) -> tuple[Tensor, Te
     seed=5,
 )
 class PolarizationRegularizer(ConfigFromKeys):
-    """Sparsity + polarization loss on all :class:`ConsensusGate` modules of the model (consensus sub-network).
+    r"""Sparsity + polarization loss on all :class:`ConsensusGate` modules of the model (consensus sub-network).
 
     Trains binary channel/layer gates jointly with the network in one pass so that (i) the fraction of open gates
     matches a user-set density and (ii) each gate becomes input-independent (always open or always closed), after
@@ -103,8 +103,8 @@ class PolarizationRegularizer(ConfigFromKeys):
 
     Math:
         .. math::
-            L_{reg} = \\lambda_s \\Big(\\overline{g} - (1 - s)\\Big)^2
-                + \\lambda_p \\sum_c \\bar g_c (1 - \\bar g_c),\\qquad \\bar g_c = \\tfrac{1}{B}\\sum_b g_c(x_b)
+            L_{reg} = \lambda_s \Big(\overline{g} - (1 - s)\Big)^2
+                + \lambda_p \sum_c \bar g_c (1 - \bar g_c),\qquad \bar g_c = \tfrac{1}{B}\sum_b g_c(x_b)
 
         summed over gate modules; ``s`` = ``sparsity``, ``λ_s`` = ``sparsity_weight``, ``λ_p`` =
         ``polarization_weight``.

@@ -61,7 +61,7 @@ class SaRANuclearNorm:
     seed=15,
 )
 class SaRA(MaskSchedulerBase):
-    """Fine-tune only the smallest-magnitude ("ineffective") weights of a pretrained model; freeze the rest.
+    r"""Fine-tune only the smallest-magnitude ("ineffective") weights of a pretrained model; freeze the rest.
 
     The mask marks the *trainable* entries (``semantics = "freeze"``): gradients of the other entries are zeroed
     by a tensor hook, their optimizer state is zeroed and their values are restored bit-exactly after each step
@@ -78,8 +78,8 @@ class SaRA(MaskSchedulerBase):
 
     Math:
         .. math::
-            M = \\mathbb{1}[|W_0| < \\theta], \\qquad W_{t+1} = W_t - \\eta\\, u_t \\odot M,
-            \\qquad L = L_{task} + \\lambda_{rank} \\lVert W \\odot M \\rVert_*
+            M = \mathbb{1}[|W_0| < \theta], \qquad W_{t+1} = W_t - \eta\, u_t \odot M,
+            \qquad L = L_{task} + \lambda_{rank} \lVert W \odot M \rVert_*
 
     Args:
         trainable_fraction: fraction of smallest |w| per weight made trainable (exact count). Default 0.1

@@ -119,7 +119,7 @@ def linear_flops(model: nn.Module) -> int:
     seed=42,
 )
 class SparseIFT(MaskSchedulerBase):
-    """Sparse iso-FLOP transformations: replace dense layers by larger sparse ones with the same FLOPs.
+    r"""Sparse iso-FLOP transformations: replace dense layers by larger sparse ones with the same FLOPs.
 
     :meth:`apply_transform` (call it *before* building the optimizer) swaps each target ``nn.Linear`` for a Sparse
     Factorized / Doped / Parallel module sized by :func:`iso_flop_size`; (Sparse Wide changes an MLP's widths:
@@ -134,8 +134,8 @@ class SparseIFT(MaskSchedulerBase):
 
     Math:
         .. math::
-            \\mathrm{FLOPs}_{\\text{sparse}} = (1 - s)\\,|\\text{sparse weights}| + |\\text{dense extra weights}|
-            = d_{in} d_{out}, \\qquad \\alpha_t = \\tfrac{\\alpha}{2}\\big(1 + \\cos(\\pi t / T_{end})\\big)
+            \mathrm{FLOPs}_{\text{sparse}} = (1 - s)\,|\text{sparse weights}| + |\text{dense extra weights}|
+            = d_{in} d_{out}, \qquad \alpha_t = \tfrac{\alpha}{2}\big(1 + \cos(\pi t / T_{end})\big)
 
     Args:
         transform: ``"factorized"``, ``"doped"`` or ``"parallel"``. Default ``"factorized"``.

@@ -70,7 +70,7 @@ def drop_pos_loss(logits: Tensor, ids_keep: Tensor, mask_pos: Tensor, smoothing:
     seed=57,
 )
 class DropPos(ConfigFromKeys):
-    """Position-reconstruction pretext: drop most position embeddings, classify every patch's position among L.
+    r"""Position-reconstruction pretext: drop most position embeddings, classify every patch's position among L.
 
     Only a random 25 % of the patches stay visible; of those, 75 % lose their position embedding (a mask token
     replaces it) and the model predicts, for each visible patch, which of the L grid positions it came from.
@@ -87,10 +87,10 @@ class DropPos(ConfigFromKeys):
 
     Math:
         .. math::
-            q(j\\mid i) = \\frac{\\exp(-\\lVert p_i - p_j\\rVert^2/\\sigma_e^2)}{\\sum_{j'}\\exp(-\\lVert p_i -
-            p_{j'}\\rVert^2/\\sigma_e^2)},\\quad \\sigma_e = \\sigma_0 (1 - e/E),\\quad
-            L = \\frac{\\sum_{b,v} m_{bv}\\,\\big(-\\sum_j q(j\\mid i_{bv})\\log\\mathrm{softmax}(z_{bv})_j\\big)}
-            {\\sum_{b,v} m_{bv}}
+            q(j\mid i) = \frac{\exp(-\lVert p_i - p_j\rVert^2/\sigma_e^2)}{\sum_{j'}\exp(-\lVert p_i -
+            p_{j'}\rVert^2/\sigma_e^2)},\quad \sigma_e = \sigma_0 (1 - e/E),\quad
+            L = \frac{\sum_{b,v} m_{bv}\,\big(-\sum_j q(j\mid i_{bv})\log\mathrm{softmax}(z_{bv})_j\big)}
+            {\sum_{b,v} m_{bv}}
 
         with m the dropped-position mask, i_bv the true position of visible patch v, σ_0 ↔ ``sigma``,
         E ↔ ``total_epochs``.

@@ -42,7 +42,7 @@ def multi_sample_dropout_loss(
     seed=4,
 )
 class MultiSampleDropout(ConfigFromKeys):
-    """Average of the losses of M dropout samples of the penultimate features through one shared head.
+    r"""Average of the losses of M dropout samples of the penultimate features through one shared head.
 
     Each step draws M dropout masks on the features before the head, runs the (weight-shared) head on each and
     averages the M *losses* (not the logits: ℓ(mean logits) ≠ mean ℓ for cross-entropy). The extra cost is only
@@ -54,8 +54,8 @@ class MultiSampleDropout(ConfigFromKeys):
 
     Math:
         .. math::
-            L = \\frac1M\\sum_{m=1}^{M} \\ell\\big(g(h \\odot \\xi_m / (1-p)),\\ y\\big),\\qquad
-            \\xi_m \\sim \\mathrm{Bernoulli}(1-p)^{B\\times D}
+            L = \frac1M\sum_{m=1}^{M} \ell\big(g(h \odot \xi_m / (1-p)),\ y\big),\qquad
+            \xi_m \sim \mathrm{Bernoulli}(1-p)^{B\times D}
 
         with g ↔ ``head``, h the features, ℓ ↔ ``criterion``, M ↔ ``num_samples``. M = 1 is ordinary dropout,
         p = 0 the plain loss for any M.

@@ -59,7 +59,7 @@ def prefix_mask(size: int, kept: Tensor) -> Tensor:
     paper="Rippel, Gelbart, Adams, Learning Ordered Representations with Nested Dropout, ICML 2014, arXiv:1402.0915",
 )
 class OrderedTruncation(ConfigFromKeys, nn.Module):
-    """Zero everything after a random prefix length k along one axis; identity in eval mode.
+    r"""Zero everything after a random prefix length k along one axis; identity in eval mode.
 
     Training with random prefixes orders information: leading coordinates (features, ranks, tokens) carry the
     most, so the representation can be truncated at serving time (32/64/128-dim tower embeddings, fewer tokens).
@@ -74,9 +74,9 @@ class OrderedTruncation(ConfigFromKeys, nn.Module):
 
     Math:
         .. math::
-            k \\sim p(k),\\ k\\in\\{1..D\\},\\qquad
-            \\tilde x_{\\dots,i,\\dots} = x_{\\dots,i,\\dots}\\,\\mathbb 1[i < k]
-            \\ (0\\text{-based } i),\\qquad P(\\text{coordinate } i \\text{ kept}) = \\sum_{k > i} p(k)
+            k \sim p(k),\ k\in\{1..D\},\qquad
+            \tilde x_{\dots,i,\dots} = x_{\dots,i,\dots}\,\mathbb 1[i < k]
+            \ (0\text{-based } i),\qquad P(\text{coordinate } i \text{ kept}) = \sum_{k > i} p(k)
 
         with p given by :func:`truncation_probabilities`; no rescaling is applied.
 

@@ -58,7 +58,7 @@ class DropPath(nn.Module):
     seed=17,
 )
 class ScheduledDropPath(ConfigFromKeys):
-    """Sets the drop probability of every :class:`DropPath` of a model from a linear-in-time (and depth) schedule.
+    r"""Sets the drop probability of every :class:`DropPath` of a model from a linear-in-time (and depth) schedule.
 
     NASNet's ScheduledDropPath drops each path of a cell with a probability that grows linearly during training
     (and, in the TF-slim code, with the cell's depth), which regularizes deep residual/multi-branch models more as
@@ -74,8 +74,8 @@ class ScheduledDropPath(ConfigFromKeys):
 
     Math:
         .. math::
-            p_{t,c} = p_{final}\\,\\min(1, t/T)\\,\\frac{c+1}{C},\\qquad
-            \\mathrm{out}_b = x_b\\,\\frac{\\beta_b}{1-p_{t,c}},\\ \\beta_b\\sim\\mathrm{Bernoulli}(1-p_{t,c})
+            p_{t,c} = p_{final}\,\min(1, t/T)\,\frac{c+1}{C},\qquad
+            \mathrm{out}_b = x_b\,\frac{\beta_b}{1-p_{t,c}},\ \beta_b\sim\mathrm{Bernoulli}(1-p_{t,c})
 
         with c the index of the DropPath module in ``model.modules()`` order, C their count
         (``depth_scale=False`` drops the factor), t the optimizer step, T ↔ ``total_steps``. E[out] = x.

@@ -21,7 +21,7 @@ __all__ = ["TailTokenDrop"]
     seed=30,
 )
 class TailTokenDrop(OrderedTruncation):
-    """Zero the tokens after a random prefix length (per sample) so the decoder learns from any head of the sequence.
+    r"""Zero the tokens after a random prefix length (per sample) so the decoder learns from any head of the sequence.
 
     One-D-Piece trains a 1-D tokenizer whose decoder sees only the first k tokens, which concentrates information
     at the head of the sequence and gives variable-length (quality-controllable) codes. Place it between the
@@ -34,7 +34,7 @@ class TailTokenDrop(OrderedTruncation):
 
     Math:
         .. math::
-            k_b \\sim \\mathcal U\\{k_{min}, \\dots, K\\},\\qquad \\tilde t_{b,j} = t_{b,j}\\,\\mathbb 1[j < k_b]
+            k_b \sim \mathcal U\{k_{min}, \dots, K\},\qquad \tilde t_{b,j} = t_{b,j}\,\mathbb 1[j < k_b]
 
         (0-based token index j, K tokens); E[k] = (k_min + K)/2.
 

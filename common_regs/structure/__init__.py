@@ -1,5 +1,7 @@
-"""Structure learning and classical optimization (family F11): CoLiDE DAG estimation, greedy BCD rules,
-supervised dictionary learning (BCD), DGNO weak-form physics residuals."""
+"""Structure learning and classical optimization (family F11).
+
+CoLiDE DAG estimation, greedy BCD rules, supervised dictionary learning (BCD), DGNO weak-form physics residuals.
+"""
 
 from __future__ import annotations
 

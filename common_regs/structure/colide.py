@@ -26,8 +26,11 @@ def dagma_acyclicity(w: Tensor, s: float = 1.0) -> tuple[Tensor, Tensor]:
 
 
 def colide_score(w: Tensor, cov: Tensor, variance: Literal["ev", "nv"] = "ev") -> tuple[Tensor, Tensor, Tensor]:
-    """Profiled CoLiDE score, its gradient in W, and σ̂: EV ``tr(AᵀΣ̂A)/(2σ) + dσ/2``, ``σ̂ = √(tr(AᵀΣ̂A)/d)``;
-    NV ``Σⱼ (AᵀΣ̂A)ⱼⱼ/(2σⱼ) + σⱼ/2``, ``σ̂ⱼ = √((AᵀΣ̂A)ⱼⱼ)``, with ``A = I − W`` and ``Σ̂ = XᵀX/n``."""
+    """Profiled CoLiDE score, its gradient in W, and σ̂.
+
+    EV ``tr(AᵀΣ̂A)/(2σ) + dσ/2``, ``σ̂ = √(tr(AᵀΣ̂A)/d)``; NV ``Σⱼ (AᵀΣ̂A)ⱼⱼ/(2σⱼ) + σⱼ/2``, ``σ̂ⱼ = √((AᵀΣ̂A)ⱼⱼ)``,
+    with ``A = I − W`` and ``Σ̂ = XᵀX/n``.
+    """
     d = w.shape[0]
     a = torch.eye(d, dtype=w.dtype) - w
     rhs = cov @ a
@@ -50,7 +53,7 @@ def structural_hamming_distance(true_adj: Tensor, est_adj: Tensor) -> int:
 @register("colide", kind="solver", seed=48,
           paper="Saboksayr, Mateos, Tepper, CoLiDE: Concomitant Linear DAG Estimation, ICLR 2024, arXiv:2310.02895")
 class CoLiDE(ConfigFromKeys):
-    """Learn a linear DAG from data with a scale-aware (concomitant) score and a smooth acyclicity penalty.
+    r"""Learn a linear DAG from data with a scale-aware (concomitant) score and a smooth acyclicity penalty.
 
     The least-squares score is divided by a jointly estimated noise scale σ (closed form at every step), which
     decouples the ℓ1 weight λ from the noise level — the same λ works across SNRs — and, with per-node σⱼ
@@ -63,8 +66,8 @@ class CoLiDE(ConfigFromKeys):
 
     Math:
         .. math::
-            \\min_W \\mu_k\\Big[\\frac{\\mathrm{tr}((I-W)^\\top\\hat\\Sigma(I-W))}{2\\sigma} + \\frac{d\\sigma}2
-            + \\lambda\\|W\\|_1\\Big] + h_{s_k}(W),\\quad h_s(W) = -\\log\\det(sI - W\\circ W) + d\\log s
+            \min_W \mu_k\Big[\frac{\mathrm{tr}((I-W)^\top\hat\Sigma(I-W))}{2\sigma} + \frac{d\sigma}2
+            + \lambda\|W\|_1\Big] + h_{s_k}(W),\quad h_s(W) = -\log\det(sI - W\circ W) + d\log s
 
         (EV; NV uses per-node σⱼ), σ set to its closed form after each Adam step; μ_k = μ₀·factor^k over
         ``len(s_schedule)`` stages.

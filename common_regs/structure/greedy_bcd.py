@@ -73,7 +73,7 @@ def block_coordinate_descent(a: Tensor, b: Tensor, blocks: Sequence[Sequence[int
           paper="Nutini, Laradji, Schmidt, Let's Make Block Coordinate Descent Converge Faster: Faster Greedy Rules, "
                 "Message-Passing, Active-Set Complexity, and Superlinear Convergence, JMLR 2022, arXiv:1712.08859")
 class GreedyBCD(ConfigFromKeys):
-    """Block coordinate descent with greedy (Gauss–Southwell-type) block selection and Newton block updates.
+    r"""Block coordinate descent with greedy (Gauss–Southwell-type) block selection and Newton block updates.
 
     Picking the block with the largest guaranteed progress (gradient scaled by the block's Lipschitz constant or
     Hessian) beats cyclic or random selection per iteration whenever block curvatures differ; Newton block
@@ -87,9 +87,9 @@ class GreedyBCD(ConfigFromKeys):
 
     Math:
         .. math::
-            j_k = \\arg\\max_B \\frac{\\|\\nabla_B f(x^k)\\|^2}{L_B}\\ (\\mathrm{GSL}),\\quad
-            f(x^{k+1}) \\le f(x^k) - \\frac{\\|\\nabla_{B} f\\|^2}{2L_B},\\quad
-            f = \\tfrac12\\|Ax - b\\|^2
+            j_k = \arg\max_B \frac{\|\nabla_B f(x^k)\|^2}{L_B}\ (\mathrm{GSL}),\quad
+            f(x^{k+1}) \le f(x^k) - \frac{\|\nabla_{B} f\|^2}{2L_B},\quad
+            f = \tfrac12\|Ax - b\|^2
 
         GS-Newton uses ``g_Bᵀ H_B⁻¹ g_B`` (the exact decrease ×2 of a Newton block step on a quadratic).
 

@@ -50,7 +50,7 @@ class SDLResult:
 @register("supervised_dictionary_learning", kind="solver", seed=67,
           paper="Lee, Lyu, Yao, Supervised Dictionary Learning with Auxiliary Covariates, 2022, arXiv:2206.06774")
 class SupervisedDictionaryLearning(ConfigFromKeys):
-    """Jointly learn a dictionary, codes and a logistic classifier (with auxiliary covariates) by BCD.
+    r"""Jointly learn a dictionary, codes and a logistic classifier (with auxiliary covariates) by BCD.
 
     SDL finds a class-discriminative dictionary: latent atoms that both reconstruct the features and predict the
     labels. ξ trades reconstruction against prediction (ξ → ∞: plain matrix factorization, then regression; small
@@ -65,9 +65,9 @@ class SupervisedDictionaryLearning(ConfigFromKeys):
 
     Math:
         .. math::
-            \\min_{W, H, \\beta}\\ \\sum_i \\log(1 + e^{a_i}) - y_i a_i + \\xi\\|X - WH\\|_F^2
-            + \\lambda_H\\|H\\|_F^2 + \\lambda_W\\|W\\|_F^2 + \\lambda_\\beta\\|\\beta_{1:}\\|^2,\\quad
-            a_i = \\beta_0 + \\beta_{1:r}^\\top z_i + \\gamma^\\top c_i
+            \min_{W, H, \beta}\ \sum_i \log(1 + e^{a_i}) - y_i a_i + \xi\|X - WH\|_F^2
+            + \lambda_H\|H\|_F^2 + \lambda_W\|W\|_F^2 + \lambda_\beta\|\beta_{1:}\|^2,\quad
+            a_i = \beta_0 + \beta_{1:r}^\top z_i + \gamma^\top c_i
 
         with z_i = h_i ("feature") or Wᵀx_i ("filter"), c_i the auxiliary covariates; cyclic blocks W → H → β,
         each a projected gradient step ``P(u − ∇_u F / L_u)`` with the block Lipschitz bound L_u (logistic

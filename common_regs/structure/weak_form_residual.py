@@ -80,7 +80,7 @@ def weak_form_residuals(u: Field, centers: Tensor, radius: float, a: Field | flo
           paper="Zang, Koutsourelakis, DGNO: A Novel Physics-aware Neural Operator for Solving Forward and Inverse "
                 "PDE Problems based on Deep, Generative Probabilistic Modeling, 2025, arXiv:2502.06250")
 class WeakFormResidual(ConfigFromKeys):
-    """Physics regularizer from weak-form residuals against Wendland test functions (DGNO's virtual observables).
+    r"""Physics regularizer from weak-form residuals against Wendland test functions (DGNO's virtual observables).
 
     Instead of a strong-form PINN residual (second derivatives at collocation points), the PDE is tested against
     compactly supported radial basis functions: only first derivatives of the network appear, discontinuous
@@ -97,9 +97,9 @@ class WeakFormResidual(ConfigFromKeys):
 
     Math:
         .. math::
-            r_j(u) = \\int_{B(c_j, R)} a\\nabla u\\cdot\\nabla\\psi_j - f\\psi_j\\,dx,\\quad
-            \\psi_j(x) = \\varphi(\\|x - c_j\\|/R),\\ \\varphi(\\rho) = (1-\\rho)_+^4(4\\rho + 1),\\quad
-            L = \\frac{1}{2\\sigma^2}\\sum_j r_j^2\\ (\\text{or the mean})
+            r_j(u) = \int_{B(c_j, R)} a\nabla u\cdot\nabla\psi_j - f\psi_j\,dx,\quad
+            \psi_j(x) = \varphi(\|x - c_j\|/R),\ \varphi(\rho) = (1-\rho)_+^4(4\rho + 1),\quad
+            L = \frac{1}{2\sigma^2}\sum_j r_j^2\ (\text{or the mean})
 
         quadrature: Gauss–Legendre (1-D: on each half of the support; 2-D: radial GL × uniform angles).
 

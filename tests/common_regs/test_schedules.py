@@ -24,7 +24,9 @@ def test_closed_form_values(schedule, expected):
         assert schedule(step) == pytest.approx(value)
 
 
-@pytest.mark.parametrize("schedule", [Constant(1.5), Linear(0, 1, 5), QuadraticWarmup(3, 7), Cosine(1, 0, 9), Step(1, 0.1, 2)])
+@pytest.mark.parametrize(
+    "schedule", [Constant(1.5), Linear(0, 1, 5), QuadraticWarmup(3, 7), Cosine(1, 0, 9), Step(1, 0.1, 2)]
+)
 def test_config_round_trip(schedule):
     restored = schedule_from_config(schedule.get_config_dict())
     assert restored == schedule

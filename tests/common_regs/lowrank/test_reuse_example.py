@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from torch.nn.utils import parametrize
 
 import common_regs.training

@@ -51,7 +51,7 @@ def test_scale_alpha_over_rank_and_exact_init() -> None:
 
 
 def _orthonormality_after_fit(weight: float) -> float:
-    """Train SORSA factors through ``fit`` for 60 steps with the penalty at ``weight``; the unweighted penalty after."""
+    """Train SORSA factors through ``fit`` for 60 steps, penalty at ``weight``; return the unweighted penalty."""
     model = _model()
     x, y = torch.randn(64, 8), torch.randint(0, 4, (64,))
     hooks = [SORSA(rank=3), SorsaOrthonormalPenalty(weight=weight)]
