@@ -176,7 +176,8 @@ def encode_interactions(
 
     Args:
         source: a log (path, lazy or eager frame) with ``user_id`` and ``item_id``; see :func:`clean_log`.
-        users: user vocabulary. items: item vocabulary.
+        users: user vocabulary.
+        items: item vocabulary.
         where: name of the split for messages (``"train"``, ``"test"``).
         unknown: rows with an id outside the vocabulary: ``"error"`` raises naming the first such id, ``"drop"``
             removes them (logged), ``"keep"`` keeps them as the OOV index (a test item nobody can recommend still
@@ -384,8 +385,10 @@ def _index_batch(users: np.ndarray, items: np.ndarray, rows: np.ndarray) -> Inde
 
 
 class NegativeSampler:
-    """Uniform negative items for each positive pair, re-drawn (up to ``max_tries`` rounds) when the draw is one of
-    the user's training items, as the LightGCN reference code does (He et al., SIGIR 2020, arXiv:2002.02126).
+    """Uniform negative items for each positive pair.
+
+    A draw that is one of the user's training items is re-drawn (up to ``max_tries`` rounds), as the LightGCN reference
+    code does (He et al., SIGIR 2020, arXiv:2002.02126).
 
     Draws come from a generator seeded by ``(seed, step)``, so a resumed run draws the same negatives. Without
     ``pair_keys`` (a streamed log too large to index) negatives are plain uniform draws.

@@ -1,4 +1,4 @@
-"""Feature-level augmentation of the SSL item-tower regularizer: RFM / CFM complementary views of catalogue items.
+r"""Feature-level augmentation of the SSL item-tower regularizer: RFM / CFM complementary views of catalogue items.
 
 Yao, Yi, Cheng, Yu, Chen, Menon, Hong, Chi, Tjoa, Kang, Ettinger, "Self-supervised Learning for Large-scale Item
 Recommendations", CIKM 2021, arXiv:2007.12865 (§3.2 augmentation, §3.3 SSL item distribution). Exactly as computed:
@@ -7,7 +7,7 @@ Recommendations", CIKM 2021, arXiv:2007.12865 (§3.2 augmentation, §3.3 SSL ite
    distribution), without replacement, so no item is its own in-batch negative;
 2. masking: a set F_m of ``m = ⌈mask_ratio · k⌉`` of the k item features (clamped to [1, k − 1]) is replaced in
    view A by the feature's default embedding (the learned missing / OOV row of its table,
-   :attr:`recsys.features.EncodedFeature.default_index`), view B masks the complement F \\ F_m.
+   :attr:`recsys.features.EncodedFeature.default_index`), view B masks the complement F \ F_m.
    RFM: F_m uniform among the m-subsets. CFM: a seed feature drawn uniformly per batch, F_m = {seed} ∪ its
    m − 1 top mutual-information partners (:mod:`recsys.feature_mi`; ties: lower feature index first);
 3. dropout: in each view, every value of a multi-valued feature that is not masked is dropped independently with
@@ -216,7 +216,7 @@ class _FeatureMasking(ConfigFromKeys):
 
 @register("ssl_rfm", kind="batch_transform", paper=PAPER)
 class RandomFeatureMasking(_FeatureMasking):
-    """Random Feature Masking: two views of uniformly sampled catalogue items with complementary random masks.
+    r"""Random Feature Masking: two views of uniformly sampled catalogue items with complementary random masks.
 
     Builds the augmented pairs of the SSL item-tower regularizer; the paper's baseline augmentation (CFM is the
     proposed one). Use with :class:`ItemSSLLoss` as trainer hooks.
@@ -228,10 +228,10 @@ class RandomFeatureMasking(_FeatureMasking):
     Math:
         .. math::
 
-            F_m \\sim \\mathrm{Uniform}\\{S \\subset F : |S| = m\\},\\quad
-            m = \\min(k-1, \\max(1, \\lceil r k \\rceil)),\\quad
-            y = \\mathrm{drop}_p(\\mathrm{mask}_{F_m}(x)),\\;
-            y' = \\mathrm{drop}_p(\\mathrm{mask}_{F \\setminus F_m}(x))
+            F_m \sim \mathrm{Uniform}\{S \subset F : |S| = m\},\quad
+            m = \min(k-1, \max(1, \lceil r k \rceil)),\quad
+            y = \mathrm{drop}_p(\mathrm{mask}_{F_m}(x)),\;
+            y' = \mathrm{drop}_p(\mathrm{mask}_{F \setminus F_m}(x))
 
         with r ↔ ``mask_ratio``, p ↔ ``dropout``; masked features → their default (missing / OOV) row.
 
@@ -283,7 +283,7 @@ class RandomFeatureMasking(_FeatureMasking):
 
 @register("ssl_cfm", kind="batch_transform", paper=PAPER)
 class CorrelatedFeatureMasking(_FeatureMasking):
-    """Correlated Feature Masking: mask a random seed feature together with its most correlated partners.
+    r"""Correlated Feature Masking: mask a random seed feature together with its most correlated partners.
 
     Keeps highly correlated features on the same side, so the contrastive task cannot be solved by a shortcut
     (one feature predicting its correlated twin across views). Use with :class:`ItemSSLLoss` as trainer hooks.
@@ -295,11 +295,11 @@ class CorrelatedFeatureMasking(_FeatureMasking):
     Math:
         .. math::
 
-            f_{seed} \\sim \\mathrm{Uniform}(F),\\quad F_m = \\{f_{seed}\\} \\cup
-            \\operatorname{top}_{m-1}\\{f \\ne f_{seed} : \\mathrm{MI}(f_{seed}, f)\\},\\quad
-            m = \\min(k-1, \\max(1, \\lceil r k \\rceil))
+            f_{seed} \sim \mathrm{Uniform}(F),\quad F_m = \{f_{seed}\} \cup
+            \operatorname{top}_{m-1}\{f \ne f_{seed} : \mathrm{MI}(f_{seed}, f)\},\quad
+            m = \min(k-1, \max(1, \lceil r k \rceil))
 
-        view A masks F_m, view B masks F \\ F_m, then multi-valued values are dropped with probability p.
+        view A masks F_m, view B masks F \ F_m, then multi-valued values are dropped with probability p.
         MI as in :mod:`recsys.feature_mi`. r ↔ ``mask_ratio``, p ↔ ``dropout``.
 
     Args:
@@ -332,7 +332,7 @@ class CorrelatedFeatureMasking(_FeatureMasking):
         >>> mi = MIMatrix(("a", "b", "c", "item_id"), np.array([[1, .9, .1, .2], [.9, 1, .3, .2],
         ...                                                    [.1, .3, 1, .0], [.2, .2, .0, 1]]), "custom", "")
         >>> views = CorrelatedFeatureMasking(table, mi).views(torch.arange(2))
-        >>> {"a": ("a", "b"), "b": ("a", "b"), "c": ("b", "c"), "item_id": ("a", "item_id")}[views.seed_feature] \\
+        >>> {"a": ("a", "b"), "b": ("a", "b"), "c": ("b", "c"), "item_id": ("a", "item_id")}[views.seed_feature] \
         ...     == views.masked_a
         True
     """

@@ -1,12 +1,12 @@
-"""Mutual information between every pair of categorical item features, for Correlated Feature Masking (CFM).
+r"""Mutual information between every pair of categorical item features, for Correlated Feature Masking (CFM).
 
 Yao, Yi, Cheng, Yu, Chen, Menon, Hong, Chi, Tjoa, Kang, Ettinger, "Self-supervised Learning for Large-scale Item
 Recommendations", CIKM 2021, arXiv:2007.12865 (§3.2, CFM): for features with vocabularies V_i, V_j
 
 .. math::
 
-    \\mathrm{MI}(V_i, V_j) = \\sum_{v_i \\in V_i, v_j \\in V_j} P(v_i, v_j)
-        \\log \\frac{P(v_i, v_j)}{P(v_i) P(v_j)}
+    \mathrm{MI}(V_i, V_j) = \sum_{v_i \in V_i, v_j \in V_j} P(v_i, v_j)
+        \log \frac{P(v_i, v_j)}{P(v_i) P(v_j)}
 
 pre-computed for all pairs (natural log, nats; cells with P(v_i, v_j) = 0 contribute 0, the 0·log 0 = 0 convention).
 
@@ -100,7 +100,8 @@ def bag_mutual_information(
     """MI between two (possibly multi-valued) features given per entity as ``(values, lengths)`` jagged arrays.
 
     Args:
-        a, b: ``(values, lengths)``: entity e owns ``values[offset_e : offset_e + lengths[e]]`` (same entities).
+        a: ``(values, lengths)``: entity e owns ``values[offset_e : offset_e + lengths[e]]``.
+        b: the second feature, same form and same entities as ``a``.
         rows: table sizes ``(|V_a|, |V_b|)``; default ``max(value) + 1``.
         weights: per-entity weight w_e >= 0; default 1 (module docstring).
     """

@@ -108,8 +108,10 @@ class FeatureSpec:
 
 @dataclass
 class EncodedFeature:
-    """Jagged row indices of one feature for entities ``0 … n`` (``n`` = OOV entity): entity ``e`` has values
-    ``values[offsets[e]:offsets[e + 1]]``."""
+    """Jagged row indices of one feature for entities ``0 … n`` (``n`` = OOV entity).
+
+    Entity ``e`` has values ``values[offsets[e]:offsets[e + 1]]``.
+    """
 
     spec: FeatureSpec
     values: np.ndarray

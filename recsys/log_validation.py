@@ -149,6 +149,8 @@ def _bad_value_predicate(column: str, dtype: pa.DataType | pl.DataType) -> pl.Ex
 
 @dataclass(frozen=True)
 class LogSummary:
+    """Counts of a validated interaction log: rows, users, items, time range, duplicate rows, nulls per column."""
+
     path: str
     rows: int
     users: int

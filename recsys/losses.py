@@ -1,12 +1,12 @@
-"""Training losses: in-batch sampled softmax with logQ correction, BPR with sampled negatives, batch L2.
+r"""Training losses: in-batch sampled softmax with logQ correction, BPR with sampled negatives, batch L2.
 
 In-batch softmax (Yi et al., "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item Recommendations",
 RecSys 2019, Eq. 3-4): with batch pairs (u_i, v_i) and every other in-batch item as a negative,
 
 .. math::
 
-    s^c_{ij} = s \\, \\langle u_i, v_j \\rangle - w \\log p_j, \\qquad
-    \\mathcal{L} = -\\frac{1}{B} \\sum_i \\log \\frac{e^{s^c_{ii}}}{\\sum_j e^{s^c_{ij}}}
+    s^c_{ij} = s \, \langle u_i, v_j \rangle - w \log p_j, \qquad
+    \mathcal{L} = -\frac{1}{B} \sum_i \log \frac{e^{s^c_{ii}}}{\sum_j e^{s^c_{ij}}}
 
 where ``s`` is the model's scale (1/τ), ``p_j`` the sampling probability of item ``j`` (its share of the training
 log, or the streaming estimate of Yi et al. Algorithm 2) and ``w`` the correction weight (1 in the paper).
@@ -18,8 +18,8 @@ without the prior term, which regkit adds separately as :class:`EmbeddingL2`):
 
 .. math::
 
-    \\mathcal{L} = -\\frac{1}{BN} \\sum_{i,n} \\log \\sigma\\big(s \\langle u_i, v_i\\rangle
-        - s \\langle u_i, v_{in}\\rangle\\big)
+    \mathcal{L} = -\frac{1}{BN} \sum_{i,n} \log \sigma\big(s \langle u_i, v_i\rangle
+        - s \langle u_i, v_{in}\rangle\big)
 """
 
 from __future__ import annotations
@@ -61,8 +61,10 @@ def in_batch_logits(
     """``(B, B)`` corrected in-batch logits ``s^c_ij`` (module docstring); row i's positive is column i.
 
     Args:
-        query: ``(B, D)`` user embeddings. candidates: ``(B, D)`` embeddings of each row's positive item.
-        scale: logit multiplier s (1/τ). log_q: ``(B,)`` log sampling probability of each candidate.
+        query: ``(B, D)`` user embeddings.
+        candidates: ``(B, D)`` embeddings of each row's positive item.
+        scale: logit multiplier s (1/τ).
+        log_q: ``(B,)`` log sampling probability of each candidate.
         candidate_ids: ``(B,)`` item ids; equal ids in other columns are set to -inf (accidental hits).
         log_q_weight: w, the strength of the correction (1 = Yi et al.).
     """

@@ -85,8 +85,10 @@ class InBatchSoftmax:
 
     @staticmethod
     def logits(user: Tensor, item: Tensor, scale: Tensor | float, bias: Tensor | None) -> Tensor:
-        """``(B, B)`` logits exactly as :meth:`recsys.trainer.Trainer.task_loss` builds them (``bias`` from
-        :meth:`bias`): the same operations as :func:`recsys.losses.in_batch_logits`."""
+        """``(B, B)`` logits exactly as :meth:`recsys.trainer.Trainer.task_loss` builds them.
+
+        ``bias`` comes from :meth:`bias`; the same operations as :func:`recsys.losses.in_batch_logits`.
+        """
         logits = scale * user @ item.T
         return logits if bias is None else logits + bias.to(logits.dtype)
 
@@ -106,7 +108,7 @@ def _recoutput(ctx: TrainContext, method: str) -> tuple[RecOutput, RecBatch]:
 
 @register_adapter("multi_sample_dropout", domain="recsys", kind="loss")
 class TwoTowerMultiSampleDropout:
-    """Multi-sample dropout on the user tower of a two-tower model, averaged over the in-batch softmax losses.
+    r"""Multi-sample dropout on the user tower of a two-tower model, averaged over the in-batch softmax losses.
 
     The user tower's penultimate features h (the input of its last ``nn.Linear``, ``at="hidden"``; or the tower
     output before L2 normalisation, ``at="output"``) play the role of the paper's pre-classifier features, and the
@@ -120,8 +122,8 @@ class TwoTowerMultiSampleDropout:
 
     Math:
         .. math::
-            \\Delta = \\frac1M\\sum_{m=1}^{M} \\ell\\big(g(h \\odot \\xi_m/(1-p)), V\\big) - \\ell\\big(g(h), V\\big),
-            \\qquad \\ell(u, V) = -\\frac1B\\sum_i \\log\\mathrm{softmax}_j(s\\langle u_i, v_j\\rangle - w\\log q_j)_i
+            \Delta = \frac1M\sum_{m=1}^{M} \ell\big(g(h \odot \xi_m/(1-p)), V\big) - \ell\big(g(h), V\big),
+            \qquad \ell(u, V) = -\frac1B\sum_i \log\mathrm{softmax}_j(s\langle u_i, v_j\rangle - w\log q_j)_i
 
         g ↔ last user-tower layer + normalisation (``at="hidden"``) or normalisation only (``at="output"``),
         M ↔ ``num_samples``, p ↔ ``p``. The trainer adds Δ to its own ℓ(g(h), V), so the total is the MSD loss.
@@ -218,7 +220,7 @@ class TwoTowerMultiSampleDropout:
 
 @register_adapter("ps_kd", domain="recsys", kind="loss")
 class InBatchPSKD:
-    """PS-KD for the in-batch softmax: the model of the previous epoch is the teacher of the current batch.
+    r"""PS-KD for the in-batch softmax: the model of the previous epoch is the teacher of the current batch.
 
     PS-KD (Kim et al. 2021) trains against ``ỹ = (1-α_t)·onehot(y) + α_t·p^{(t-1)}``, the model's own prediction
     from the previous epoch; the paper describes that prediction as coming from the model of epoch t-1 acting as
@@ -237,9 +239,9 @@ class InBatchPSKD:
 
     Math:
         .. math::
-            \\alpha_t = \\alpha_T\\min(1, (t+1)/E),\\quad
-            \\Delta = \\alpha_t\\Big(-\\tfrac1B\\sum_i\\sum_j p^{(t-1)}_{ij}\\log\\mathrm{softmax}(z_i)_j
-                 + \\tfrac1B\\sum_i\\log\\mathrm{softmax}(z_i)_i\\Big)
+            \alpha_t = \alpha_T\min(1, (t+1)/E),\quad
+            \Delta = \alpha_t\Big(-\tfrac1B\sum_i\sum_j p^{(t-1)}_{ij}\log\mathrm{softmax}(z_i)_j
+                 + \tfrac1B\sum_i\log\mathrm{softmax}(z_i)_i\Big)
 
         with z the student's corrected in-batch logits, p^{(t-1)}_i = softmax of the teacher's logits for row i,
         α_T ↔ ``alpha_final``, E ↔ ``total_epochs``. Soft cross-entropy is linear in its target, so

@@ -56,12 +56,14 @@ class ServedModelError(ValueError):
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """FAISS index options. Defaults: exact flat inner product; IVF ``nlist=100, nprobe=8`` and HNSW
-    ``M=32, efSearch=128`` are common FAISS starting points (FAISS wiki "Guidelines to choose an index");
-    ``ef_construction=40`` is FAISS's own ``IndexHNSW`` default; IVF-PQ ``pq_m=8`` sub-quantizers of
-    ``pq_nbits=8`` bits follow the FAISS wiki tutorial ("Getting started", ``IndexIVFPQ(quantizer, d, nlist, 8, 8)``).
-    ``pq_m`` must divide the embedding dimension (checked when the index is built). ``refine_factor=0`` (off,
-    regkit convention) applies to ``ivfpq`` only."""
+    """FAISS index options.
+
+    Defaults: exact flat inner product; IVF ``nlist=100, nprobe=8`` and HNSW ``M=32, efSearch=128`` are common FAISS
+    starting points (FAISS wiki "Guidelines to choose an index"); ``ef_construction=40`` is FAISS's own ``IndexHNSW``
+    default; IVF-PQ ``pq_m=8`` sub-quantizers of ``pq_nbits=8`` bits follow the FAISS wiki tutorial ("Getting started",
+    ``IndexIVFPQ(quantizer, d, nlist, 8, 8)``). ``pq_m`` must divide the embedding dimension (checked when the index is
+    built). ``refine_factor=0`` (off, regkit convention) applies to ``ivfpq`` only.
+    """
 
     kind: Literal["flat", "ivf", "ivfpq", "hnsw"] = "flat"
     nlist: int = 100
@@ -252,8 +254,11 @@ class Recommender:
         return counts == 0
 
     def served_by_popularity(self, users: np.ndarray) -> np.ndarray:
-        """Which users (indices) get the most popular items: cold ones the model cannot embed (an unknown id, or a
-        known user without history when the model has no user-feature tower)."""
+        """Which users (indices) get the most popular items.
+
+        Cold ones the model cannot embed: an unknown id, or a known user without history when the model has no
+        user-feature tower.
+        """
         users = np.asarray(users, dtype=np.int64)
         embeddable = (users < self.users.size) & bool(self.model.has_user_features)
         return self.is_cold(users) & ~embeddable

@@ -17,8 +17,9 @@ the pairwise feature MI of CFM in :mod:`recsys.feature_mi`; this module holds th
 
 Paper choices that could not be confirmed here (``shared/reference/recsys.md`` §1.2-1.3) and regkit's reading:
 the number of partners (the text gives n = ⌊k/2⌋, "masked and retained set roughly the same size": for odd k,
-1 + ⌊k/2⌋ = ⌈k/2⌉ = m of recsys.feature_masking; for even k regkit masks exactly half); the dropout rate, τ and α (not recovered;
-defaults below come from public re-implementations); how MI handles multi-valued features (:mod:`recsys.feature_mi`).
+1 + ⌊k/2⌋ = ⌈k/2⌉ = m of recsys.feature_masking; for even k regkit masks exactly half); the dropout rate, τ and α
+(not recovered; defaults below come from public re-implementations); how MI handles multi-valued features
+(:mod:`recsys.feature_mi`).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def ssl_info_nce(view_a: Tensor, view_b: Tensor, temperature: float, *, item_ids
 
 @register("ssl_infonce", kind="loss", paper=PAPER)
 class ItemSSLLoss(ConfigFromKeys):
-    """In-batch InfoNCE between the two augmented views of the SSL items, through the shared item tower.
+    r"""In-batch InfoNCE between the two augmented views of the SSL items, through the shared item tower.
 
     The auxiliary loss of the SSL framework: regularizes item representations, most where clicks are sparse
     (tail items are sampled as often as head items). Needs a feature-masking transform among the hooks.
@@ -105,10 +106,10 @@ class ItemSSLLoss(ConfigFromKeys):
     Math:
         .. math::
 
-            \\mathcal{L}_{self} = -\\frac{1}{N}\\sum_i \\log
-                \\frac{\\exp(s(z_i, z'_i)/\\tau)}{\\sum_{j} \\exp(s(z_i, z'_j)/\\tau)},\\quad
-            s(a, b) = \\frac{\\langle a, b\\rangle}{\\lVert a\\rVert \\lVert b\\rVert},\\quad
-            \\mathcal{L} = \\mathcal{L}_{main} + \\alpha\\, \\mathcal{L}_{self}
+            \mathcal{L}_{self} = -\frac{1}{N}\sum_i \log
+                \frac{\exp(s(z_i, z'_i)/\tau)}{\sum_{j} \exp(s(z_i, z'_j)/\tau)},\quad
+            s(a, b) = \frac{\langle a, b\rangle}{\lVert a\rVert \lVert b\rVert},\quad
+            \mathcal{L} = \mathcal{L}_{main} + \alpha\, \mathcal{L}_{self}
 
         z_i = item_tower(view A of x_i), z'_j = item_tower(view B of x_j); τ ↔ ``temperature``, α ↔ ``weight``
         (applied by RegHooks).

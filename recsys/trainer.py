@@ -280,8 +280,10 @@ class Trainer:
         return per_run if self.config.max_steps is None else min(self.config.max_steps, per_run)
 
     def train_step(self, index_batch: IndexBatch) -> dict[str, float]:
-        """One optimizer step (:meth:`common_regs.training.RegHooks.step`); returns the loss components
-        (``loss/task``, ``loss/<hook>``, ``loss/total``)."""
+        """One optimizer step (:meth:`common_regs.training.RegHooks.step`).
+
+        Returns the loss components (``loss/task``, ``loss/<hook>``, ``loss/total``).
+        """
         batch = self._make_batch(index_batch)
         total = self.reg_hooks.step(
             batch, self.model, self.task_loss, step=self.step, epoch=self.epoch, sample_indices=batch.rows,

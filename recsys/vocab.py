@@ -77,8 +77,11 @@ def _as_id_array(values: object, *, what: str) -> np.ndarray:
 
 
 def pack_ids(ids: np.ndarray, key: str) -> dict[str, np.ndarray]:
-    """Ids as arrays that ``np.savez`` writes without pickle or padding: int64 ids under ``key``; strings as their
-    UTF-8 bytes (``key/utf8``) and the end offset of each (``key/ends``). :func:`unpack_ids` reads them back."""
+    """Ids as arrays that ``np.savez`` writes without pickle or padding.
+
+    Int64 ids go under ``key``; strings as their UTF-8 bytes (``key/utf8``) and the end offset of each (``key/ends``).
+    :func:`unpack_ids` reads them back.
+    """
     if ids.dtype.kind != "T":
         return {key: ids}
     encoded = [value.encode("utf-8") for value in ids.tolist()]
@@ -87,8 +90,10 @@ def pack_ids(ids: np.ndarray, key: str) -> dict[str, np.ndarray]:
 
 
 def unpack_ids(arrays: Mapping[str, np.ndarray], key: str) -> np.ndarray | None:
-    """The ids :func:`pack_ids` stored under ``key`` (also a plain array under ``key``, as older files hold), or
-    None when there are none."""
+    """The ids :func:`pack_ids` stored under ``key``, or None when there are none.
+
+    Also reads a plain array under ``key``, as older files hold.
+    """
     if f"{key}/utf8" not in arrays:
         return arrays.get(key)
     data, ends = arrays[f"{key}/utf8"].tobytes(), arrays[f"{key}/ends"].tolist()

@@ -158,7 +158,7 @@ def _initialize_dense_state(optimizer: Any) -> None:
 
 
 def unsharded_state_optimizer(fused: Any, dense: Any) -> torch.optim.Optimizer:
-    """torchrec ``CombinedOptimizer`` whose ``state_dict`` is unsharded (keyed by parameter FQN, full tensors).
+    """A torchrec ``CombinedOptimizer`` whose ``state_dict`` is unsharded (keyed by parameter FQN, full tensors).
 
     ``state_dict()`` is collective (:func:`gather_full_state`); ``load_state_dict`` takes that format from a run
     on any number of ranks and keeps this rank's shards (param groups stay those of this run: the learning rates

@@ -39,7 +39,7 @@ def supported_sharding_types(device_type: str) -> list[str]:
 
 
 def fused_optimizer_params(config: TrainConfig, device: torch.device) -> dict[str, Any]:
-    """fbgemm TBE optimizer settings equal to the single-process torch optimizer of the embedding tables.
+    """The fbgemm TBE optimizer settings equal to the single-process torch optimizer of the embedding tables.
 
     ``sgd`` → EXACT_SGD (``w -= lr·g``); ``adagrad`` → EXACT_ADAGRAD (``s += g²; w -= lr·g/(√s + eps)``,
     eps 1e-10 = ``torch.optim.Adagrad``'s default); ``adam`` → ADAM (CUDA only; betas/eps = torch defaults).

@@ -55,7 +55,8 @@ def test_bad_logs_name_the_column(tmp_path, columns, message):
 
 def test_empty_missing_and_non_parquet_files(tmp_path):
     empty = tmp_path / "empty.parquet"
-    pl.DataFrame({"user_id": [], "item_id": []}, schema={"user_id": pl.Int64, "item_id": pl.Int64}).write_parquet(empty)
+    schema = {"user_id": pl.Int64, "item_id": pl.Int64}
+    pl.DataFrame({"user_id": [], "item_id": []}, schema=schema).write_parquet(empty)
     with pytest.raises(LogSchemaError, match="empty.parquet: the log has no rows"):
         validate_log(empty)
     with pytest.raises(LogSchemaError, match="interaction log not found"):
