@@ -1,8 +1,8 @@
-"""BEIR-format datasets: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``.
+r"""BEIR-format datasets: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``.
 
 Loading validates everything up front and names the file, line and field of the first problem found:
 malformed JSON (including nesting too deep to parse and integers too long to convert), missing ``_id``, ids
-that are not strings or integers, text that is not valid Unicode (lone surrogates from ``\\ud800``-style
+that are not strings or integers, text that is not valid Unicode (lone surrogates from ``\ud800``-style
 escapes), duplicate ids, empty ids, ids holding whitespace (a non-breaking space included) or longer than
 :data:`MAX_ID_LENGTH` characters, non-integer relevance in qrels, qrels naming unknown queries or documents.
 Every such problem is a :class:`BeirFormatError`. Files may carry a UTF-8 BOM and CRLF line endings (the
@@ -55,6 +55,8 @@ class BeirFormatError(ValueError):
 
 @dataclass(frozen=True)
 class Document:
+    """A BEIR corpus entry (``title`` may be empty)."""
+
     title: str
     text: str
 
@@ -110,7 +112,7 @@ def _shown(value: object, limit: int = 60) -> str:
 
 
 def _check_unicode(path: Path, line_no: int, key: str, value: str) -> None:
-    """JSON ``\\uD800``-style escapes decode to lone surrogates, which no UTF-8 writer (Lucene, TREC runs) accepts."""
+    r"""JSON ``\uD800``-style escapes decode to lone surrogates, which no UTF-8 writer (Lucene, TREC runs) accepts."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as err:
@@ -183,6 +185,7 @@ def _text_field(path: Path, line_no: int, record: dict, key: str) -> str:
 
 
 def read_corpus(path: str | os.PathLike[str]) -> dict[str, Document]:
+    """Read a BEIR ``corpus.jsonl`` as ``{doc_id: Document}``; a bad line is a :class:`BeirFormatError` naming it."""
     path = Path(path)
     corpus: dict[str, Document] = {}
     for line_no, record in _jsonl_records(path, ("_id",)):

@@ -1,7 +1,7 @@
-"""Dense retrieval baseline: a sentence-transformers bi-encoder and an exact FAISS inner-product index.
+r"""Dense retrieval baseline: a sentence-transformers bi-encoder and an exact FAISS inner-product index.
 
 Documents are encoded as ``(title + " " + text).strip()`` and queries as their text, both L2-normalised, and
-ranked by :math:`s(q, d) = \\langle e_q, e_d \\rangle` (cosine similarity), exactly (``faiss.IndexFlatIP``).
+ranked by :math:`s(q, d) = \langle e_q, e_d \rangle` (cosine similarity), exactly (``faiss.IndexFlatIP``).
 This is BEIR's exact-search dense protocol (Thakur et al., "BEIR: A Heterogeneous Benchmark for Zero-shot
 Evaluation of Information Retrieval Models", NeurIPS 2021 Datasets and Benchmarks, arXiv:2104.08663;
 ``DenseRetrievalExactSearch`` with ``score_function="cos_sim"``).

@@ -39,8 +39,10 @@ __all__ = ["HiddenStates", "build_hidden_cache", "cache_fingerprint", "encode_fr
 
 
 def cache_fingerprint(data: str | os.PathLike[str], backbone: str, max_length: int) -> dict[str, Any]:
-    """What a backbone cache depends on: the corpus file's content (size + SHA-256), the backbone (its name and,
-    for a local folder, every file's content) and the truncation.
+    """What a backbone cache depends on.
+
+    The corpus file's content (size + SHA-256), the backbone (its name and, for a local folder, every file's content)
+    and the truncation.
 
     Content rather than path and mtime: a corpus copied or re-extracted elsewhere keeps its (long to rebuild) cache,
     and a backbone folder retrained in place does not.
@@ -179,14 +181,22 @@ def encode_from_cache(
     rows: list[int] | None = None,
     show_progress: bool | None = None,
 ) -> tuple[dict[str, dict[str, float]], DocumentEncodingStats]:
-    """Document vectors from cached backbone states: same values as :func:`retrieval.encoder.encode_documents`
-    when ``model``'s transformer body is the one the cache was built with (a head-only fine-tune of it).
+    """Document vectors from cached backbone states.
+
+    Same values as :func:`retrieval.encoder.encode_documents` when ``model``'s transformer body is the one the cache
+    was built with (a head-only fine-tune of it).
 
     Args:
+        model: the sparse encoder (a sentence-transformers SPLADE model) whose head is applied.
+        cache: the backbone states of the corpus (:class:`HiddenStates`).
+        batch_size: documents per batch.
+        compute_dtype: dtype of the vocabulary projection (None = the states' dtype), as
+            :func:`retrieval.max_projection.splade_max_pool`.
         vocabulary: compute only these wordpieces' weights (e.g. every token of an evaluation query set). The
             weight of a token does not depend on the others, so the vectors are exactly the full vectors restricted
             to ``vocabulary``; an impact index of them gives the same scores for queries made of those tokens.
         rows: encode only these cache rows (e.g. a random sample for size statistics). Default: all.
+        show_progress: progress bar (None = when the ``retrieval`` logger is at INFO or below).
     """
     transformer, pooling = mlm_parts(model)
     tokenizer = transformer.tokenizer

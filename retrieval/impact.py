@@ -1,15 +1,15 @@
-"""Impact indexes for learned sparse vectors, and impact search with caller-supplied query weights.
+r"""Impact indexes for learned sparse vectors, and impact search with caller-supplied query weights.
 
 Lucene impact scoring (Anserini ``ImpactSimilarity``) ranks by an integer dot product over shared tokens:
 
-.. math::  s_{int}(q, d) = \\sum_{t \\in q \\cap d} \\tilde w_{q,t} \\, \\tilde w_{d,t}, \\qquad
-           \\tilde w_{d,t} = \\lfloor s_d \\, w_{d,t} + 1/2 \\rfloor, \\qquad
-           \\tilde w_{q,t} = \\lfloor s_q \\, w_{q,t} + 1/2 \\rfloor
+.. math::  s_{int}(q, d) = \sum_{t \in q \cap d} \tilde w_{q,t} \, \tilde w_{d,t}, \qquad
+           \tilde w_{d,t} = \lfloor s_d \, w_{d,t} + 1/2 \rfloor, \qquad
+           \tilde w_{q,t} = \lfloor s_q \, w_{q,t} + 1/2 \rfloor
 
 with ``s_d`` = ``ImpactQuantization.doc_scale`` and ``s_q`` = ``ImpactQuantization.query_scale`` (round half up;
 weights that round to 0 are dropped). regkit quantizes itself, so Anserini never truncates a float weight (it
 would cast 2.7 to 2), and reports the de-quantized score :math:`s_{int}/(s_q s_d)`, which approximates the float
-dot product :math:`\\sum_t w_{q,t} w_{d,t}` to within the rounding error.
+dot product :math:`\sum_t w_{q,t} w_{d,t}` to within the rounding error.
 
 Impact scoring as a dot product of learned term weights follows Lin & Ma, "A Few Brief Notes on DeepImpact, COIL,
 and a Conceptual Framework for Information Retrieval Techniques", arXiv:2106.14807 (2021). Default scales 100/100:

@@ -90,8 +90,9 @@ def write_collection_shards(
 
 @contextlib.contextmanager
 def collection_folder(index_dir: Path) -> Iterator[Path]:
-    """The folder for the JSON collection Anserini reads while it builds ``index_dir``: ``.<index>.collection.tmp``
-    beside the index, removed when the build ends.
+    """The folder for the JSON collection Anserini reads while it builds ``index_dir``.
+
+    It is ``.<index>.collection.tmp`` beside the index, removed when the build ends.
 
     Not the system temp folder: a killed build's collection (as large as the corpus) would stay there forever. Here
     the next build of the same index removes it first (and ``regkit retrieval index`` removes it with the other
@@ -107,7 +108,7 @@ def collection_folder(index_dir: Path) -> Iterator[Path]:
 
 
 def progress_enabled(show_progress: bool | None) -> bool:
-    """regkit's convention: None means "on when this package logs at INFO or below"."""
+    """Whether to show progress bars; None means "when this package logs at INFO or below" (regkit's convention)."""
     return logging.getLogger("retrieval").isEnabledFor(logging.INFO) if show_progress is None else show_progress
 
 

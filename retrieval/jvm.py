@@ -38,9 +38,10 @@ def anserini_jar() -> Path:
     spec = importlib.util.find_spec("pyserini")
     if spec is None or spec.origin is None:
         raise JvmError("Pyserini is not installed; install regkit with `make install` (needs pyserini==1.6.0).")
-    jars = sorted((Path(spec.origin).parent / "resources" / "jars").glob("anserini-*-fatjar.jar"))
+    folder = Path(spec.origin).parent / "resources" / "jars"
+    jars = sorted(folder.glob("anserini-*-fatjar.jar"))
     if not jars:
-        raise JvmError(f"no Anserini fat jar in {Path(spec.origin).parent / 'resources' / 'jars'}; reinstall pyserini.")
+        raise JvmError(f"no Anserini fat jar in {folder}; reinstall pyserini.")
     return jars[-1]
 
 

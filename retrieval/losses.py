@@ -1,4 +1,4 @@
-"""Losses of the inference-free sparse retriever (Geng et al. 2024, arXiv:2411.04403), as common_regs hooks.
+r"""Losses of the inference-free sparse retriever (Geng et al. 2024, arXiv:2411.04403), as common_regs hooks.
 
 * :class:`IdfAwareFlops` — a ``LossTerm``: FLOPS on the *document* vectors while the ranking score weights each
   query token by its IDF (optionally plain FLOPS on the IDF-weighted vectors, the ablation), ℓ0 mask option.
@@ -6,7 +6,7 @@
   teacher scores, weighted mean, ×30) consumed by ``DistillLoss("kl")``, or by :class:`MarginMSE`.
 * :func:`inbatch_infonce` — the InfoNCE ranking loss of the authors' code (cross-entropy over dot products).
 
-Scores: :math:`s(q, d) = \\sum_t \\mathrm{idf}(t)\\,[t \\in q]\\, w_d(t)` (:func:`idf_scores`).
+Scores: :math:`s(q, d) = \sum_t \mathrm{idf}(t)\,[t \in q]\, w_d(t)` (:func:`idf_scores`).
 """
 
 from __future__ import annotations
@@ -68,8 +68,11 @@ def inbatch_infonce(scores: Tensor, positives: Tensor) -> Tensor:
 
 
 def margin_mse(student: Tensor, teacher: Tensor) -> Tensor:
-    """``mean_{q, j ≥ 1} ((s_{q0} − s_{qj}) − (t_{q0} − t_{qj}))²`` — column 0 is the positive (Hofstätter et al.,
-    "Improving Efficient Neural Ranking Models with Cross-Architecture Knowledge Distillation", arXiv:2010.02666)."""
+    """Margin-MSE: ``mean_{q, j ≥ 1} ((s_{q0} − s_{qj}) − (t_{q0} − t_{qj}))²``; column 0 is the positive.
+
+    Hofstätter et al., "Improving Efficient Neural Ranking Models with Cross-Architecture Knowledge Distillation",
+    arXiv:2010.02666.
+    """
     if student.shape != teacher.shape or student.ndim != 2 or student.shape[1] < 2:
         raise ValueError(
             f"`student` and `teacher` must both be (Q, C ≥ 2), got {tuple(student.shape)} and {tuple(teacher.shape)}."
@@ -81,7 +84,7 @@ def margin_mse(student: Tensor, teacher: Tensor) -> Tensor:
 
 @register("idf_aware_flops", kind="loss", paper=_PAPER, seed=39)
 class IdfAwareFlops(ConfigFromKeys):
-    """FLOPS sparsity penalty for an inference-free retriever whose query side is an IDF table.
+    r"""FLOPS sparsity penalty for an inference-free retriever whose query side is an IDF table.
 
     The ranking gradient on a document weight is proportional to the IDF of its token (queries are IDF vectors),
     while the FLOPS gradient is not: relative to ranking, common (low-IDF) tokens are pushed to zero much harder
@@ -98,12 +101,12 @@ class IdfAwareFlops(ConfigFromKeys):
 
     Math:
         .. math::
-            L = \\sum_t \\Bigl(\\frac1N \\sum_{i=1}^{N} M_i\\, c_t\\, |w_i(t)|\\Bigr)^2,\\qquad
-            M_i = [\\lVert w_i \\rVert_0 > \\tau],\\qquad
-            c_t = 1 \\ (\\texttt{idf\\_aware}) \\text{ or } \\mathrm{idf}(t) \\ (\\texttt{plain})
+            L = \sum_t \Bigl(\frac1N \sum_{i=1}^{N} M_i\, c_t\, |w_i(t)|\Bigr)^2,\qquad
+            M_i = [\lVert w_i \rVert_0 > \tau],\qquad
+            c_t = 1 \ (\texttt{idf\_aware}) \text{ or } \mathrm{idf}(t) \ (\texttt{plain})
 
         with w ↔ ``ctx.outputs["doc_embeddings"]``, τ ↔ ``threshold`` (M ≡ 1 when None), idf ↔ ``idf``.
-        Its weight λ follows ``QuadraticWarmup(λ, T)``: :math:`\\lambda\\min(1, s/T)^2` at step s (the authors'
+        Its weight λ follows ``QuadraticWarmup(λ, T)``: :math:`\lambda\min(1, s/T)^2` at step s (the authors'
         code uses :math:`((s+1)/T)^2`, one step ahead).
 
     Args:
@@ -169,7 +172,7 @@ class IdfAwareFlops(ConfigFromKeys):
 @register("margin_mse", kind="loss", paper="Hofstätter et al., Improving Efficient Neural Ranking Models with "
           "Cross-Architecture Knowledge Distillation, 2020, arXiv:2010.02666")
 class MarginMSE(ConfigFromKeys):
-    """MarginMSE distillation of teacher score margins (positive − each negative) into the student's scores.
+    r"""MarginMSE distillation of teacher score margins (positive − each negative) into the student's scores.
 
     The option to KL in the ensemble KD recipe: instead of matching the teacher's softmax over a query's
     candidates, match each margin s(q, d⁺) − s(q, d⁻) to the teacher's (targets from ``ctx.extras["targets"]``,
@@ -182,7 +185,7 @@ class MarginMSE(ConfigFromKeys):
 
     Math:
         .. math::
-            L = \\frac{1}{Q(C-1)} \\sum_q \\sum_{j=1}^{C-1} \\bigl((s_{q0} - s_{qj}) - (t_{q0} - t_{qj})\\bigr)^2
+            L = \frac{1}{Q(C-1)} \sum_q \sum_{j=1}^{C-1} \bigl((s_{q0} - s_{qj}) - (t_{q0} - t_{qj})\bigr)^2
 
         with s ↔ ``ctx.outputs["logits"]`` (Q, C) and t ↔ ``ctx.extras["targets"]``.
 

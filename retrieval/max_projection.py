@@ -1,14 +1,14 @@
-"""SPLADE max pooling fused with the MLM vocabulary projection, without (B, L, V) activations.
+r"""SPLADE max pooling fused with the MLM vocabulary projection, without (B, L, V) activations.
 
 SPLADE-max (Formal et al., "SPLADE v2", arXiv:2109.10086, Eq. 5; sentence-transformers ``SpladePooling("max")``)
 computes, for document b and vocabulary entry t,
 
-.. math::  w_{b,t} = \\max_{i \\in \\mathrm{valid}(b)} \\phi(\\langle h_{b,i}, W_t \\rangle + c_t),
-           \\qquad \\phi = \\log(1 + \\mathrm{ReLU}(\\cdot)) \\ (\\texttt{relu}) \\text{ or }
-           \\log(1 + \\log(1 + \\mathrm{ReLU}(\\cdot))) \\ (\\texttt{log1p\\_relu})
+.. math::  w_{b,t} = \max_{i \in \mathrm{valid}(b)} \phi(\langle h_{b,i}, W_t \rangle + c_t),
+           \qquad \phi = \log(1 + \mathrm{ReLU}(\cdot)) \ (\texttt{relu}) \text{ or }
+           \log(1 + \log(1 + \mathrm{ReLU}(\cdot))) \ (\texttt{log1p\_relu})
 
 where ``h`` are the MLM head's transformed hidden states, ``W`` the output embeddings (V × d) and ``c`` their bias.
-Because φ is non-decreasing, :math:`\\max_i \\phi(x_i) = \\phi(\\max_i x_i)`: this module takes the max of the raw
+Because φ is non-decreasing, :math:`\max_i \phi(x_i) = \phi(\max_i x_i)`: this module takes the max of the raw
 logits per document (one (L, V) slice at a time, never the (B, L, V) tensor autograd would keep) and applies φ
 on (B, V). The backward pass is exact: the gradient of the max reaches only the argmax position of each (b, t), and
 only entries with a non-zero upstream gradient (active after ReLU) cost anything, so the usual

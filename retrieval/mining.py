@@ -137,12 +137,15 @@ def mine_candidates(
     Args:
         queries: ``{qid: text}``.
         bm25_index: a BM25 index of the corpus (:func:`retrieval.index.build_bm25_index`).
-        doc_ids, doc_embeddings: the corpus' dense embeddings (N, d), L2-normalised, row i ↔ ``doc_ids[i]``.
+        doc_ids: the corpus' document ids, in the row order of ``doc_embeddings``.
+        doc_embeddings: the corpus' dense embeddings (N, d), L2-normalised, row i ↔ ``doc_ids[i]``.
         query_embeddings: (Q, d) L2-normalised, row order = ``queries`` order.
         k: depth of each retriever. Default 100 (regkit's ensemble-teacher protocol: the union of each top 100).
         include: extra documents per query (e.g. judged positives for training).
         cache_path: JSON cache; reused when its ``meta.fingerprint`` equals ``fingerprint`` (written atomically).
         fingerprint: what identifies the inputs (dataset, split, models, k); stored in the cache.
+        threads: BM25 search threads.
+        show_progress: progress bars (None = when the ``retrieval`` logger is at INFO or below).
     """
     meta = {"fingerprint": dict(fingerprint or {}), "k": k, "queries": len(queries)}
     if cache_path is not None and Path(cache_path).is_file():

@@ -44,7 +44,7 @@ def _outputs(ctx: TrainContext, method: str, keys: tuple[str, ...]) -> Mapping[s
 
 @register_adapter("multi_sample_dropout", domain="retrieval", kind="loss")
 class RankingMultiSampleDropout:
-    """Multi-sample dropout on the MLM head's states, averaged over the in-batch InfoNCE ranking losses.
+    r"""Multi-sample dropout on the MLM head's states, averaged over the in-batch InfoNCE ranking losses.
 
     The MLM head's transformed states h (B·C, L, d) — the input of the vocabulary projection — play the role of the
     paper's pre-classifier features, and the rest of the scoring path (projection → SPLADE max pooling → IDF query
@@ -57,8 +57,8 @@ class RankingMultiSampleDropout:
 
     Math:
         .. math::
-            \\Delta = \\frac1M\\sum_{m=1}^{M} \\ell\\big(g(h \\odot \\xi_m/(1-p))\\big) - \\ell\\big(g(h)\\big),
-            \\qquad \\ell(w) = -\\frac1B\\sum_i \\log\\mathrm{softmax}_j(q_i \\cdot w_j)_{iC}
+            \Delta = \frac1M\sum_{m=1}^{M} \ell\big(g(h \odot \xi_m/(1-p))\big) - \ell\big(g(h)\big),
+            \qquad \ell(w) = -\frac1B\sum_i \log\mathrm{softmax}_j(q_i \cdot w_j)_{iC}
 
         g ↔ projection + max pooling, w the (B·C, V) document vectors, q_i the IDF query vectors,
         M ↔ ``num_samples``, p ↔ ``p``. With ``ranking_loss: infonce`` the trainer's ℓ + Δ is the MSD loss.
@@ -105,7 +105,7 @@ class RankingMultiSampleDropout:
 
 @register_adapter("ps_kd", domain="retrieval", kind="loss")
 class RankingPSKD:
-    """PS-KD over each query's candidates: the model of the previous epoch is the teacher of the current batch.
+    r"""PS-KD over each query's candidates: the model of the previous epoch is the teacher of the current batch.
 
     PS-KD (Kim et al. 2021) trains against ``ỹ = (1-α_t)·onehot(y) + α_t·p^{(t-1)}``, the model's own prediction
     from the previous epoch. Here a sample is a training query and its "classes" are the C candidates of its batch
@@ -121,9 +121,9 @@ class RankingPSKD:
 
     Math:
         .. math::
-            \\alpha_t = \\alpha_T\\min(1, (t+1)/E),\\quad
-            \\Delta = \\alpha_t\\Big(-\\tfrac1B\\sum_i\\sum_j p^{(t-1)}_{ij}\\log\\mathrm{softmax}(z_i)_j
-                 + \\tfrac1B\\sum_i\\log\\mathrm{softmax}(z_i)_0\\Big)
+            \alpha_t = \alpha_T\min(1, (t+1)/E),\quad
+            \Delta = \alpha_t\Big(-\tfrac1B\sum_i\sum_j p^{(t-1)}_{ij}\log\mathrm{softmax}(z_i)_j
+                 + \tfrac1B\sum_i\log\mathrm{softmax}(z_i)_0\Big)
 
         with z (B, C) the student's scores of each query's own candidates, α_T ↔ ``alpha_final``,
         E ↔ ``total_epochs``: Δ = CE(z, ỹ) − CE(z, onehot), the PS-KD change of the candidates' cross-entropy.

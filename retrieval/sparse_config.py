@@ -24,9 +24,10 @@ HOOK_RUNTIME: tuple[str, ...] = ("idf",)
 
 @dataclass
 class SparseTrainConfig:
-    """Everything ``regkit retrieval train --config FILE`` reads (YAML keys = field names; the file is read and
-    checked by :func:`pipelines.run_config.load_sparse_train_config`, the run by :mod:`pipelines.retrieval_run`,
-    the optimisation by :class:`retrieval.trainer.SparseTrainer`).
+    """Everything ``regkit retrieval train --config FILE`` reads (YAML keys = field names).
+
+    The file is read and checked by :func:`pipelines.run_config.load_sparse_train_config`, the run by
+    :mod:`pipelines.retrieval_run`, the optimisation by :class:`retrieval.trainer.SparseTrainer`.
 
     Args:
         data: BEIR folder; training queries/positives from ``qrels/{split}.tsv``, candidates from its corpus.

@@ -1,4 +1,4 @@
-"""Learned sparse vectors → Lucene impact index, OpenSearch ``rank_features`` bulk export, and sparsity statistics.
+r"""Learned sparse vectors → Lucene impact index, OpenSearch ``rank_features`` bulk export, and sparsity statistics.
 
 * :func:`index_with_model`: encode a corpus with an inference-free sparse encoder (progress bar), quantize
   (:class:`retrieval.impact.ImpactQuantization`, round half up, default scale 100) and build the impact index.
@@ -11,8 +11,8 @@
   values must be strictly positive (zeros are left out) and keep 9 significant bits (OpenSearch/Lucene
   ``FeatureField``); weights are written as floats, not quantized.
 * :func:`flops`: the FLOPS retrieval cost of Paria et al. (ICLR 2020, arXiv:2004.05665) as reported by SPLADE:
-  :math:`\\sum_t \\bar p_q(t)\\, \\bar p_d(t)`, the expected number of shared active terms of a (query, document)
-  pair, with :math:`\\bar p(t)` the fraction of queries / documents where t is active.
+  :math:`\sum_t \bar p_q(t)\, \bar p_d(t)`, the expected number of shared active terms of a (query, document)
+  pair, with :math:`\bar p(t)` the fraction of queries / documents where t is active.
 """
 
 from __future__ import annotations

@@ -66,9 +66,12 @@ _FORMAT_VERSION = 1
 
 @dataclass
 class TrainingData:
-    """Prepared inputs of a run: ``queries`` {qid: text}, ``positives`` {qid: [docid]}, ``candidates`` (mined, with
-    both teachers' scores), ``corpus`` {docid: object with ``.contents``}, and the backbone states ``cache``, needed
-    only for head-only training (``train_encoder=False``)."""
+    """Prepared inputs of a run.
+
+    ``queries`` {qid: text}, ``positives`` {qid: [docid]}, ``candidates`` (mined, with both teachers' scores),
+    ``corpus`` {docid: object with ``.contents``}, and the backbone states ``cache``, needed only for head-only
+    training (``train_encoder=False``).
+    """
 
     queries: Mapping[str, str]
     positives: Mapping[str, list[str]]
@@ -236,8 +239,10 @@ class SparseTrainer:
     # -- the loop --------------------------------------------------------------------------------------------
 
     def fit(self, *, resume: bool = True) -> list[dict[str, float]]:
-        """Train to ``config.steps`` (resuming from the newest verified checkpoint when ``resume``); the model is
-        left on ``config.device`` in eval mode, its parametrizations (mask schedulers') baked into plain weights.
+        """Train to ``config.steps`` (resuming from the newest verified checkpoint when ``resume``).
+
+        The model is left on ``config.device`` in eval mode, its parametrizations (mask schedulers') baked into plain
+        weights.
 
         Returns:
             the per-step log.
@@ -297,7 +302,8 @@ class SparseTrainer:
         """
         state = load_tensors(path, what="checkpoint")
         if state.get("format_version") != _FORMAT_VERSION or "parameters" not in state:
-            raise ValueError(f"{path}: not a regkit sparse-training checkpoint (format {state.get('format_version')}).")
+            version = state.get("format_version")
+            raise ValueError(f"{path}: not a regkit sparse-training checkpoint (format {version}).")
         names = sorted(self._trained_names())
         if sorted(state["parameters"]) != names or len(state["hooks"]) != len(self.hooks):
             raise ValueError(f"{path}: the checkpoint trained other tensors or hooks than this config "

@@ -1,21 +1,21 @@
-"""Inference-free learned sparse encoder: IDF query side, SPLADE document side, in sentence-transformers' format.
+r"""Inference-free learned sparse encoder: IDF query side, SPLADE document side, in sentence-transformers' format.
 
 The model is a sentence-transformers ``SparseEncoder`` whose single module is a ``Router``:
 
 * query route: ``SparseStaticEmbedding`` holding one weight per vocabulary entry, the BM25 IDF of the token in the
   training corpus (or weights read from an ``idf.json``). A query is encoded without any neural network:
-  :math:`q(t) = \\mathrm{idf}(t)` if wordpiece t occurs in the query (once, whatever its count), else 0.
+  :math:`q(t) = \mathrm{idf}(t)` if wordpiece t occurs in the query (once, whatever its count), else 0.
 * document route: a masked-LM ``Transformer`` (``transformer_task="fill-mask"``; sentence-transformers ≥ 5.4 spells
   the old ``MLMTransformer`` this way, and still loads folders saved with ``MLMTransformer``) and
   ``SpladePooling`` (max over positions; ``relu`` = log(1 + ReLU) or ``log1p_relu`` = log(1 + log(1 + ReLU))).
 
-Score :math:`s(q, d) = \\sum_t q(t)\\, w_d(t)`. Reference: Geng, Ru, Yang, "Towards Competitive Search Relevance
+Score :math:`s(q, d) = \sum_t q(t)\, w_d(t)`. Reference: Geng, Ru, Yang, "Towards Competitive Search Relevance
 For Inference-Free Learned Sparse Retrievers", 2024, arXiv:2411.04403 (query side = IDF lookup, as in the authors'
 code and the sentence-transformers/OpenSearch blog of 2025-06-11; the paper body itself could not be read, see
 ``docs/sparse_retrieval.md``).
 
 IDF (BM25 / Lucene form, the formula of the authors' ``idf.json``):
-:math:`\\mathrm{idf}(t) = \\ln\\bigl(1 + (N - \\mathrm{df}_t + 0.5) / (\\mathrm{df}_t + 0.5)\\bigr)` over the corpus'
+:math:`\mathrm{idf}(t) = \ln\bigl(1 + (N - \mathrm{df}_t + 0.5) / (\mathrm{df}_t + 0.5)\bigr)` over the corpus'
 wordpieces (title + " " + text, lower-cased by the BERT tokenizer, no truncation). Special tokens get 0. A token
 absent from the corpus (df = 0) gets the formula's value ln(1 + (N + 0.5)/0.5): a document can still learn to
 expand to it.

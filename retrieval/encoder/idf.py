@@ -1,6 +1,6 @@
-"""BM25 IDF of every wordpiece over a corpus (the query side's weights), and the ``idf.json`` file that holds them.
+r"""BM25 IDF of every wordpiece over a corpus (the query side's weights), and the ``idf.json`` file that holds them.
 
-:math:`\\mathrm{idf}(t) = \\ln\\bigl(1 + (N - \\mathrm{df}_t + 0.5) / (\\mathrm{df}_t + 0.5)\\bigr)`
+:math:`\mathrm{idf}(t) = \ln\bigl(1 + (N - \mathrm{df}_t + 0.5) / (\mathrm{df}_t + 0.5)\bigr)`
 (Lucene's BM25 idf) over the corpus' wordpieces, no truncation; special tokens get 0 (:mod:`retrieval.encoder`).
 """
 

@@ -31,7 +31,8 @@ def test_three_documents_bm25(tmp_path):
     # Independent expectation: Lucene's BM25 for a single-term query,
     # idf = ln(1 + (N - n + 0.5) / (n + 0.5)), tf part = tf / (tf + k1 (1 - b + b dl / avgdl)),
     # with dl counted after Lucene's English analyzer drops stopwords ("the", "a", "with"):
-    # a → quick brown fox jump over lazy dog (7), b → lazy afternoon lazy cat (4), c → stock market fell sharpli todai (5).
+    # a → quick brown fox jump over lazy dog (7), b → lazy afternoon lazy cat (4),
+    # c → stock market fell sharpli todai (5).
     lengths = {"a": 7, "b": 4, "c": 5}
     avgdl = sum(lengths.values()) / 3
     k1, b = 0.9, 0.4

@@ -118,7 +118,8 @@ def test_a_bad_hook_is_refused_before_any_work(runs, capsys) -> None:
 def test_the_registry_finds_domain_methods_without_importing_them_first() -> None:
     code = ("import sys; from common_regs import registry; assert 'retrieval.losses' not in sys.modules; "
             "info = registry.get('idf_aware_flops'); print(info.module, info.kind); "
-            "print(registry.adapter_for('ps_kd', 'retrieval').__name__, registry.adapter_for('ps_kd', 'recsys').__name__)")
+            "print(registry.adapter_for('ps_kd', 'retrieval').__name__, "
+            "registry.adapter_for('ps_kd', 'recsys').__name__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["retrieval.losses", "loss", "RankingPSKD", "InBatchPSKD"]

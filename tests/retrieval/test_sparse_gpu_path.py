@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines.retrieval_run import training_pairs
 from retrieval.beir import Document
 from retrieval.encoder import SparseEncoderConfig, build_sparse_encoder, mlm_parts
 from retrieval.impact import MAX_DOC_IMPACT, quantize_weights
 from retrieval.mining import Candidates
-from pipelines.retrieval_run import training_pairs
 from retrieval.sparse_config import SparseTrainConfig
-from retrieval.trainer import SparseTrainer, TrainingData
 from retrieval.sparse_vectors import PackedVectors, load_packed, pack_quantized, save_packed
+from retrieval.trainer import SparseTrainer, TrainingData
 
 VOCAB = [f"tok{i}" for i in range(500)] + ["[CLS]", "##ing", "é"]
 
