@@ -1,3 +1,5 @@
+"""``python -m pipelines``: the ``regkit`` command line."""
+
 import sys
 
 from pipelines.cli import main

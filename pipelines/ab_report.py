@@ -26,6 +26,21 @@ def compare_and_report(
     resamples: int = 10_000,
     seed: int = 0,
 ) -> tuple[list[PairedComparison], ReportPaths]:
+    """Compare run B against run A per metric (``regkit ab compare``) and write the report into ``out``.
+
+    Args:
+        run_a: baseline TREC run file.
+        run_b: candidate TREC run file.
+        qrels_path: judgments (BEIR qrels TSV or TREC qrels).
+        metrics: ir-measures names, e.g. ``nDCG@10``.
+        out: report folder.
+        confidence: confidence level of the bootstrap intervals.
+        resamples: bootstrap / permutation resamples.
+        seed: seed of the resampling.
+
+    Returns:
+        The comparison of each metric and the paths of the written report.
+    """
     qrels = load_qrels(qrels_path)
     a, b = read_trec_run(run_a), read_trec_run(run_b)
     comparisons = compare_runs(qrels, a, b, metrics, confidence=confidence, n_resamples=resamples, seed=seed)
@@ -36,8 +51,8 @@ def compare_and_report(
     for c in comparisons:
         report.text(c.verdict("A", "B"))
         deltas = per_query_differences(qrels, a, b, c.metric)
-        report.figure(histogram_plot(list(deltas.values()), xlabel=f"{c.metric}: B − A", title=f"per-query {c.metric}"),
-                      caption=f"per-query {c.metric} difference (B − A)")
+        plot = histogram_plot(list(deltas.values()), xlabel=f"{c.metric}: B − A", title=f"per-query {c.metric}")
+        report.figure(plot, caption=f"per-query {c.metric} difference (B − A)")
     paths = report.write(out, metrics={"comparisons": [c.as_dict() for c in comparisons]},
                          config={"run_a": str(run_a), "run_b": str(run_b), "qrels": str(qrels_path),
                                  "metrics": list(metrics), "confidence": confidence, "resamples": resamples},
@@ -56,6 +71,21 @@ def offpolicy_and_report(
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> tuple[dict[str, list[OffPolicyEstimate]], ReportPaths]:
+    """Estimate each policy's value from logged data (``regkit ab offpolicy``) and write the report into ``out``.
+
+    Args:
+        log: logged interactions (parquet, :func:`pipelines.evaluation.offpolicy.read_logged_data`).
+        policies: target policies as TREC run files; each is named by its file stem.
+        estimators: estimator names (:data:`pipelines.evaluation.offpolicy.ESTIMATORS`).
+        out: report folder.
+        clip: importance-weight clip (IPS).
+        confidence: confidence level of the bootstrap intervals.
+        bootstrap: bootstrap resamples.
+        seed: seed of the bootstrap.
+
+    Returns:
+        The estimates of each policy (by name) and the paths of the written report.
+    """
     data = read_logged_data(log)
     names = [p.stem for p in policies]
     if len(set(names)) != len(names):

@@ -49,8 +49,10 @@ Path_ = tuple[Any, ...]
 
 
 class ConfigError(ValueError):
-    """A config that cannot be used as written; the message is one line naming the file and line (or the
-    ``--set``) and the key."""
+    """A config that cannot be used as written.
+
+    The message is one line naming the file and line (or the ``--set``) and the key.
+    """
 
 
 @dataclass
@@ -72,8 +74,10 @@ class Sources:
         return self.default
 
     def replace(self, prefix: Path_, other: Sources | str) -> None:
-        """Drop the sources under ``prefix`` and record ``other`` (a source for everything under it, or the
-        sources of a value now placed at ``prefix``)."""
+        """Drop the sources under ``prefix`` and record ``other``.
+
+        ``other`` is a source for everything under ``prefix``, or the sources of a value now placed at ``prefix``.
+        """
         self.origin = {path: where for path, where in self.origin.items() if path[: len(prefix)] != prefix}
         if isinstance(other, str):
             self.origin[prefix] = other
@@ -255,8 +259,10 @@ def _set(config: dict[Any, Any], sources: Sources, keys: list[str], value: Any, 
 def apply_overrides(
     config: Mapping[Any, Any], sources: Sources, overrides: Sequence[str], values: Mapping[str, Any] | None = None
 ) -> dict[Any, Any]:
-    """``config`` with each ``a.b.c=value`` of ``overrides`` applied in order, then each ``{"a.b.c": value}`` of
-    ``values`` (typed values from Python callers, not parsed); ``sources`` is updated in place.
+    """``config`` with each ``a.b.c=value`` of ``overrides`` applied in order, then each entry of ``values``.
+
+    ``values`` holds ``{"a.b.c": value}`` typed values from Python callers (not parsed); ``sources`` is updated in
+    place.
 
     Missing (or null) mappings on the way are created; a non-mapping on the way is an error, since replacing it
     would silently drop what it held.

@@ -1,5 +1,7 @@
-"""Fault injection for regkit's CLI jobs: run a real ``regkit`` command, SIGKILL it at a chosen moment, damage
-what it left, rerun it, and compare the outcome with an uninterrupted run.
+"""Fault injection for regkit's CLI jobs.
+
+Run a real ``regkit`` command, SIGKILL it at a chosen moment, damage what it left, rerun it, and compare the outcome
+with an uninterrupted run.
 
 Used by the crash tests (``tests/reliability/test_crash_*.py``) and the fault benchmark
 (:mod:`pipelines.bench.bench_faults`). Everything runs on the bundled demo data (``data/demo``): the recsys
@@ -136,8 +138,11 @@ def run_until(
 
 
 def write_recsys_config(path: Path, *, epochs: int = 3, checkpoint_every: int = 5) -> Path:
-    """A small ``regkit recsys train`` config on the demo log: two-tower with item features and dropout
-    (dropout draws from the RNG, so a resume must restore the RNG state), random hold-out test split."""
+    """A small ``regkit recsys train`` config on the demo log.
+
+    Two-tower with item features and dropout (dropout draws from the RNG, so a resume must restore the RNG state),
+    random hold-out test split.
+    """
     config = {
         "seed": 3,
         "num_threads": 1,

@@ -14,11 +14,12 @@ from common_regs.io import atomic_write_text
 
 __all__ = ["git_commit", "run_metadata", "write_run_metadata"]
 
-_PACKAGES = ("regkit", "torch", "torchrec", "fbgemm-gpu-cpu", "faiss-cpu", "polars", "pyserini", "sentence-transformers",
-             "transformers", "ir-measures", "numpy")
+_PACKAGES = ("regkit", "torch", "torchrec", "fbgemm-gpu-cpu", "faiss-cpu", "polars", "pyserini",
+             "sentence-transformers", "transformers", "ir-measures", "numpy")
 
 
 def git_commit() -> str | None:
+    """The commit of the regkit checkout, or None outside a git checkout (or without git)."""
     try:
         result = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
@@ -36,6 +37,7 @@ def _version(package: str) -> str | None:
 
 
 def run_metadata(config: dict[str, Any] | None = None, seed: int | None = None) -> dict[str, Any]:
+    """Creation time, git commit, Python, platform and package versions, with ``seed`` and ``config``."""
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
@@ -48,4 +50,5 @@ def run_metadata(config: dict[str, Any] | None = None, seed: int | None = None) 
 
 
 def write_run_metadata(out_dir: str | Path, config: dict[str, Any] | None = None, seed: int | None = None) -> Path:
+    """Write :func:`run_metadata` to ``<out_dir>/run.json`` atomically; returns its path."""
     return atomic_write_text(Path(out_dir) / "run.json", json.dumps(run_metadata(config, seed), indent=2) + "\n")

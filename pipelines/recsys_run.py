@@ -140,8 +140,10 @@ def input_files(config: RecsysRunConfig) -> list[Path]:
 
 
 def _input(data: DataConfig, key: str, value: str | Path | None) -> Path | None:
-    """``data.<key>`` = ``value`` as the path of a file to read; a missing one is an error naming the key and, for a
-    relative path, what it was resolved against."""
+    """``data.<key>`` = ``value`` as the path of a file to read.
+
+    A missing file is an error naming the key and, for a relative path, what it was resolved against.
+    """
     if value is None:
         return None
     path = _under_data_dir(data, value)
@@ -289,8 +291,9 @@ class _Data:
 
     @functools.cached_property
     def seen_table(self) -> Interactions:
-        """Every distinct training pair of a streamed log, built once (for validation and test), one user partition
-        at a time (:func:`recsys.data.partition_by_user`).
+        """Every distinct training pair of a streamed log, built once (for validation and test).
+
+        Built one user partition at a time (:func:`recsys.data.partition_by_user`).
 
         Memory: one partition of at most ``streaming_part_rows`` rows while reading, plus the result (16 bytes per
         distinct pair): the served model must hold every user's training items to exclude them, so this table
@@ -320,8 +323,11 @@ def _hooks(config: RecsysRunConfig, model: RecModel, item_counts: np.ndarray, tr
 
 
 def _negative_sampler(data: _Data, interactions: Interactions | None, train: TrainConfig) -> NegativeSampler:
-    """Uniform negatives re-drawn when they hit a training pair; a streamed log's pairs come from its seen table
-    (built once and served with the model anyway), which a streamed softmax run, drawing no negatives, skips."""
+    """Uniform negatives re-drawn when they hit a training pair.
+
+    A streamed log's pairs come from its seen table (built once and served with the model anyway), which a streamed
+    softmax run, drawing no negatives, skips.
+    """
     if interactions is None and train.loss != "bpr":
         return NegativeSampler(data.items.size, seed=train.seed)
     pairs = data.seen_table if interactions is None else interactions

@@ -32,8 +32,10 @@ __all__ = ["add_ssl_section", "mi_heatmap", "resolve_ssl_config", "ssl_hooks"]
 
 
 def resolve_ssl_config(ssl: SSLConfig, out: str | os.PathLike[str]) -> SSLConfig:
-    """``ssl`` as a run in ``out`` uses it: with SSL on, the MI matrix is cached under ``out/cache`` unless
-    ``mi_cache_dir`` says otherwise."""
+    """``ssl`` as a run in ``out`` uses it.
+
+    With SSL on, the MI matrix is cached under ``out/cache`` unless ``mi_cache_dir`` says otherwise.
+    """
     if ssl.mode != "none" and ssl.mi_cache_dir is None:
         return replace(ssl, mi_cache_dir=str(Path(out) / "cache"))
     return ssl

@@ -35,6 +35,8 @@ __all__ = ["Report", "ReportPaths", "bar_plot", "data_fingerprint", "histogram_p
 
 @dataclass(frozen=True)
 class ReportPaths:
+    """The files :meth:`Report.write` wrote: ``report.md``, ``report.html`` and ``metrics.json``."""
+
     markdown: Path
     html: Path
     metrics: Path
@@ -189,6 +191,7 @@ def histogram_plot(
 
 def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlabel: str, ylabel: str,
               title: str) -> Figure:
+    """One line per ``{label: (xs, ys)}`` entry of ``series``, with a legend when there are several."""
     figure, axis = plt.subplots(figsize=(6, 3.5))
     for label, (xs, ys) in series.items():
         axis.plot(list(xs), list(ys), marker="o", markersize=3, label=label)

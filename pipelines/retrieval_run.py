@@ -44,6 +44,8 @@ __all__ = ["TrainResult", "dense_query_embeddings", "train_sparse", "training_pa
 
 @dataclass
 class TrainResult:
+    """A finished training run: the saved model, training and setup (data, caches, mining) seconds, per-step log."""
+
     model_dir: Path
     seconds: float
     setup_seconds: float
@@ -67,8 +69,10 @@ def dense_query_embeddings(texts: list[str], model_name: str | None = None) -> n
 
 
 def train_sparse(config: SparseTrainConfig, *, show_progress: bool | None = None) -> TrainResult:
-    """Train per ``config`` and save the model to ``<out_dir>/model`` (module docstring); an unfinished run's
-    checkpoints (``checkpoint_every``) in ``<out_dir>/checkpoints`` are resumed."""
+    """Train per ``config`` and save the model to ``<out_dir>/model`` (module docstring).
+
+    An unfinished run's checkpoints (``checkpoint_every``) in ``<out_dir>/checkpoints`` are resumed.
+    """
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)

@@ -92,9 +92,9 @@ class _Collection:
         return evaluate(self.dataset.qrels, run, MEASURES).aggregate
 
     def baselines(self) -> dict[str, dict[str, Any]]:
+        from pipelines.retrieval_run import dense_query_embeddings
         from retrieval.mining import dense_topk, ensemble_run, mine_candidates
         from retrieval.search import Bm25Searcher
-        from pipelines.retrieval_run import dense_query_embeddings
 
         qids = list(self.queries)
         with Bm25Searcher(self.bm25_index) as searcher:
@@ -193,9 +193,9 @@ class _Collection:
 def run(out_dir: Path, variants: tuple[str, ...] = ("a", "b", "c")) -> dict:
     """Train the variants, evaluate every row on SciFact test and zero-shot on Cranfield; write report.md."""
     from pipelines.report import Report
-    from retrieval.encoder import load_sparse_encoder
     from pipelines.retrieval_run import train_sparse
     from pipelines.run_config import load_sparse_train_config
+    from retrieval.encoder import load_sparse_encoder
 
     logging.getLogger("retrieval").setLevel(logging.INFO)
     if not (_data_root() / "scifact").is_dir():

@@ -38,9 +38,9 @@ import torch
 from common_regs.io import atomic_write_text
 from pipelines.bench._recsys_hook_bench import mean_and_std, step_time_ratios
 from pipelines.recsys_run import _Data, train_run
-from pipelines.run_config import DataConfig, load_recsys_config
 from pipelines.recsys_ssl import mi_heatmap
 from pipelines.report import Report, bar_plot
+from pipelines.run_config import DataConfig, load_recsys_config
 from recsys.data import InMemoryBatches
 from recsys.models import build_model
 from recsys.ssl import SSLConfig, build_ssl_hooks, ssl_mutual_information

@@ -61,9 +61,9 @@ def checked_cache(name: str, cache_dir: Path, *, sample: int = 8) -> Any:
 
     import numpy as np
 
+    from pipelines.retrieval_run import dense_query_embeddings
     from retrieval.beir import read_corpus
     from retrieval.hidden_cache import HiddenStates
-    from pipelines.retrieval_run import dense_query_embeddings
 
     folder = cache_dir / f"{name}-model-L256"
     if not (folder / "meta.json").is_file():

@@ -3,8 +3,8 @@
 Runs where only torch / transformers / sentence-transformers / numpy / yaml exist (no Lucene, no datasets): reads
 ``.gpu_payload/`` (:mod:`pipelines.bench.gpu_sparse_payload`), trains variants (a), (b), (c) of
 ``pipelines/configs/sparse_scifact_{a,b,c}.yaml`` with the whole transformer trainable
-(:class:`retrieval.trainer.SparseTrainer` on prepared inputs), encodes the SciFact and Cranfield corpora with each trained model
-(:func:`retrieval.encoder.encode_documents`, float32, 256 wordpieces, full vocabulary), quantizes them
+(:class:`retrieval.trainer.SparseTrainer` on prepared inputs), encodes the SciFact and Cranfield corpora with each
+trained model (:func:`retrieval.encoder.encode_documents`, float32, 256 wordpieces, full vocabulary), quantizes them
 (``round_half_up(100·w)``, :func:`retrieval.impact.quantize_weights`) and writes, under ``--out``:
 
 * ``vectors_<variant>.npz``: both corpora, :mod:`retrieval.sparse_vectors` CSR format (one file per corpus,
@@ -130,9 +130,9 @@ class Inputs:
     def __init__(self, paths: dict[str, Path], limit_docs: int | None) -> None:
         import torch
 
+        from pipelines.retrieval_run import training_pairs
         from retrieval.beir import read_corpus, read_qrels, read_queries
         from retrieval.mining import Candidates
-        from pipelines.retrieval_run import training_pairs
 
         self.corpus = read_corpus(paths["scifact"] / "corpus.jsonl")
         queries, _ = read_queries(paths["scifact"] / "queries.jsonl")

@@ -23,9 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "sparse" / "lr-probe")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from retrieval.encoder import load_sparse_encoder
     from pipelines.retrieval_run import train_sparse
     from pipelines.run_config import load_sparse_train_config
+    from retrieval.encoder import load_sparse_encoder
 
     collection = _Collection("scifact", ROOT / "runs" / "sparse" / "cache", args.out)
     results = {}

@@ -65,8 +65,10 @@ def _first_sentence(text: str) -> str:
 
 
 def _whole_summaries(command: click.Command) -> None:
-    """Give every subcommand its help's whole first sentence as its summary: click would cut it with "..." to fit
-    the terminal's width, while the command list wraps a summary it is given."""
+    """Give every subcommand its help's whole first sentence as its summary.
+
+    Click would cut it with "..." to fit the terminal's width, while the command list wraps a summary it is given.
+    """
     for sub in getattr(command, "commands", {}).values():  # Typer vendors click: duck-type groups
         if not sub.short_help and sub.help:
             sub.short_help = _first_sentence(sub.help)

@@ -8,9 +8,9 @@ twice and an alias bomb are errors naming the line.
 
 Values are checked when the file is read, against the option's type, and a wrong one is a ``BadParameter`` naming
 the file, the key's line and the key: a list or mapping for a single-valued option, a nested list or mapping inside a
-list, a boolean for a numeric option (YAML's ``yes`` / ``true`` is not a number), or anything the option's own conversion
-refuses (``k: abc``). A single value for a repeatable option is taken as a one-element list; ``null`` means "the
-option's default".
+list, a boolean for a numeric option (YAML's ``yes`` / ``true`` is not a number), or anything the option's own
+conversion refuses (``k: abc``). A single value for a repeatable option is taken as a one-element list; ``null`` means
+"the option's default".
 """
 
 from __future__ import annotations
@@ -65,8 +65,10 @@ _SCALARS = (str, int, float, bool)
 
 
 def _checked_value(ctx: typer.Context, param: Any, where: str, key: str, value: Any) -> Any:
-    """``value`` as the default of ``param`` (a one-element list for a repeatable option), or a BadParameter naming
-    ``where`` (``file:line``)."""
+    """``value`` as the default of ``param`` (a one-element list for a repeatable option).
+
+    Raises a BadParameter naming ``where`` (``file:line``) when the value does not fit the option.
+    """
 
     def refuse(reason: str) -> typer.BadParameter:
         return typer.BadParameter(f"{where}: key `{key}`: {reason}", param_hint="--config")

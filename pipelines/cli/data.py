@@ -67,7 +67,9 @@ def split(
         None, "--split", help="random_holdout, leave_last_out or temporal (sets data.split; default: the config's)."
     ),
     test_fraction: float = typer.Option(None, "--test-fraction", help="random_holdout / temporal: share held out."),
-    leave_last: int = typer.Option(None, "--leave-last", help="leave_last_out: latest interactions held out per user."),
+    leave_last: int = typer.Option(
+        None, "--leave-last", help="leave_last_out: latest interactions held out per user."
+    ),
     split_seed: int = typer.Option(None, "--split-seed", help="random_holdout: seed of the held-out draw."),
     out: Path = typer.Option(..., "--out", help="Output folder (train, test, fit, valid parquet; qrels; split.json)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),

@@ -17,8 +17,10 @@ app = typer.Typer(help="Regularization and compression methods of common_regs.",
 def list_command(
     kind: str = typer.Option(None, help="Only methods of this hook kind (e.g. loss, mask_scheduler)."),
 ) -> None:
-    """Print every registered method (common_regs, recsys, retrieval and the packages of the ``regkit.methods``
-    entry points), its hook kind, module and paper."""
+    """Print every registered method, its hook kind, module and paper.
+
+    Methods come from common_regs, recsys, retrieval and the packages of the ``regkit.methods`` entry points.
+    """
     methods = list_methods(kind)
     if kind is not None and not methods:
         kinds = sorted({method.kind for method in list_methods()})

@@ -33,6 +33,8 @@ __all__ = ["LongTailSpec", "write_longtail_log"]
 
 @dataclass(frozen=True)
 class LongTailSpec:
+    """Sizes and knobs of the generated log (module docstring); ``interactions_per_user`` is a [low, high) range."""
+
     seed: int = 11
     users: int = 2000
     items: int = 2000

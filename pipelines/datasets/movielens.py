@@ -94,7 +94,9 @@ def _read_users(raw: Path) -> pl.DataFrame:
     for line_no, line in _lines(raw / "u.user"):
         parts = line.split("|")
         if len(parts) != 5:
-            raise MovieLensFormatError(f"{raw / 'u.user'}:{line_no}: expected 5 '|'-separated fields, got {len(parts)}.")
+            raise MovieLensFormatError(
+                f"{raw / 'u.user'}:{line_no}: expected 5 '|'-separated fields, got {len(parts)}."
+            )
         rows.append({
             "user_id": int(parts[0]),
             "age_bucket": _age_bucket(int(parts[1])),

@@ -69,7 +69,8 @@ class PairedComparison:
     def verdict(self, name_a: str = "A", name_b: str = "B", alpha: float = 0.05) -> str:
         """One line, e.g. ``B better than A on nDCG@10: +0.012 [0.004, 0.020], p=0.003``."""
         if self.p_value < alpha:
-            relation = f"{name_b} better than {name_a}" if self.mean_difference > 0 else f"{name_b} worse than {name_a}"
+            better = self.mean_difference > 0
+            relation = f"{name_b} better than {name_a}" if better else f"{name_b} worse than {name_a}"
         else:
             relation = f"no significant difference between {name_b} and {name_a}"
         return (f"{relation} on {self.metric}: {self.mean_difference:+.3f} "
@@ -118,7 +119,9 @@ def _common_queries(qrels: Qrels, run_a: Run, run_b: Run) -> list[str]:
     common = [qid for qid in judged if qid in run_a and qid in run_b]
     dropped = len(judged) - len(common)
     if not common:
-        raise ValueError("the two runs share no judged query: nothing to compare (check that both ran the same queries).")
+        raise ValueError(
+            "the two runs share no judged query: nothing to compare (check that both ran the same queries)."
+        )
     if dropped:
         only_a = sum(1 for q in judged if q in run_a and q not in run_b)
         only_b = sum(1 for q in judged if q in run_b and q not in run_a)

@@ -72,6 +72,8 @@ class OffPolicyFormatError(ValueError):
 
 @dataclass(frozen=True)
 class LoggedData:
+    """Logged interactions, one entry per row, with the logging policy's propensities (checked on construction)."""
+
     users: np.ndarray  # object or int array, one entry per row
     items: np.ndarray
     rewards: np.ndarray  # float
@@ -116,6 +118,7 @@ class LoggedData:
 
 
 def read_logged_data(path: str | os.PathLike[str]) -> LoggedData:
+    """Read and check a logged-data parquet file; an :class:`OffPolicyFormatError` names the file and column."""
     path = Path(path)
     if not path.is_file():
         raise OffPolicyFormatError(f"{path}: logged-data file not found.")
@@ -128,6 +131,8 @@ def read_logged_data(path: str | os.PathLike[str]) -> LoggedData:
 
 @dataclass(frozen=True)
 class OffPolicyEstimate:
+    """One estimator's expected reward per round, its bootstrap interval, effective sample size and rounds."""
+
     estimator: str
     value: float
     ci_low: float

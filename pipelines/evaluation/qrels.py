@@ -20,7 +20,9 @@ def _read_trec_qrels(path: Path) -> dict[str, dict[str, int]]:
             if not parts:
                 continue
             if len(parts) != 4:
-                raise BeirFormatError(f"{path}:{line_no}: expected TREC qrels `qid iter docid rel`, got {len(parts)} fields.")
+                raise BeirFormatError(
+                    f"{path}:{line_no}: expected TREC qrels `qid iter docid rel`, got {len(parts)} fields."
+                )
             try:
                 qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
             except ValueError:
@@ -41,8 +43,10 @@ def load_qrels(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
 
 
 def write_trec_qrels(qrels: Mapping[str, Mapping[str, int]], path: str | os.PathLike[str]) -> Path:
-    """Write ``{qid: {docid: relevance}}`` atomically as TREC qrels (``qid 0 docid rel``), which :func:`load_qrels`
-    reads back unchanged."""
+    """Write ``{qid: {docid: relevance}}`` atomically as TREC qrels (``qid 0 docid rel``).
+
+    :func:`load_qrels` reads the file back unchanged.
+    """
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
         for qid, docs in qrels.items():
             for docid, relevance in docs.items():

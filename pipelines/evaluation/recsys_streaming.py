@@ -53,10 +53,13 @@ def evaluate_recommendations_streaming(
 
     Args:
         service: the recommender (its ``seen`` items are replaced part by part; its vocabularies define the parts).
-        train / test: parquet logs with raw ``user_id`` / ``item_id`` (the training log's rows are the seen items).
+        train: parquet log with raw ``user_id`` / ``item_id``; its rows are the seen items.
+        test: parquet log with raw ``user_id`` / ``item_id``; its rows are the relevant items.
         popularity: training count of every known item (e.g. :func:`recsys.data.item_frequencies`); default the
             service's own.
-        ks / head_fraction: as :func:`pipelines.evaluation.recsys.evaluate_recommendations`.
+        ks: cutoffs, as :func:`pipelines.evaluation.recsys.evaluate_recommendations`.
+        head_fraction: share of items counted as the popular head, as
+            :func:`pipelines.evaluation.recsys.evaluate_recommendations`.
         max_rows_per_part: parts = ``ceil(max(train rows, test rows) / max_rows_per_part)``. Default 2,000,000
             (regkit convention: about 100 MB of ids per part).
         work_dir: where the partitioned copies go (removed afterwards, or by the next run if this one is killed;

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.run_config._errors import validate
 from pipelines.config_files import ConfigError, apply_overrides, load_yaml, read_config_files
+from pipelines.run_config._errors import validate
 from pipelines.run_config.demo import DemoConfig
 from pipelines.run_config.recsys import DataConfig, RecsysRunConfig, ValidationConfig
 from pipelines.run_config.retrieval import SparseTrain, refuse_moved_keys
@@ -59,8 +59,11 @@ def recsys_config(config: RecsysRunConfig | dict[str, Any]) -> RecsysRunConfig:
 
 
 def load_sparse_train_config(path: Paths, overrides: Sequence[str] = (), **values: Any) -> SparseTrainConfig:
-    """``regkit retrieval train``'s config: ``path`` ← ``overrides`` (``key=value``, YAML values) ← ``values``
-    (typed, from Python); ``data`` and ``out_dir`` are required."""
+    """``regkit retrieval train``'s config: ``path`` ← ``overrides`` ← ``values``.
+
+    ``overrides`` are ``key=value`` strings (YAML values), ``values`` typed ones from Python; ``data`` and ``out_dir``
+    are required.
+    """
     raw, sources = read_config_files(path)
     raw = apply_overrides(raw, sources, overrides, values)
     refuse_moved_keys(raw, sources)

@@ -51,8 +51,11 @@ def _fields(hint: Any) -> dict[str, Any] | None:
 
 
 def _step(hint: Any, element: Any) -> Any:
-    """The type at ``element`` of ``hint``; ``hint`` itself for an element that is a pydantic tag (a union
-    member's name, a validator's name) rather than a key."""
+    """The type at ``element`` of ``hint``.
+
+    ``hint`` itself for an element that is a pydantic tag (a union member's name, a validator's name) rather than a
+    key.
+    """
     base, _ = _split_annotated(hint)
     fields = _fields(hint)
     if fields is not None:
@@ -86,9 +89,11 @@ def _choices(hint: Any) -> list[Any]:
 
 
 def _keys_in(data: Any, loc: tuple[Any, ...], *, last: bool) -> tuple[tuple[Any, ...], str]:
-    """The elements of ``loc`` that are keys (or list indices) of ``data``, and their dotted name
-    (``data.item_features[1].kind``); ``last`` keeps the final element even when the data lacks it (a missing
-    key)."""
+    """The elements of ``loc`` that are keys (or list indices) of ``data``, and their dotted name.
+
+    The name reads like ``data.item_features[1].kind``; ``last`` keeps the final element even when the data lacks it (a
+    missing key).
+    """
     keys, text, node = [], "", data
     for position, element in enumerate(loc):
         in_list = isinstance(node, list)
@@ -137,8 +142,10 @@ def _type_hint(expected: str, value: Any) -> str:
 
 
 def _explain(error: dict[str, Any], schema: Any, raw: Any) -> tuple[str, tuple[Any, ...]]:
-    """One sentence for a pydantic error, and the key path it is about (a section's own error message, which
-    may name a key inside it, ends the sentence)."""
+    """One sentence for a pydantic error, and the key path it is about.
+
+    A section's own error message, which may name a key inside it, ends the sentence.
+    """
     loc, kind, value = tuple(error["loc"]), error["type"], error.get("input")
     keys, dotted = _keys_in(raw, loc, last=kind == "missing")
     name = f"`{dotted}`" if keys else "the config"
@@ -182,8 +189,10 @@ def _recorded(path: tuple[Any, ...], sources: Sources) -> int:
 
 
 def _where(detail: str, keys: tuple[Any, ...], sources: Sources) -> str | None:
-    """The source of ``keys``, or of a key inside them that a section's own message names (``lr`` of ``train``)
-    when that one is recorded more precisely."""
+    """The source of ``keys``, or of a key inside them that a section's own message names.
+
+    The inner key (``lr`` of ``train``) is used when it is recorded more precisely.
+    """
     own = _recorded(keys, sources)
     for named in re.findall(r"`([A-Za-z_][\w.]*(?:\[\d+\])*)`", detail):  # `train.lr`, `hooks[1]`
         parts = tuple(int(part) if part.isdigit() else part for part in re.split(r"[.\[\]]+", named) if part)
@@ -200,8 +209,9 @@ def _adapter(schema: Any) -> TypeAdapter:
 
 
 def validate(schema: Any, raw: Any, sources: Sources | None = None) -> Any:
-    """``raw`` (parsed YAML, merged and overridden) validated as ``schema`` (a :class:`Section` or a :func:`domain`
-    type).
+    """``raw`` (parsed YAML, merged and overridden) validated as ``schema``.
+
+    ``schema`` is a :class:`Section` or a :func:`domain` type.
 
     Raises:
         ConfigError: the first problem, as ``<file:line or --set>: <what is wrong with which key>``.

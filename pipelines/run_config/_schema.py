@@ -25,7 +25,6 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError, core_schema
 
-
 __all__ = [
     "Builds",
     "Fraction",
@@ -132,8 +131,10 @@ def _plain(value: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Builds:
-    """``Annotated`` marker: check a mapping with ``section``, then build dataclass ``cls`` from it (an instance of
-    ``cls`` is taken as it is)."""
+    """``Annotated`` marker: check a mapping with ``section``, then build dataclass ``cls`` from it.
+
+    An instance of ``cls`` is taken as it is.
+    """
 
     cls: type
     section: type[Section]
@@ -167,8 +168,11 @@ class ModelOptions(Section):
 
 
 def options_model(name: str, cls: type) -> type[ModelOptions]:
-    """The section of a model registered as ``name``: ``name`` plus every constructor parameter of ``cls`` that has
-    a default and a plain type (data objects such as the training interactions are not options)."""
+    """The section of a model registered as ``name``.
+
+    It holds ``name`` plus every constructor parameter of ``cls`` that has a default and a plain type (data objects
+    such as the training interactions are not options).
+    """
     hints = get_type_hints(cls.__init__)
     fields: dict[str, Any] = {"name": (Literal[name], ...)}
     for parameter in inspect.signature(cls.__init__).parameters.values():

@@ -147,8 +147,11 @@ class DemoConfig(Section):
         return self
 
     def recsys_run(self, name: str, files: Mapping[str, str | Path]) -> RecsysRunConfig:
-        """The ``regkit recsys train`` config of model ``name`` on the demo's ``files`` (``train`` / ``test`` split
-        files, ``users`` / ``items`` side tables); the served model is the best validation epoch (no refit)."""
+        """The ``regkit recsys train`` config of model ``name`` on the demo's ``files``.
+
+        ``files`` are the ``train`` / ``test`` split files and the ``users`` / ``items`` side tables; the served model
+        is the best validation epoch (no refit).
+        """
         rec, fragment = self.recsys, self.recsys.named()[name]
         ids = {"user_features": [FeatureSpec("user_id", "id")], "item_features": [FeatureSpec("item_id", "id")]}
         features = ids if fragment.ids_only else {"user_features": rec.user_features,
@@ -162,8 +165,10 @@ class DemoConfig(Section):
         )
 
     def sparse_train(self, data: str | Path, out_dir: str | Path, cache_dir: str | Path) -> SparseTrainConfig:
-        """The sparse retriever's training config (the demo's seed and threads unless ``retrieval.sparse`` sets
-        them)."""
+        """The sparse retriever's training config.
+
+        It takes the demo's seed and threads unless ``retrieval.sparse`` sets them.
+        """
         options = self.retrieval.sparse.model_dump(exclude_unset=True)
         return SparseTrainConfig(**{"threads": self.threads, "seed": self.seed, **options, "data": str(data),
                                     "out_dir": str(out_dir), "cache_dir": str(cache_dir)})

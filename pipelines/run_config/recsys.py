@@ -1,5 +1,6 @@
-"""The typed run config of ``regkit recsys train`` (:class:`RecsysRunConfig`); sections are described in
-:mod:`pipelines.recsys_run`.
+"""The typed run config of ``regkit recsys train`` (:class:`RecsysRunConfig`).
+
+Sections are described in :mod:`pipelines.recsys_run`.
 
 The domain's own objects are built here, once: ``train`` is a :class:`recsys.trainer.TrainConfig`, ``ssl`` a
 :class:`recsys.ssl.SSLConfig`, ``index`` a :class:`recsys.serving.IndexConfig`, feature lists hold
@@ -189,6 +190,9 @@ class RecsysRunConfig(Section):
         return self.model_dump(mode="json")
 
     def identity(self) -> dict[str, Any]:
-        """What the run computes: :meth:`to_dict` without ``output_dir``, so the same run in another folder (or
-        resumed after a move) has the same config hash in ``_STARTED.json`` / ``_SUCCESS.json``."""
+        """What the run computes: :meth:`to_dict` without ``output_dir``.
+
+        So the same run in another folder (or resumed after a move) has the same config hash in ``_STARTED.json`` /
+        ``_SUCCESS.json``.
+        """
         return self.model_dump(mode="json", exclude={"output_dir"})

@@ -1,6 +1,8 @@
-"""The typed config of ``regkit retrieval train``: :class:`retrieval.sparse_config.SparseTrainConfig`, with its
-``model`` section checked as :class:`retrieval.encoder.SparseEncoderConfig` fields and its ``hooks`` as
-:mod:`common_regs.hook_specs` entries (checked by the dataclass itself)."""
+"""The typed config of ``regkit retrieval train``: :class:`retrieval.sparse_config.SparseTrainConfig`.
+
+Its ``model`` section is checked as :class:`retrieval.encoder.SparseEncoderConfig` fields and its ``hooks`` as
+:mod:`common_regs.hook_specs` entries (checked by the dataclass itself).
+"""
 
 from __future__ import annotations
 
@@ -27,8 +29,10 @@ _MOVED = {"flops": "mode", "flops_weight": "weight", "flops_warmup_steps": "warm
 
 
 def refuse_moved_keys(raw: Mapping[str, Any], sources: Sources, prefix: tuple[str, ...] = ()) -> None:
-    """Name the ``hooks`` entry that replaces a FLOPS key of an older config (``flops_weight: 0.002``), instead of
-    refusing it as merely unknown."""
+    """Name the ``hooks`` entry that replaces a FLOPS key of an older config (``flops_weight: 0.002``).
+
+    Such a key is not refused as merely unknown.
+    """
     for key, option in _MOVED.items():
         if key in raw:
             where = sources.where((*prefix, key))

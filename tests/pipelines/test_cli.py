@@ -19,7 +19,9 @@ def _all_command_paths(command, prefix: tuple[str, ...] = ()) -> list[tuple[str,
     return paths
 
 
-@pytest.mark.parametrize("path", _all_command_paths(typer.main.get_command(app)), ids=lambda path: " ".join(path) or "regkit")
+@pytest.mark.parametrize(
+    "path", _all_command_paths(typer.main.get_command(app)), ids=lambda path: " ".join(path) or "regkit"
+)
 def test_every_command_has_help(path, capsys):
     assert main([*path, "--help"]) == 0
     out = capsys.readouterr().out

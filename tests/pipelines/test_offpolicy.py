@@ -60,7 +60,8 @@ def test_dr_with_a_good_reward_model_has_lower_variance_than_ips():
     data = _log(q, pi_b, 20_000, seed=2)
     policy = _policy_from(q.argmax(axis=1))
     estimates = {e.estimator: e for e in estimate_policy(data, policy, reward_model=_true_model(q), n_bootstrap=300)}
-    assert estimates["dr"].ci_high - estimates["dr"].ci_low < 0.7 * (estimates["ips"].ci_high - estimates["ips"].ci_low)
+    width = {name: estimate.ci_high - estimate.ci_low for name, estimate in estimates.items()}
+    assert width["dr"] < 0.7 * width["ips"]
     truth = q[np.arange(N_USERS), q.argmax(axis=1)].mean()
     assert estimates["dm"].value == pytest.approx(truth, abs=0.01)  # DM with the true model: only context sampling
 
@@ -120,8 +121,11 @@ def test_position_based_slates():
     ],
 )
 def test_bad_logged_values(column, value, message):
-    frame = pl.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "y"], "reward": [1.0, 0.0], "propensity": [0.5, 0.5]})
-    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(value).otherwise(pl.col(column)).alias(column))
+    frame = pl.DataFrame(
+        {"user_id": ["a", "b"], "item_id": ["x", "y"], "reward": [1.0, 0.0], "propensity": [0.5, 0.5]}
+    )
+    second_row = pl.int_range(pl.len()) == 1
+    frame = frame.with_columns(pl.when(second_row).then(value).otherwise(pl.col(column)).alias(column))
     with pytest.raises(OffPolicyFormatError, match=message):
         LoggedData.from_frame(frame)
 

@@ -9,9 +9,9 @@ import planted_log
 import polars as pl
 import pytest
 
-from pipelines.run_config import ConfigError
 from pipelines.evaluation.recsys import evaluate_recommendations
 from pipelines.recsys_run import train_run
+from pipelines.run_config import ConfigError
 from recsys.serving import Recommender
 from recsys.splits import random_holdout_split
 

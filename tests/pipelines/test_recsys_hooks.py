@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from common_regs.sparsity.dsl import DSL
-from pipelines.cli import main
 from common_regs.hook_specs import build_hooks, check_hook_specs
+from common_regs.sparsity.dsl import DSL
 from common_regs.training import Weighted
+from pipelines.cli import main
 from pipelines.recsys_run import train_run
 from pipelines.run_config import load_recsys_config
 from recsys.data import Vocabulary, encode_interactions
