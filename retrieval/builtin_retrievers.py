@@ -123,8 +123,9 @@ class DenseFlatRetriever:
 
 @register_retriever("sparse")
 class SparseImpactRetriever:
-    """An inference-free learned sparse model: documents encoded into a Lucene impact index, queries = IDF weights
-    of their wordpieces (:mod:`retrieval.sparse_index`).
+    """An inference-free learned sparse model (:mod:`retrieval.sparse_index`).
+
+    Documents are encoded into a Lucene impact index; queries are the IDF weights of their wordpieces.
 
     Args:
         model: folder written by ``regkit retrieval train`` (required).

@@ -1,5 +1,6 @@
-"""The first-stage retriever interface and its name registry: what ``regkit beir eval`` and ``regkit retrieval``
-dispatch through.
+"""The first-stage retriever interface and its name registry.
+
+``regkit beir eval`` and ``regkit retrieval`` dispatch through them.
 
 A retriever is a class with two methods and one class attribute (:class:`Retriever`):
 
@@ -142,8 +143,9 @@ def build_retriever(
 
 
 def check_run(name: str, run: Mapping[str, Mapping[str, float]], queries: Mapping[str, str], k: int) -> Run:
-    """``run`` with every query id of ``queries`` (``{}`` where missing), after checking what retriever ``name``
-    returned.
+    """``run`` with every query id of ``queries`` (``{}`` where missing), after checking it.
+
+    ``run`` is what retriever ``name`` returned for ``queries``.
 
     Raises:
         ValueError: a query id that was not asked, more than ``k`` documents for a query, or a score that is not a

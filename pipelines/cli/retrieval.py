@@ -50,8 +50,10 @@ def index_command(
     shard_size: int = typer.Option(1024, "--shard-size", help="sparse: documents per resumable encoding shard."),
     force: bool = typer.Option(False, "--force", help="Take over an index lock held from another host."),
 ) -> None:
-    """Index a BEIR corpus with a retriever: a BM25 "flat" Lucene index, a dense FAISS index, or (``--model DIR``,
-    i.e. ``--retriever sparse``) a Lucene impact index of learned sparse vectors.
+    """Index a BEIR corpus with a retriever.
+
+    A BM25 "flat" Lucene index, a dense FAISS index, or (``--model DIR``, i.e. ``--retriever sparse``) a Lucene
+    impact index of learned sparse vectors.
 
     The index is locked while it is built (``.<index>.lock`` beside it) and published by one rename with
     ``_SUCCESS.json`` inside; with ``sparse``, rerunning a killed command reuses the shards already encoded.
@@ -127,9 +129,9 @@ def train_command(
     import json
     from dataclasses import asdict
 
+    from pipelines.retrieval_run import train_sparse
     from pipelines.run_config import load_sparse_train_config
     from pipelines.run_guard import guarded_run_dir
-    from pipelines.retrieval_run import train_sparse
 
     options = {"out_dir": None if out is None else str(out), "steps": steps}
     sets = [f"{key}={json.dumps(value)}" for key, value in options.items() if value is not None]

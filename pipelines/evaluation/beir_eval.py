@@ -104,6 +104,8 @@ class BeirEvalConfig:
 
 @dataclass(frozen=True)
 class BeirEvalResult:
+    """What ``regkit beir eval`` produced: the evaluation, the run and metrics files, timings and index statistics."""
+
     evaluation: Evaluation
     run_path: Path
     metrics_path: Path

@@ -12,8 +12,8 @@ import yaml
 
 from common_regs.schedules import QuadraticWarmup
 from pipelines.cli import main
-from retrieval.beir import load_beir
 from pipelines.run_config import load_sparse_train_config
+from retrieval.beir import load_beir
 from retrieval.encoder import default_backbone, idf_weights, load_sparse_encoder, mlm_parts, query_weights
 from retrieval.impact import ImpactQuantization
 from retrieval.index import read_index_metadata
