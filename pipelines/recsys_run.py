@@ -54,10 +54,8 @@ the split's ``split_fingerprint`` in ``metrics.json`` and writes its test lists 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Mapping
@@ -66,250 +64,34 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 import torch
 import yaml
 
 from common_regs.hook_specs import build_hooks
 from common_regs.io import atomic_write_text
-from common_regs.run_dir import scratch_folder
 from pipelines.evaluation.recsys import evaluate_recommendations, make_evaluator
 from pipelines.evaluation.recsys_streaming import evaluate_recommendations_streaming
 from pipelines.provenance import run_metadata
+from pipelines.recsys_data import RunData
 from pipelines.recsys_split import TEST_RUN, SplitLogs, write_test_trec
 from pipelines.recsys_ssl import add_ssl_section, resolve_ssl_config, ssl_hooks
 from pipelines.report import Report, bar_plot, line_plot
-from pipelines.run_config import DataConfig, RecsysRunConfig, ValidationConfig, recsys_config
+from pipelines.run_config import RecsysRunConfig, recsys_config
 from recsys.data import (
     InMemoryBatches,
     Interactions,
     NegativeSampler,
     StreamingBatches,
-    Vocabulary,
-    clean_log,
-    encode_interactions,
-    item_frequencies,
-    partition_by_user,
-    scan_log,
 )
-from recsys.features import FeatureTable
 from recsys.models import build_model
 from recsys.models.base import Recommender as RecModel
 from recsys.regularizers import TrainSetup
 from recsys.serving import Recommender
-from recsys.splits import (
-    Split,
-    check_same_id_types,
-    given_split,
-    leave_last_out_split,
-    random_holdout_split,
-    temporal_split,
-)
 from recsys.trainer import TrainConfig, Trainer, TrainResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["input_files", "load_split", "train_run"]
-
-
-# -- data ------------------------------------------------------------------------------------------------------
-
-
-def _path(data: DataConfig, key: str) -> Path | None:
-    value = getattr(data, key)
-    return None if value is None else _under_data_dir(data, value)
-
-
-def _under_data_dir(data: DataConfig, value: str | Path) -> Path:
-    """A configured path; relative ones are taken under ``data.dir`` when it is set."""
-    path = Path(value)
-    return Path(data.dir) / path if data.dir and not path.is_absolute() else path
-
-
-def input_files(config: RecsysRunConfig) -> list[Path]:
-    """The data files a run reads: its split's logs, the side tables and a given validation file.
-
-    Their fingerprints are part of the run's identity (``pipelines.run_guard``).
-    """
-    data = config.data
-    keys = ("train", "test") if data.split == "given" else ("log",)
-    values = [getattr(data, key) for key in (*keys, "users", "items")]
-    if data.validation.method == "given":
-        values.append(data.validation.file)
-    return [_under_data_dir(data, value) for value in values if value is not None]
-
-
-def _input(data: DataConfig, key: str, value: str | Path | None) -> Path | None:
-    """``data.<key>`` = ``value`` as the path of a file to read.
-
-    A missing file is an error naming the key and, for a relative path, what it was resolved against.
-    """
-    if value is None:
-        return None
-    path = _under_data_dir(data, value)
-    if path.exists():
-        return path
-    base = ""
-    if not Path(value).is_absolute() and data.dir:
-        base = f" (relative paths are resolved against `data.dir` = {data.dir}"
-        base += ")" if Path(data.dir).is_absolute() else f", itself under the current directory {Path.cwd()})"
-    elif not Path(value).is_absolute():
-        base = f" (relative paths are resolved against the current directory {Path.cwd()}, or `data.dir` when set)"
-    fix = f", or set `data.{key}: null` to take the ids from the training log" if key in ("users", "items") else ""
-    raise FileNotFoundError(f"`data.{key}`: {path} not found{base}. Fix the path{fix}.")
-
-
-def _split(data: DataConfig) -> Split:
-    method = data.split
-    if method == "given":
-        train, test = _input(data, "train", data.train), _input(data, "test", data.test)
-        if train is None or test is None:
-            raise ValueError("`data.split`='given' needs `data.train` and `data.test` files.")
-        return given_split(train, test)
-    log_path = _input(data, "log", data.log)
-    if log_path is None:
-        raise ValueError(f"`data.split`={method!r} needs `data.log` (the full interaction log).")
-    if method == "random_holdout":
-        return random_holdout_split(log_path, test_fraction=data.test_fraction, seed=data.split_seed)
-    if method == "leave_last_out":
-        return leave_last_out_split(log_path, n=data.leave_last)
-    if method == "temporal":
-        return temporal_split(log_path, test_fraction=data.test_fraction)
-    raise ValueError(f"`data.split` must be given / random_holdout / leave_last_out / temporal, got {method!r}.")
-
-
-def _carve_validation(train: pl.LazyFrame, validation: ValidationConfig) -> Split | None:
-    """The validation split carved from the training log (``none`` / ``given``: nothing to carve)."""
-    if validation.method == "random_holdout":
-        return random_holdout_split(
-            train, test_fraction=validation.fraction, seed=validation.seed, user_fraction=validation.user_fraction
-        )
-    if validation.method == "leave_last_out":
-        return leave_last_out_split(train, n=validation.n)
-    if validation.method == "temporal":
-        return temporal_split(train, test_fraction=validation.fraction)
-    return None
-
-
-def _vocabulary(column: str, side_table: Path | None, log: pl.LazyFrame | pl.DataFrame) -> Vocabulary:
-    """From the side table when given, else from the training log (a lazy log is counted by a streaming pass)."""
-    if side_table is not None:
-        return Vocabulary.from_values(column, pl.read_parquet(side_table, columns=[column])[column])
-    if isinstance(log, pl.LazyFrame):
-        return Vocabulary.from_log(log, column)
-    return Vocabulary.from_values(column, log[column])
-
-
-class _Data:
-    """Everything a run needs from the data section, prepared once.
-
-    With ``streaming`` the training log stays a lazy frame (``train_log`` / ``test_log`` / ``train`` are None):
-    ``train_path`` is streamed by the batches, ``item_counts`` come from a streaming group-by.
-    """
-
-    def __init__(self, data: DataConfig, work_dir: Path | None = None) -> None:
-        self.config = data
-        self.work_dir = work_dir  # where a streamed run's partitioned copies go: its run folder, not the system temp
-        validation = data.validation
-        self.streaming = data.streaming
-        split = _split(data)
-        self.split_name = split.name
-        self.train_path, self.test_path = _path(data, "train"), _path(data, "test")
-        cleaning = {"rating_threshold": data.rating_threshold, "duplicates": data.duplicates}
-        # checks the ids in one streaming pass; a split carved from a file has checked it, naming the file's rows
-        train_lazy = clean_log(split.train, where=split.describe("train"), **cleaning)
-        test_lazy = clean_log(split.test, where=split.describe("test"), **cleaning)
-        self.train_log = None if self.streaming else train_lazy.collect()
-        self.test_log = None if self.streaming else test_lazy.collect()
-        log = train_lazy if self.streaming else self.train_log
-        users_path, items_path = _input(data, "users", data.users), _input(data, "items", data.items)
-        self.users = _vocabulary("user_id", users_path, log)
-        self.items = _vocabulary("item_id", items_path, log)
-        self.user_features = FeatureTable.build(self.users, data.user_features, users_path)
-        self.item_features = FeatureTable.build(self.items, data.item_features, items_path)
-        self.fit_log, self.valid_log = (None, None)
-        self.validation_name: str | None = None
-        self.given_validation = validation.method == "given"
-        if self.given_validation:
-            self._read_given_validation(validation, cleaning, split)
-        if self.streaming:
-            for vocabulary, side_table in ((self.users, users_path), (self.items, items_path)):
-                if side_table is not None:  # the in-memory path's unknown="error", from the distinct ids only
-                    logged = Vocabulary.from_log(train_lazy, vocabulary.name)
-                    unknown = logged.ids[~vocabulary.contains(logged.ids)]
-                    if unknown.size:
-                        raise ValueError(
-                            f"train: {unknown.size} `{vocabulary.name}` values are not in {side_table} "
-                            f"(first {unknown.tolist()[0]!r})."
-                        )
-            self.train = None
-            self.item_counts = item_frequencies(train_lazy, self.items)
-            logger.info("data: %s; train streamed from %s (%d rows), %d users, %d items", split.name,
-                        self.train_path, int(self.item_counts.sum()), self.users.size, self.items.size)
-            return
-        self.train = encode_interactions(
-            self.train_log, self.users, self.items, where=split.describe("train"), unknown="error"
-        )
-        self.item_counts = self.train.item_counts()
-        carved = None if self.given_validation else _carve_validation(self.train_log.lazy(), validation)
-        if carved is not None:
-            carved.check()
-            self.fit_log, self.valid_log = carved.train.collect(), carved.test.collect()
-            self.validation_name = carved.name
-        logger.info(
-            "data: %s; train %d rows, test %d rows, %d users, %d items%s",
-            split.name,
-            self.train_log.height,
-            self.test_log.height,
-            self.users.size,
-            self.items.size,
-            f", validation {self.valid_log.height} rows" if self.valid_log is not None else "",
-        )
-
-    def _read_given_validation(self, validation: ValidationConfig, cleaning: Mapping[str, Any], split: Split) -> None:
-        """``data.validation: {method: given, file: ...}``: a held-out file beside the train / test files."""
-        path = _input(self.config, "validation.file", validation.file)
-        check_same_id_types(split.files[0], path)  # every split read from data files has one
-        self.valid_log = clean_log(scan_log(path), where=str(path), **cleaning).collect()
-        self.validation_name = f"given:{path.name}"
-
-    def split_logs(self) -> SplitLogs:
-        """The cleaned logs the run trains, validates and tests on (:mod:`pipelines.recsys_split`)."""
-        if self.train_log is None or self.test_log is None:
-            raise ValueError("`data.streaming`=true leaves the logs on disk: the split is the given `data.train` and "
-                             "`data.test` files.")
-        return SplitLogs(self.split_name, self.train_log, self.test_log, self.fit_log, self.valid_log,
-                         self.validation_name)
-
-    def encode(self, log: pl.DataFrame) -> Interactions:
-        return encode_interactions(log, self.users, self.items, where="train", unknown="error")
-
-    def no_interactions(self) -> Interactions:
-        """An empty training set over the vocabularies (the streamed run's service before its seen table)."""
-        empty = np.empty(0, dtype=np.int64)
-        return Interactions(users=empty, items=empty, num_users=self.users.size, num_items=self.items.size)
-
-    @functools.cached_property
-    def seen_table(self) -> Interactions:
-        """Every distinct training pair of a streamed log, built once (for validation and test).
-
-        Built one user partition at a time (:func:`recsys.data.partition_by_user`).
-
-        Memory: one partition of at most ``streaming_part_rows`` rows while reading, plus the result (16 bytes per
-        distinct pair): the served model must hold every user's training items to exclude them, so this table
-        grows with the log's distinct pairs; it is the one part of a streamed run that is not bounded.
-        """
-        rows = pq.ParquetFile(self.train_path).metadata.num_rows
-        parts = max(1, math.ceil(rows / self.config.streaming_part_rows))
-        keys = [np.empty(0, dtype=np.int64)]
-        with scratch_folder("seen-parts", self.work_dir) as folder:
-            for part in partition_by_user(self.train_path, self.users, Path(folder) / "train", parts=parts):
-                frame = pl.read_parquet(part, columns=["user_id", "item_id"])
-                if frame.height:
-                    encoded = encode_interactions(frame, self.users, self.items, where="train", unknown="drop")
-                    keys.append(encoded.pair_keys())
-        users, items = np.divmod(np.concatenate(keys), self.items.size)
-        return Interactions(users=users, items=items, num_users=self.users.size, num_items=self.items.size)
+__all__ = ["load_split", "train_run"]
 
 
 # -- training --------------------------------------------------------------------------------------------------
@@ -322,7 +104,7 @@ def _hooks(config: RecsysRunConfig, model: RecModel, item_counts: np.ndarray, tr
     return build_hooks(config.hooks, domain="recsys", setup=setup)
 
 
-def _negative_sampler(data: _Data, interactions: Interactions | None, train: TrainConfig) -> NegativeSampler:
+def _negative_sampler(data: RunData, interactions: Interactions | None, train: TrainConfig) -> NegativeSampler:
     """Uniform negatives re-drawn when they hit a training pair.
 
     A streamed log's pairs come from its seen table (built once and served with the model anyway), which a streamed
@@ -336,7 +118,7 @@ def _negative_sampler(data: _Data, interactions: Interactions | None, train: Tra
 
 def _fit(
     config: RecsysRunConfig,
-    data: _Data,
+    data: RunData,
     interactions: Interactions | None,
     train_config: TrainConfig,
     *,
@@ -434,24 +216,13 @@ def _run_report(report: dict[str, Any], result: TrainResult) -> Report:
 
 def load_split(config: RecsysRunConfig) -> SplitLogs:
     """The logs a run of ``config`` trains, validates and tests on, prepared by the code :func:`train_run` uses."""
-    return _Data(config.data).split_logs()
+    return RunData(config.data).split_logs()
 
 
-def train_run(
-    config: RecsysRunConfig | Mapping[str, Any],
-    *,
-    output_dir: str | Path | None = None,
-    overwrite: bool = False,
-    distributed: str | None = None,
-) -> dict[str, Any]:
-    """Run one configured experiment end to end; returns (and writes) the metrics.
-
-    ``config`` is a :class:`pipelines.run_config.RecsysRunConfig` (a mapping is validated into one first). The run
-    writes into ``output_dir`` (default: the config's), and ``resolved_config.yaml`` is the config as it ran: that
-    folder, every default filled in. ``distributed`` (a torchrun sharding type, e.g. ``"table_wise"``) trains under
-    torchrun with :mod:`recsys.distributed`; rank 0 then evaluates and writes the run folder, other ranks return
-    after training.
-    """
+def _prepare_output(
+    config: RecsysRunConfig | Mapping[str, Any], output_dir: str | Path | None, overwrite: bool
+) -> tuple[RecsysRunConfig, Path]:
+    """The config as it will run (its output folder filled in) and that folder, ready to write into."""
     config = recsys_config(config)
     out = Path(output_dir or config.output_dir)
     config = config.model_copy(update={"output_dir": str(out), "ssl": resolve_ssl_config(config.ssl, out)})
@@ -461,14 +232,16 @@ def train_run(
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # otherwise an unfinished run resumes from them
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    data = _Data(config.data, work_dir=out)
+    return config, out
+
+
+def _train(
+    config: RecsysRunConfig, data: RunData, out: Path, report: dict[str, Any], distributed: str | None
+) -> tuple[RecModel, Recommender, TrainResult]:
+    """Early stopping on the validation data (when there is some), then the served fit; fills ``report``."""
     train_config = config.train
     stream_path = data.train_path if data.streaming else None
-    report: dict[str, Any] = {"split": data.split_name, "model": config.model.name}
-    if not data.streaming:  # `regkit data split` writes files with the same fingerprint
-        report["split_fingerprint"] = data.split_logs().fingerprint()
     tuning: TrainResult | None = None
     if data.valid_log is not None:
         tuned = _fit(
@@ -492,34 +265,30 @@ def train_run(
     # a given validation file is held-out data, not training data: the early-stopped model is the final one
     if data.given_validation and config.eval.refit:
         logger.info("`eval.refit` does not apply to a given validation file: serving the best validation epoch")
-    if tuning is None or (config.eval.refit and not data.given_validation):
-        final_config = train_config
-        if tuning is not None and tuning.best_epoch is not None:
-            final_config = dataclasses.replace(
-                train_config, epochs=tuning.best_epoch + 1, patience=None, max_steps=None
-            )
-        model, service, result = _fit(
-            config,
-            data,
-            data.train,
-            final_config,
-            evaluate_on=None,
-            checkpoint_dir=out / "checkpoints" / "final",
-            stream_path=stream_path,
-            distributed=distributed,
-        )
-    else:
-        model, service, result = tuned
-    if distributed is not None:  # training (and the gather of the full model) was the last collective work
-        from recsys.distributed import shutdown_distributed
+    if tuning is not None and not (config.eval.refit and not data.given_validation):
+        return tuned
+    final_config = train_config
+    if tuning is not None and tuning.best_epoch is not None:
+        final_config = dataclasses.replace(train_config, epochs=tuning.best_epoch + 1, patience=None, max_steps=None)
+    return _fit(
+        config,
+        data,
+        data.train,
+        final_config,
+        evaluate_on=None,
+        checkpoint_dir=out / "checkpoints" / "final",
+        stream_path=stream_path,
+        distributed=distributed,
+    )
 
-        writer = torch.distributed.get_rank() == 0
-        shutdown_distributed()
-        if not writer:
-            return report  # the trained model is on every rank; rank 0 tests it and writes the run folder
+
+def _test(
+    config: RecsysRunConfig, data: RunData, service: Recommender, out: Path, report: dict[str, Any]
+) -> tuple[Recommender, dict[str, Any]]:
+    """Test metrics of the served model (and, in memory, the test lists as a TREC run); the service as served."""
     if data.streaming:
         service = service.with_seen(data.seen_table, popularity=data.item_counts)
-        test_metrics = evaluate_recommendations_streaming(
+        metrics = evaluate_recommendations_streaming(
             service,
             data.train_path,
             data.test_path,
@@ -529,25 +298,21 @@ def train_run(
             max_rows_per_part=config.data.streaming_part_rows,
             work_dir=out,
         )
-    else:
-        test_metrics = evaluate_recommendations(
-            service, data.test_log, ks=config.eval.ks, head_fraction=config.eval.head_fraction
-        )
-        written = write_test_trec(service, data.test_log, out, k=max(config.eval.ks), tag=report["model"])
-        report["test_run"] = TEST_RUN if written else None
-    report.update(
-        {
-            "test": test_metrics,
-            "train": {
-                "epochs": result.epochs,
-                "steps": result.steps,
-                "train_seconds": result.train_seconds,
-                "examples_per_second": result.examples_per_second,
-            },
-            "total_seconds": time.perf_counter() - started,
-            "parameters": sum(p.numel() for p in model.parameters()),
-        }
+        return service, metrics
+    metrics = evaluate_recommendations(
+        service, data.test_log, ks=config.eval.ks, head_fraction=config.eval.head_fraction
     )
+    written = write_test_trec(service, data.test_log, out, k=max(config.eval.ks), tag=report["model"])
+    report["test_run"] = TEST_RUN if written else None
+    return service, metrics
+
+
+def _write_outputs(
+    config: RecsysRunConfig, data: RunData, out: Path, report: dict[str, Any], service: Recommender,
+    result: TrainResult,
+) -> None:
+    """The served model, the report, ``metrics.json``, ``resolved_config.yaml`` and ``run.json``."""
+    test_metrics = report["test"]
     service.save(
         out / "model",
         overwrite=True,
@@ -563,4 +328,49 @@ def train_run(
     logger.info(
         "test: %s", ", ".join(f"{k}={test_metrics[k]:.4f}" for k in test_metrics if k.startswith(("R@", "nDCG@")))
     )
+
+
+def train_run(
+    config: RecsysRunConfig | Mapping[str, Any],
+    *,
+    output_dir: str | Path | None = None,
+    overwrite: bool = False,
+    distributed: str | None = None,
+) -> dict[str, Any]:
+    """Run one configured experiment end to end; returns (and writes) the metrics.
+
+    ``config`` is a :class:`pipelines.run_config.RecsysRunConfig` (a mapping is validated into one first). The run
+    writes into ``output_dir`` (default: the config's), and ``resolved_config.yaml`` is the config as it ran: that
+    folder, every default filled in. ``distributed`` (a torchrun sharding type, e.g. ``"table_wise"``) trains under
+    torchrun with :mod:`recsys.distributed`; rank 0 then evaluates and writes the run folder, other ranks return
+    after training.
+    """
+    config, out = _prepare_output(config, output_dir, overwrite)
+    started = time.perf_counter()
+    data = RunData(config.data, work_dir=out)
+    report: dict[str, Any] = {"split": data.split_name, "model": config.model.name}
+    if not data.streaming:  # `regkit data split` writes files with the same fingerprint
+        report["split_fingerprint"] = data.split_logs().fingerprint()
+    model, service, result = _train(config, data, out, report, distributed)
+    if distributed is not None:  # training (and the gather of the full model) was the last collective work
+        from recsys.distributed import shutdown_distributed
+
+        writer = torch.distributed.get_rank() == 0
+        shutdown_distributed()
+        if not writer:
+            return report  # the trained model is on every rank; rank 0 tests it and writes the run folder
+    service, report["test"] = _test(config, data, service, out, report)
+    report.update(
+        {
+            "train": {
+                "epochs": result.epochs,
+                "steps": result.steps,
+                "train_seconds": result.train_seconds,
+                "examples_per_second": result.examples_per_second,
+            },
+            "total_seconds": time.perf_counter() - started,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
+    )
+    _write_outputs(config, data, out, report, service, result)
     return report

@@ -228,7 +228,7 @@ def _regkit_rows(data: Path, out_dir: Path, only: set[str] | None) -> list[dict[
 
 def _throughput(data: Path, steps: int = 150, batch_size: int = 1024) -> dict[str, Any]:
     """Examples/s of the feature two-tower on torchrec EBC vs. plain nn.EmbeddingBag, same weights and batches."""
-    from pipelines.recsys_run import _Data
+    from pipelines.recsys_data import RunData
     from pipelines.run_config import ValidationConfig, load_recsys_config
     from recsys.data import InMemoryBatches
     from recsys.models import TwoTower
@@ -236,7 +236,7 @@ def _throughput(data: Path, steps: int = 150, batch_size: int = 1024) -> dict[st
 
     config = load_recsys_config(REPO / "pipelines" / "configs" / "ml100k_two_tower_features.yaml",
                                 [f"data.dir={data}"])
-    prepared = _Data(config.data.model_copy(update={"validation": ValidationConfig(method="none")}))
+    prepared = RunData(config.data.model_copy(update={"validation": ValidationConfig(method="none")}))
     model_options = config.model.options()
     results: dict[str, Any] = {"steps": steps, "batch_size": batch_size, "threads": torch.get_num_threads()}
     torch.manual_seed(0)

@@ -39,7 +39,8 @@ from common_regs.hook_specs import build_hooks
 from common_regs.io import atomic_write_text
 from pipelines.bench._recsys_hook_bench import mean_and_std, step_time_ratios
 from pipelines.bench.bench_ssl import _ml100k_data
-from pipelines.recsys_run import _Data, train_run
+from pipelines.recsys_data import RunData
+from pipelines.recsys_run import train_run
 from pipelines.run_config import DataConfig, load_recsys_config
 from recsys.data import InMemoryBatches
 from recsys.models import build_model
@@ -102,7 +103,7 @@ def _job(variant: str, seed: int, data: Path, out: Path, epochs: int | None) -> 
 def _overhead(data: Path, steps: int = 12) -> dict[str, Any]:
     """Median trainer-step time of each variant / the baseline, same batches, interleaved twice, 1 thread."""
     base = _config("baseline", data)
-    prepared = _Data(DataConfig.model_validate({**base["data"], "validation": {"method": "none"}}))
+    prepared = RunData(DataConfig.model_validate({**base["data"], "validation": {"method": "none"}}))
     options = {k: v for k, v in base["model"].items() if k != "name"}
     train = TrainConfig(**base["train"])
     def make_trainer(variant: str) -> Trainer:

@@ -37,7 +37,8 @@ import torch
 
 from common_regs.io import atomic_write_text
 from pipelines.bench._recsys_hook_bench import mean_and_std, step_time_ratios
-from pipelines.recsys_run import _Data, train_run
+from pipelines.recsys_data import RunData
+from pipelines.recsys_run import train_run
 from pipelines.recsys_ssl import mi_heatmap
 from pipelines.report import Report, bar_plot
 from pipelines.run_config import DataConfig, load_recsys_config
@@ -136,7 +137,7 @@ def _job(dataset: str, mode: str, seed: int, out_dir: Path, epochs: int | None) 
 def _overhead(out_dir: Path, steps: int) -> dict[str, Any]:
     """Median step time with SSL hooks / without, ML-100K feature two-tower, same batches, interleaved twice."""
     config = _base_config("ml100k", out_dir)
-    data = _Data(DataConfig.model_validate({**config["data"], "validation": {"method": "none"}}))
+    data = RunData(DataConfig.model_validate({**config["data"], "validation": {"method": "none"}}))
     options = {k: v for k, v in config["model"].items() if k != "name"}
     train = TrainConfig(**{**config["train"], "show_progress": False})
     def make_trainer(mode: str) -> Trainer:
@@ -222,7 +223,7 @@ def run(out_dir: str | Path) -> dict[str, Any]:
     )
     for dataset in datasets:
         section = {**_base_config(dataset, out)["data"], "validation": {"method": "none"}}
-        data = _Data(DataConfig.model_validate(section))
+        data = RunData(DataConfig.model_validate(section))
         mi = ssl_mutual_information(SSLConfig(mode="cfm", mi_cache_dir=str(out / "cache")), data.item_features)
         report.figure(mi_heatmap(mi, title=f"{dataset}: item-feature MI (nats)"), caption=f"{dataset} item-feature MI")
     report.write(out, metrics={"summary": summary, "overhead": overhead, "runs": rows}, config=CONFIG)

@@ -36,7 +36,8 @@ def train(
     checkpoint, and ``_SUCCESS.json`` is written last (docs/reliability.md). Multi-process:
     ``torchrun --nproc_per_node N -m pipelines recsys train --config C --distributed`` (docs/scaling_distributed.md).
     """
-    from pipelines.recsys_run import input_files, train_run
+    from pipelines.recsys_data import input_files
+    from pipelines.recsys_run import train_run
     from pipelines.run_config import load_recsys_config
     from pipelines.run_guard import guarded_run_dir
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import pipelines.evaluation.recsys_streaming as recsys_streaming
-import pipelines.recsys_run as recsys_run
+import pipelines.recsys_data as recsys_data
 from common_regs.run_dir import scratch_folder
 from pipelines.cli import main
 from pipelines.run_guard import STARTED_NAME
@@ -48,7 +48,7 @@ def test_a_streamed_run_partitions_inside_its_run_folder_and_cleans_a_killed_run
     (leftover / "train" / "part-00000.parquet").write_bytes(b"partial")
     (run / STARTED_NAME).write_text(json.dumps({"config_sha256": "0" * 64, "inputs": {}, "pid": dead}))
     destinations: list[Path] = []
-    for module in (recsys_run, recsys_streaming):
+    for module in (recsys_data, recsys_streaming):
         original = module.partition_by_user
 
         def recording(path, vocabulary, out, *args, original=original, **kwargs):
