@@ -237,7 +237,7 @@ def _throughput(data: Path, steps: int = 150, batch_size: int = 1024) -> dict[st
     config = load_recsys_config(REPO / "pipelines" / "configs" / "ml100k_two_tower_features.yaml",
                                 [f"data.dir={data}"])
     prepared = RunData(config.data.model_copy(update={"validation": ValidationConfig(method="none")}))
-    model_options = config.model.options()
+    model_options = {k: v for k, v in config.model.options().items() if k != "embedding_backend"}  # set below
     results: dict[str, Any] = {"steps": steps, "batch_size": batch_size, "threads": torch.get_num_threads()}
     torch.manual_seed(0)
     reference = TwoTower(prepared.user_features, prepared.item_features, embedding_backend="torchrec", **model_options)
