@@ -35,7 +35,7 @@ from retrieval.max_projection import splade_max_pool
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HiddenStates", "build_hidden_cache", "cache_fingerprint", "encode_from_cache"]
+__all__ = ["HiddenStates", "StackedStates", "build_hidden_cache", "cache_fingerprint", "encode_from_cache"]
 
 
 def cache_fingerprint(data: str | os.PathLike[str], backbone: str, max_length: int) -> dict[str, Any]:
@@ -83,17 +83,52 @@ class HiddenStates:
     def __post_init__(self) -> None:
         self._rows = {d: i for i, d in enumerate(self.doc_ids)}
 
+    def states(self, row: int, max_length: int | None = None) -> np.ndarray:
+        """The cached states (n, d) of one row, cut at ``max_length`` tokens."""
+        a, b = int(self.offsets[row]), int(self.offsets[row + 1])
+        return self.hidden[a : min(b, a + (max_length or b - a))]
+
     def batch(self, rows: list[int], max_length: int | None = None) -> tuple[Tensor, Tensor]:
         """``(hidden (B, L, d) float32, mask (B, L))`` for the given rows, each cut at ``max_length`` tokens."""
-        spans = [(int(self.offsets[r]), int(self.offsets[r + 1])) for r in rows]
-        sizes = [min(b - a, max_length or b - a) for a, b in spans]
-        width = max(sizes)
-        out = torch.zeros((len(rows), width, self.hidden.shape[1]))
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, ((a, _), n) in enumerate(zip(spans, sizes, strict=True)):
-            out[i, :n] = torch.from_numpy(np.asarray(self.hidden[a : a + n], dtype=np.float32))
-            mask[i, :n] = 1
-        return out, mask
+        return _padded([self.states(r, max_length) for r in rows], self.hidden.shape[1])
+
+
+class StackedStates:
+    """Two caches read as one: the rows of ``first``, then those of ``second``.
+
+    E.g. a corpus' cache and a small cache of extra training views of some documents; document ids must not repeat.
+    """
+
+    def __init__(self, first: HiddenStates, second: HiddenStates) -> None:
+        if first.hidden.shape[1] != second.hidden.shape[1]:
+            raise ValueError(f"{second.folder}: states of width {second.hidden.shape[1]}, {first.folder}: "
+                             f"{first.hidden.shape[1]}; both caches must come from one backbone.")
+        repeated = set(first.doc_ids) & set(second.doc_ids)
+        if repeated:
+            raise ValueError(f"{second.folder}: document ids also in {first.folder} (first: {min(repeated)!r}).")
+        self.parts, self.doc_ids = (first, second), [*first.doc_ids, *second.doc_ids]
+
+    def row(self, doc_id: str) -> int:
+        first = self.parts[0]
+        return first.row(doc_id) if doc_id in first._rows else len(first.doc_ids) + self.parts[1].row(doc_id)
+
+    def batch(self, rows: list[int], max_length: int | None = None) -> tuple[Tensor, Tensor]:
+        """As :meth:`HiddenStates.batch`, over the stacked rows."""
+        first, second = self.parts
+        n = len(first.doc_ids)
+        chunks = [first.states(r, max_length) if r < n else second.states(r - n, max_length) for r in rows]
+        return _padded(chunks, first.hidden.shape[1])
+
+
+def _padded(chunks: list[np.ndarray], dim: int) -> tuple[Tensor, Tensor]:
+    """``(states (B, L, d) float32, mask (B, L))``: the chunks zero-padded to the longest."""
+    width = max(len(c) for c in chunks)
+    out = torch.zeros((len(chunks), width, dim))
+    mask = torch.zeros((len(chunks), width), dtype=torch.long)
+    for i, chunk in enumerate(chunks):
+        out[i, : len(chunk)] = torch.from_numpy(np.asarray(chunk, dtype=np.float32))
+        mask[i, : len(chunk)] = 1
+    return out, mask
 
 
 def build_hidden_cache(

@@ -10,8 +10,9 @@ import torch
 from common_regs.hook_specs import check_hook_specs
 from retrieval.encoder import SparseEncoderConfig
 from retrieval.mining import TEACHERS
+from retrieval.pseudo_queries import PseudoQueryConfig
 
-__all__ = ["DEFAULT_HOOKS", "HOOK_RUNTIME", "RankingLoss", "SparseTrainConfig"]
+__all__ = ["DEFAULT_HOOKS", "HOOK_RUNTIME", "RankingLoss", "SparseAdaptConfig", "SparseTrainConfig"]
 
 RankingLoss = Literal["infonce", "kd_kl", "kd_margin_mse"]
 
@@ -142,3 +143,41 @@ class SparseTrainConfig:
     @property
     def encoder_config(self) -> SparseEncoderConfig:
         return SparseEncoderConfig(**self.model)
+
+
+@dataclass
+class SparseAdaptConfig(SparseTrainConfig):
+    """Everything ``regkit retrieval adapt`` reads: a :class:`SparseTrainConfig` trained on pseudo-queries.
+
+    No judgment and no query of ``data`` is read: the training queries are generated from its corpus
+    (:mod:`retrieval.pseudo_queries`); ``split`` is not used. The defaults differ from ``retrieval train``'s where
+    the label-free CPU recipe needs it:
+
+    Args:
+        pseudo_queries: :class:`retrieval.pseudo_queries.PseudoQueryConfig` fields (count, mix, span_min_words,
+            span_max_words, keywords, keyword_min_df); generated with ``seed``.
+        lr: Default 1e-4 (head-only training at 1e-3 collapsed to 25-50 active terms; 1e-4 did not,
+            ``docs/sparse_retrieval.md``, learning-rate probe).
+        compute_dtype: Default "bfloat16" (the CPU recipe's training projection).
+        checkpoint_every: Default 50 (a killed adaptation resumes; a head-only checkpoint holds ~140 MB).
+    """
+
+    pseudo_queries: dict[str, Any] = field(default_factory=dict)
+    lr: float = 1e-4
+    compute_dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    checkpoint_every: int = 50
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.pseudo_queries, dict):
+            raise ValueError(f"`pseudo_queries` must be a mapping of PseudoQueryConfig fields, got "
+                             f"{self.pseudo_queries!r}.")
+        unknown = sorted(set(self.pseudo_queries) - set(PseudoQueryConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"`pseudo_queries` has unknown keys {unknown}; known: "
+                             f"{sorted(PseudoQueryConfig.__dataclass_fields__)}.")
+        PseudoQueryConfig(**self.pseudo_queries)  # validate early
+
+    @property
+    def pseudo_query_config(self) -> PseudoQueryConfig:
+        return PseudoQueryConfig(**self.pseudo_queries)

@@ -49,7 +49,7 @@ from common_regs.hook_specs import build_hooks
 from common_regs.safe_load import load_tensors
 from common_regs.training import RegHooks
 from retrieval.encoder import document_parts, idf_weights, mlm_parts
-from retrieval.hidden_cache import HiddenStates
+from retrieval.hidden_cache import HiddenStates, StackedStates
 from retrieval.index import progress_enabled
 from retrieval.losses import MarginMSE, idf_scores, inbatch_infonce
 from retrieval.max_projection import splade_max_pool
@@ -69,15 +69,15 @@ class TrainingData:
     """Prepared inputs of a run.
 
     ``queries`` {qid: text}, ``positives`` {qid: [docid]}, ``candidates`` (mined, with both teachers' scores),
-    ``corpus`` {docid: object with ``.contents``}, and the backbone states ``cache``, needed only for head-only
-    training (``train_encoder=False``).
+    ``corpus`` {docid: object with ``.contents``}, and the backbone states ``cache`` of every document of
+    ``corpus``, needed only for head-only training (``train_encoder=False``).
     """
 
     queries: Mapping[str, str]
     positives: Mapping[str, list[str]]
     candidates: Candidates
     corpus: Mapping[str, Any]
-    cache: HiddenStates | None = None
+    cache: HiddenStates | StackedStates | None = None
 
 
 @dataclass(frozen=True)

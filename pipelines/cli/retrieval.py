@@ -126,17 +126,54 @@ def train_command(
     ``checkpoint_every``, rerunning the command of an unfinished run resumes it from its newest checkpoint.
     Regularizers come from the config's ``hooks`` (docs/hooks.md).
     """
-    import json
-    from dataclasses import asdict
-
     from pipelines.retrieval_run import train_sparse
     from pipelines.run_config import load_sparse_train_config
+
+    sets = _as_overrides(out_dir=None if out is None else str(out), steps=steps)
+    resolved = load_sparse_train_config(config, [*overrides, *sets])  # the options are the last overrides
+    _guarded(resolved, "retrieval train", train_sparse, overwrite=overwrite, force=force)
+
+
+@app.command("adapt")
+def adapt_command(
+    data: Path = typer.Option(..., "--data", help="BEIR folder: only its corpus.jsonl is read, never queries/qrels."),
+    out: Path = typer.Option(..., "--out", help="Output folder (the model is <out>/model)."),
+    config: Path = typer.Option(None, "--config", help="Optional YAML run config: retrieval train's keys (no split) "
+                                                       "and pseudo_queries (count, mix, ...)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a config value: key=value, YAML-parsed "
+                                                         "(repeatable), e.g. --set pseudo_queries.count=500."),
+    steps: int = typer.Option(None, "--steps", help="Optimizer steps (same as --set steps=...)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Adapt again into a finished --out (regkit's only)."),
+    force: bool = typer.Option(False, "--force", help="Take over an --out lock held from another host."),
+) -> None:
+    """Adapt the inference-free sparse retriever to a corpus without labels; saves <out>/model.
+
+    Pseudo-queries (sentences cut from documents, titles, high-IDF keywords; docs/sparse_retrieval.md) are mined
+    with BM25 and the dense model and distilled from their min-max ensemble, with the IDF-aware FLOPS penalty.
+    Locking, ``--overwrite`` and resuming (every ``checkpoint_every`` = 50 steps by default) as ``retrieval train``.
+    """
+    from pipelines.retrieval_run import adapt_sparse
+    from pipelines.run_config import load_sparse_adapt_config
+
+    sets = _as_overrides(data=str(data), out_dir=str(out), steps=steps)
+    resolved = load_sparse_adapt_config(config, [*overrides, *sets])
+    _guarded(resolved, "retrieval adapt", adapt_sparse, overwrite=overwrite, force=force)
+
+
+def _as_overrides(**options: Any) -> list[str]:
+    """Command-line options as ``--set`` overrides (JSON is YAML), the ones not given left out."""
+    import json
+
+    return [f"{key}={json.dumps(value)}" for key, value in options.items() if value is not None]
+
+
+def _guarded(resolved: Any, job: str, run: Any, *, overwrite: bool, force: bool) -> None:
+    """Run ``run(resolved)`` in its locked, resumable ``out_dir`` and report where the model is."""
+    from dataclasses import asdict
+
     from pipelines.run_guard import guarded_run_dir
 
-    options = {"out_dir": None if out is None else str(out), "steps": steps}
-    sets = [f"{key}={json.dumps(value)}" for key, value in options.items() if value is not None]
-    resolved = load_sparse_train_config(config, [*overrides, *sets])  # the options are the last overrides
     with guarded_run_dir(resolved.out_dir, config=asdict(resolved), overwrite=overwrite, force=force,
-                         extra={"job": "retrieval train"}):
-        result = train_sparse(resolved)
+                         extra={"job": job}):
+        result = run(resolved)
     console.print(f"model at {result.model_dir} ({result.seconds:.0f} s training, {result.setup_seconds:.0f} s setup)")

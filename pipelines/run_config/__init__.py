@@ -2,6 +2,7 @@
 
 * ``regkit recsys train``: :func:`load_recsys_config` → :class:`RecsysRunConfig`;
 * ``regkit retrieval train``: :func:`load_sparse_train_config` → :class:`retrieval.sparse_config.SparseTrainConfig`;
+* ``regkit retrieval adapt``: :func:`load_sparse_adapt_config` → :class:`retrieval.sparse_config.SparseAdaptConfig`;
 * ``regkit demo``: :func:`load_demo_config` → :class:`DemoConfig` (``pipelines/configs/demo.yaml`` ← the user's file).
 
 Each reads its YAML files with :func:`load_yaml` (duplicate keys and alias bombs refused, every key's line kept),
@@ -22,8 +23,8 @@ from pipelines.config_files import ConfigError, apply_overrides, load_yaml, read
 from pipelines.run_config._errors import validate
 from pipelines.run_config.demo import DemoConfig
 from pipelines.run_config.recsys import DataConfig, RecsysRunConfig, ValidationConfig
-from pipelines.run_config.retrieval import SparseTrain, refuse_moved_keys
-from retrieval.sparse_config import SparseTrainConfig
+from pipelines.run_config.retrieval import SparseAdapt, SparseTrain, refuse_moved_keys
+from retrieval.sparse_config import SparseAdaptConfig, SparseTrainConfig
 
 __all__ = [
     "DEMO_DEFAULTS",
@@ -34,6 +35,7 @@ __all__ = [
     "ValidationConfig",
     "load_demo_config",
     "load_recsys_config",
+    "load_sparse_adapt_config",
     "load_sparse_train_config",
     "load_yaml",
     "read_config_files",
@@ -68,6 +70,17 @@ def load_sparse_train_config(path: Paths, overrides: Sequence[str] = (), **value
     raw = apply_overrides(raw, sources, overrides, values)
     refuse_moved_keys(raw, sources)
     return validate(SparseTrain, raw, sources)
+
+
+def load_sparse_adapt_config(path: Paths | None, overrides: Sequence[str] = (), **values: Any) -> SparseAdaptConfig:
+    """``regkit retrieval adapt``'s config: the defaults ← ``path`` (optional) ← ``overrides`` ← ``values``.
+
+    As :func:`load_sparse_train_config`; ``data`` and ``out_dir`` are required (the CLI sets them).
+    """
+    raw, sources = read_config_files(*([path] if path is not None else []))
+    raw = apply_overrides(raw, sources, overrides, values)
+    refuse_moved_keys(raw, sources)
+    return validate(SparseAdapt, raw, sources)
 
 
 def _seed_models(raw: dict[Any, Any]) -> None:

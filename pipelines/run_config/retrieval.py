@@ -1,25 +1,31 @@
-"""The typed config of ``regkit retrieval train``: :class:`retrieval.sparse_config.SparseTrainConfig`.
+"""The typed configs of ``regkit retrieval train`` and ``adapt``: :mod:`retrieval.sparse_config`'s dataclasses.
 
-Its ``model`` section is checked as :class:`retrieval.encoder.SparseEncoderConfig` fields and its ``hooks`` as
+Their ``model`` section is checked as :class:`retrieval.encoder.SparseEncoderConfig` fields, ``adapt``'s
+``pseudo_queries`` as :class:`retrieval.pseudo_queries.PseudoQueryConfig` fields, and ``hooks`` as
 :mod:`common_regs.hook_specs` entries (checked by the dataclass itself).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pipelines.config_files import ConfigError, Sources
-from pipelines.run_config._schema import domain, section_of
+from pipelines.run_config._schema import Builds, domain, section_of
 from retrieval.encoder import SparseEncoderConfig
-from retrieval.sparse_config import SparseTrainConfig
+from retrieval.pseudo_queries import PseudoQueryConfig
+from retrieval.sparse_config import SparseAdaptConfig, SparseTrainConfig
 
-__all__ = ["SparseOptions", "SparseTrain", "refuse_moved_keys"]
+__all__ = ["SparseAdapt", "SparseOptions", "SparseTrain", "refuse_moved_keys"]
 
 _ENCODER = section_of(SparseEncoderConfig)
 
 SparseTrain = domain(SparseTrainConfig, model=_ENCODER)
 """A whole training config (``data`` and ``out_dir`` required), built into a ``SparseTrainConfig``."""
+
+SparseAdapt = Annotated[SparseAdaptConfig, Builds(SparseAdaptConfig, section_of(
+    SparseAdaptConfig, frozenset({"split"}), model=_ENCODER, pseudo_queries=section_of(PseudoQueryConfig)))]
+"""A whole adaptation config (``data`` and ``out_dir`` required; no ``split``: no judgment is read)."""
 
 SparseOptions = section_of(SparseTrainConfig, frozenset({"data", "out_dir", "cache_dir"}), model=_ENCODER)
 """The options of a ``SparseTrainConfig`` whose data and folders the caller sets (the demo)."""
