@@ -22,14 +22,17 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import pkgutil
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from common_regs.api import HOOK_KINDS
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "FIDELITIES",
+    "Fidelity",
     "MethodInfo",
     "adapter_for",
     "build",
@@ -45,16 +48,29 @@ T = TypeVar("T")
 ENTRY_POINT_GROUP = "regkit.methods"
 """Entry-point group naming the modules (outside common_regs) that register methods or adapters."""
 
+Fidelity = Literal["paper-equation", "official-code", "reconstruction", "diagnostic"]
+"""How closely a registered method follows its paper.
+
+* ``paper-equation``: implemented from the equation the paper states;
+* ``official-code``: checked against the authors' code (the docstring names the files);
+* ``reconstruction``: a stand-in with the paper's described behaviour whose exact equation could not be confirmed
+  (the docstring says what is regkit's and where it searched);
+* ``diagnostic``: a measurement or helper for an analytical paper (or a survey), not a training method.
+"""
+FIDELITIES: tuple[str, ...] = get_args(Fidelity)
+
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """One registered method: its config name, hook kind, implementing object and paper."""
+    """One registered method: config name, hook kind, implementing object, paper, seed numbers and fidelity."""
 
     name: str
     kind: str
     obj: Any
     paper: str
-    seed: int | None
+    seeds: tuple[int, ...]
+    fidelity: Fidelity
+    verified_by: str | None
 
     @property
     def module(self) -> str:
@@ -66,23 +82,43 @@ _ADAPTERS: dict[tuple[str, str], type] = {}
 _loaded = False
 
 
-def register(name: str, *, kind: str, paper: str, seed: int | None = None) -> Callable[[T], T]:
+def register(
+    name: str,
+    *,
+    kind: str,
+    paper: str,
+    fidelity: Fidelity,
+    verified_by: str | None = None,
+    seed: int | Sequence[int] | None = None,
+) -> Callable[[T], T]:
     """Class (or function) decorator adding a method to the registry.
 
     Args:
         name: config name, snake_case (``nm_sparsity``).
         kind: one of :data:`common_regs.api.HOOK_KINDS`.
         paper: short citation, "Authors, Title, Venue Year, arXiv:NNNN.NNNNN" (or "regkit original").
-        seed: the paper's number in ``shared/seeds/papers.txt``, when it is one of the seed papers.
+        fidelity: how closely the code follows the paper, one of :data:`FIDELITIES` (see :data:`Fidelity`).
+        verified_by: the test that checks the method against the paper's formula, as a path from the repository
+            root, optionally with ``::test_name`` (``tests/common_regs/sparsity/test_dsl.py::test_update_count``).
+        seed: the paper's number in ``shared/seeds/papers.txt`` (or several numbers), when it is a seed paper.
     """
     if kind not in HOOK_KINDS:
         raise ValueError(f"`kind` must be one of {HOOK_KINDS}, got {kind!r} for method {name!r}.")
+    if fidelity not in FIDELITIES:
+        raise ValueError(f"`fidelity` must be one of {FIDELITIES}, got {fidelity!r} for method {name!r}.")
+    if verified_by is not None and not re.fullmatch(r"tests/[\w/.-]+\.py(::\w+)?", verified_by):
+        raise ValueError(f"`verified_by` must be 'tests/<path>.py' or 'tests/<path>.py::<test>', got {verified_by!r} "
+                         f"for method {name!r}.")
+    seeds = () if seed is None else (seed,) if isinstance(seed, int) else tuple(seed)
+    if not all(isinstance(number, int) and number > 0 for number in seeds):
+        raise ValueError(f"`seed` must be a positive int or a list of them, got {seed!r} for method {name!r}.")
 
     def decorator(obj: T) -> T:
         existing = _REGISTRY.get(name)
         if existing is not None and existing.obj is not obj:
             raise ValueError(f"method name {name!r} is already registered by {existing.module}.")
-        _REGISTRY[name] = MethodInfo(name=name, kind=kind, obj=obj, paper=paper, seed=seed)
+        _REGISTRY[name] = MethodInfo(name=name, kind=kind, obj=obj, paper=paper, seeds=seeds, fidelity=fidelity,
+                                     verified_by=verified_by)
         if isinstance(obj, type):
             obj.hook_kind = kind  # RegHooks dispatches on this (a name unlikely to clash with a method's own fields)
             obj.registry_name = name

@@ -214,7 +214,10 @@ class _FeatureMasking(ConfigFromKeys):
         return {"items": items, "mask_ratio": 0.4, "batch_size": 2, "seed": 3}
 
 
-@register("ssl_rfm", kind="batch_transform", paper=PAPER)
+@register("ssl_rfm", kind="batch_transform", paper=PAPER,
+          fidelity="paper-equation",
+          verified_by="tests/recsys/test_ssl.py::test_rfm_views_are_complementary_and_cover_every_pattern",
+          seed=23)
 class RandomFeatureMasking(_FeatureMasking):
     r"""Random Feature Masking: two views of uniformly sampled catalogue items with complementary random masks.
 
@@ -281,7 +284,10 @@ class RandomFeatureMasking(_FeatureMasking):
         return torch.randperm(len(self.keys), generator=generator)[: self.count].tolist(), None
 
 
-@register("ssl_cfm", kind="batch_transform", paper=PAPER)
+@register("ssl_cfm", kind="batch_transform", paper=PAPER,
+          fidelity="paper-equation",
+          verified_by="tests/recsys/test_ssl.py::test_cfm_masks_the_seed_and_its_top_mi_partners",
+          seed=23)
 class CorrelatedFeatureMasking(_FeatureMasking):
     r"""Correlated Feature Masking: mask a random seed feature together with its most correlated partners.
 

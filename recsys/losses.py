@@ -188,7 +188,9 @@ class StreamingFrequencyEstimator:
 
 
 @register("embedding_l2", kind="loss", paper="He et al., LightGCN: Simplifying and Powering Graph Convolution "
-          "Network for Recommendation, SIGIR 2020, arXiv:2002.02126")
+          "Network for Recommendation, SIGIR 2020, arXiv:2002.02126",
+          fidelity="paper-equation",
+          verified_by="tests/recsys/test_losses.py::test_embedding_l2_term")
 class EmbeddingL2(ConfigFromKeys):
     """L2 penalty on the embedding rows a batch touched: ``(1/2B) Σ_rows ‖e‖²`` (layer-0 embeddings).
 

@@ -92,7 +92,10 @@ def ssl_info_nce(view_a: Tensor, view_b: Tensor, temperature: float, *, item_ids
 # -- the contrastive loss ----------------------------------------------------------------------------------------
 
 
-@register("ssl_infonce", kind="loss", paper=PAPER)
+@register("ssl_infonce", kind="loss", paper=PAPER,
+          fidelity="paper-equation",
+          verified_by="tests/recsys/test_ssl.py::test_info_nce_matches_a_hand_computed_three_item_batch",
+          seed=23)
 class ItemSSLLoss(ConfigFromKeys):
     r"""In-batch InfoNCE between the two augmented views of the SSL items, through the shared item tower.
 

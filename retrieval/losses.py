@@ -82,7 +82,9 @@ def margin_mse(student: Tensor, teacher: Tensor) -> Tensor:
     return F.mse_loss(s, t.to(s.dtype))
 
 
-@register("idf_aware_flops", kind="loss", paper=_PAPER, seed=39)
+@register("idf_aware_flops", kind="loss", paper=_PAPER, seed=39,
+          fidelity="official-code",
+          verified_by="tests/retrieval/test_sparse_losses.py::test_idf_aware_flops_equals_hand_computed_value")
 class IdfAwareFlops(ConfigFromKeys):
     r"""FLOPS sparsity penalty for an inference-free retriever whose query side is an IDF table.
 
@@ -170,7 +172,9 @@ class IdfAwareFlops(ConfigFromKeys):
 
 
 @register("margin_mse", kind="loss", paper="Hofstätter et al., Improving Efficient Neural Ranking Models with "
-          "Cross-Architecture Knowledge Distillation, 2020, arXiv:2010.02666")
+          "Cross-Architecture Knowledge Distillation, 2020, arXiv:2010.02666",
+          fidelity="official-code",
+          verified_by="tests/retrieval/test_sparse_losses.py::test_margin_mse_hand_case")
 class MarginMSE(ConfigFromKeys):
     r"""MarginMSE distillation of teacher score margins (positive − each negative) into the student's scores.
 

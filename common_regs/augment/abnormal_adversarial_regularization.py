@@ -48,6 +48,8 @@ def aaer_regularizer(
 
 @register(
     "aaer",
+    fidelity="official-code",
+    verified_by="tests/common_regs/augment/test_abnormal_adversarial_regularization.py",
     kind="loss",
     paper="Lin, Yu, Liu, Eliminating Catastrophic Overfitting Via Abnormal Adversarial Examples "
     "Regularization, NeurIPS 2023, arXiv:2404.08154",

@@ -45,6 +45,8 @@ def mix_labels(labels: Tensor, lam: float, num_classes: int) -> Tensor:
 
 @register(
     "cutmix",
+    fidelity="paper-equation",
+    verified_by="tests/common_regs/augment/test_cutmix.py",
     kind="batch_transform",
     paper="Yun, Han, Oh, Chun, Choe, Yoo, CutMix: Regularization Strategy to Train Strong Classifiers with "
     "Localizable Features, ICCV 2019, arXiv:1905.04899",

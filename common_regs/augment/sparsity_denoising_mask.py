@@ -27,6 +27,8 @@ def sparsify(
 
 @register(
     "sparsity_denoising_mask",
+    fidelity="reconstruction",
+    verified_by="tests/common_regs/augment/test_sparsity_denoising_mask.py",
     kind="batch_transform",
     paper="Chihaoui, Favaro, Unsupervised Real-World Denoising: Sparsity is All You Need, 2025, arXiv:2503.21377",
     seed=34,

@@ -73,6 +73,8 @@ def synthesize_virtual_outliers(
 
 @register(
     "virtual_outlier_regularization",
+    fidelity="official-code",
+    verified_by="tests/common_regs/augment/test_virtual_outlier_regularization.py",
     kind="loss",
     paper="Huang, Chen, Hsu, OVOR: OnePrompt with Virtual Outlier Regularization for Rehearsal-Free "
     "Class-Incremental Learning, ICLR 2024, arXiv:2402.04129",

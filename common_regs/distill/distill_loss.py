@@ -22,6 +22,8 @@ _MODES = ("soft_ce", "kl", "mse")
 
 @register(
     "distill_loss",
+    fidelity="paper-equation",
+    verified_by="tests/common_regs/distill/test_distill_loss.py::test_soft_ce_and_mse_closed_forms",
     kind="loss",
     paper="Hinton, Vinyals, Dean, Distilling the Knowledge in a Neural Network, NIPS DL Workshop 2014, "
     "arXiv:1503.02531",

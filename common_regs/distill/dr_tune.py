@@ -59,6 +59,8 @@ def semantic_calibration(
 
 @register(
     "dr_tune",
+    fidelity="reconstruction",
+    verified_by="tests/common_regs/distill/test_dr_tune.py",
     kind="loss",
     paper="Zhou, Chen, Huang, DR-Tune: Improving Fine-tuning of Pretrained Visual Models by Distribution "
     "Regularization with Semantic Calibration, ICCV 2023, arXiv:2308.12058",

@@ -31,6 +31,8 @@ def hidden_distance(student_hidden: Tensor, teacher_hidden: Tensor) -> Tensor:
 
 @register(
     "further_pretrain_self_distill",
+    fidelity="reconstruction",
+    verified_by="tests/common_regs/distill/test_further_pretrain_self_distillation.py",
     kind="loss",
     paper="Lee, Kang, Lee, Hwang, Kawaguchi, Self-Distillation for Further Pre-training of Transformers, "
     "ICLR 2023, arXiv:2210.02871",

@@ -44,6 +44,8 @@ def minmax_ensemble_scores(
 
 @register(
     "minmax_ensemble_teacher",
+    fidelity="official-code",
+    verified_by="tests/common_regs/distill/test_minmax_ensemble_teacher.py",
     kind="target_provider",
     paper="Geng, Ru, Yang, Towards Competitive Search Relevance for Inference-Free Learned Sparse Retrievers, "
     "2024, arXiv:2411.04403",

@@ -33,6 +33,8 @@ def pskd_targets(labels: Tensor, past: Tensor, alpha: float) -> Tensor:
 
 @register(
     "ps_kd",
+    fidelity="official-code",
+    verified_by="tests/common_regs/distill/test_progressive_self_distillation.py",
     kind="target_provider",
     paper="Kim, Ji, Yoon, Hwang, Self-Knowledge Distillation with Progressive Refinement of Targets, ICCV 2021, "
     "arXiv:2006.12000",

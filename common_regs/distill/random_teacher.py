@@ -51,6 +51,8 @@ def ridge_probe_accuracy(
 
 @register(
     "random_teacher",
+    fidelity="reconstruction",
+    verified_by="tests/common_regs/distill/test_random_teacher.py",
     kind="target_provider",
     paper="Sarnthein, Bachmann, Anagnostidis, Hofmann, Random Teachers are Good Teachers, ICML 2023, arXiv:2302.12091",
     seed=31,

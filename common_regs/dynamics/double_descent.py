@@ -72,6 +72,9 @@ def effective_lr_scan(features: Tensor, targets: Tensor, lrs: Sequence[float], *
 
 
 @register("double_descent_diagnostics", kind="solver", seed=45,
+          fidelity="diagnostic",
+          verified_by="tests/common_regs/dynamics/test_stn_and_diagnostics.py"
+                      "::test_double_descent_peak_at_interpolation_threshold",
           paper="Liu, Flanigan, Understanding the Role of Optimization in Double Descent, NeurIPS 2023 OPT "
                 "workshop, arXiv:2312.03951")
 class DoubleDescentDiagnostics(ConfigFromKeys):

@@ -50,6 +50,9 @@ def marchenko_pastur_pdf(values: Tensor, ratio: float, variance: float = 1.0) ->
 
 
 @register("linear_gradient_flow", kind="solver", seed=47,
+          fidelity="diagnostic",
+          verified_by="tests/common_regs/dynamics/test_stn_and_diagnostics.py"
+                      "::test_gradient_flow_closed_form_matches_small_step_gd_and_freezes_null_space",
           paper="Advani, Saxe, High-dimensional dynamics of generalization error in neural networks, Neural "
                 "Networks 2020, arXiv:1710.03667")
 class LinearGradientFlow(ConfigFromKeys):

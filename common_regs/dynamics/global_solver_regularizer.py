@@ -33,6 +33,9 @@ def solver_heuristic_penalty(stats: RKStats, error_weight: float = 1.0, stiffnes
 
 
 @register("global_solver_regularizer", kind="loss", seed=18,
+          fidelity="reconstruction",
+          verified_by="tests/common_regs/dynamics/test_solver_regularizers.py"
+                      "::test_global_penalty_gradient_matches_finite_difference",
           paper="Pal, Ma, Shah, Rackauckas, Opening the Blackbox: Accelerating Neural Differential Equations by "
                 "Regularizing Internal Solver Heuristics, ICML 2021, arXiv:2105.03918")
 class GlobalSolverRegularizer(ConfigFromKeys):

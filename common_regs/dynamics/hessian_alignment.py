@@ -65,6 +65,8 @@ def hessian_alignment_penalty(env_losses: Sequence[Tensor], params: Sequence[Ten
 
 
 @register("hessian_alignment", kind="loss", seed=40,
+          fidelity="official-code",
+          verified_by="tests/common_regs/dynamics/test_hessian_alignment.py",
           paper="Hemati, Zhang, Estiri, Wang, Understanding Hessian Alignment for Domain Generalization, ICCV 2023, "
                 "arXiv:2308.11778")
 class HessianAlignment(ConfigFromKeys):

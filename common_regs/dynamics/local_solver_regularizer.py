@@ -48,6 +48,9 @@ def local_error_penalty(func: ODEFunc, t: float, y: Tensor, h: float, *, rtol: f
 
 
 @register("local_solver_regularizer", kind="loss", seed=2,
+          fidelity="reconstruction",
+          verified_by="tests/common_regs/dynamics/test_solver_regularizers.py"
+                      "::test_local_penalty_uses_torchdiffeq_state_and_shrinks_for_easier_dynamics",
           paper="Pal, Edelman, Rackauckas, Locally Regularized Neural Differential Equations: Some Black Boxes Were "
                 "Meant to Remain Closed!, ICML 2023, arXiv:2303.02262")
 class LocalSolverRegularizer(ConfigFromKeys):

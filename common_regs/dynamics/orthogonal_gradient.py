@@ -35,6 +35,9 @@ def orthogonalize_grads_(params: Iterable[nn.Parameter], *, renormalize: bool = 
 
 
 @register("orthogonal_gradient", kind="grad_transform", seed=32,
+          fidelity="paper-equation",
+          verified_by="tests/common_regs/dynamics/test_stablemax_orthograd.py"
+                      "::test_orthograd_update_is_orthogonal_to_weights",
           paper="Prieto, Barsbey, Mediano, Birdal, Grokking at the Edge of Numerical Stability, ICLR 2025, "
                 "arXiv:2501.04697")
 class OrthogonalGradient(ConfigFromKeys):

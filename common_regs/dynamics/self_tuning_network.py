@@ -42,6 +42,9 @@ class STNLinear(nn.Module):
 
 
 @register("self_tuning_network", kind="solver", seed=55,
+          fidelity="paper-equation",
+          verified_by="tests/common_regs/dynamics/test_stn_and_diagnostics.py"
+                      "::test_stn_tunes_ridge_strength_toward_the_validation_optimum",
           paper="MacKay, Vicol, Lorraine, Duvenaud, Grosse, Self-Tuning Networks: Bilevel Optimization of "
                 "Hyperparameters using Structured Best-Response Functions, ICLR 2019, arXiv:1903.03088")
 class SelfTuningNetwork(ConfigFromKeys):

@@ -46,6 +46,9 @@ def stablemax_cross_entropy(logits: Tensor, targets: Tensor, *, dtype: torch.dty
 
 
 @register("stablemax_cross_entropy", kind="loss", seed=32,
+          fidelity="paper-equation",
+          verified_by="tests/common_regs/dynamics/test_stablemax_orthograd.py"
+                      "::test_stablemax_is_finite_where_float32_softmax_collapses",
           paper="Prieto, Barsbey, Mediano, Birdal, Grokking at the Edge of Numerical Stability, ICLR 2025, "
                 "arXiv:2501.04697")
 class StableMaxCrossEntropy(ConfigFromKeys):

@@ -31,6 +31,9 @@ def repulsion_penalty(sq_dist: Tensor, kernel: Kernel = "exp", sigma: float = 1.
 
 
 @register("adapt_then_unlearn", kind="loss", seed=13,
+          fidelity="paper-equation",
+          verified_by="tests/common_regs/generative/test_generative.py"
+                      "::test_repulsion_gradient_points_away_from_adapted_params",
           paper="Tiwary, Guha, Mondal, Biswas, Adapt then Unlearn: Exploiting Parameter Space Semantics for "
                 "Unlearning in Generative Adversarial Networks, TMLR 2025, arXiv:2309.14054")
 class AdaptThenUnlearnRepulsion(ConfigFromKeys):

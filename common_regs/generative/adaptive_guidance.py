@@ -47,6 +47,8 @@ class AdaptiveGuidanceDenoiser(nn.Module):
 
 
 @register("adaptive_guidance", kind="post_hoc", seed=43,
+          fidelity="paper-equation",
+          verified_by="tests/common_regs/generative/test_generative.py::test_adaptive_guidance_policy",
           paper="Castillo, Kalchbrenner, Chung, Kessler, Adaptive Guidance: Training-free Acceleration of Conditional "
                 "Diffusion Models, 2023, arXiv:2312.12487")
 class AdaptiveGuidance(ConfigFromKeys):

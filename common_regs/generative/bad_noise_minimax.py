@@ -51,6 +51,8 @@ def bad_noise(model: VelocityModel, x0: Tensor, noise: Tensor, t: Tensor, cond: 
 
 
 @register("bad_noise_minimax", kind="loss", seed=59,
+          fidelity="reconstruction",
+          verified_by="tests/common_regs/generative/test_bad_noise_minimax.py",
           paper="Zi, Peng, Qi, Wang, Zhao, Xiao, Wong, MiniMax-Remover: Taming Bad Noise Helps Video Object Removal, "
                 "2025, arXiv:2505.24873")
 class BadNoiseMinimax(ConfigFromKeys):

@@ -22,6 +22,8 @@ __all__ = ["CrossInitialization"]
 
 
 @register("cross_initialization", kind="loss", seed=53,
+          fidelity="paper-equation",
+          verified_by="tests/common_regs/generative/test_generative.py::test_cross_initialization_anchor",
           paper="Pang, Zhang, Zhou, Wang, Cross Initialization for Face Personalization of Text-to-Image Models, "
                 "CVPR 2024, arXiv:2312.15905")
 class CrossInitialization(ConfigFromKeys):

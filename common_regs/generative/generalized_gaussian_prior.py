@@ -40,6 +40,8 @@ def generalized_gaussian_(tensor: Tensor, beta: float, std: float, generator: to
 
 
 @register("generalized_gaussian_prior", kind="loss", seed=12,
+          fidelity="reconstruction",
+          verified_by="tests/common_regs/generative/test_generative.py::test_gg_penalty_value_and_gradient",
           paper="It Takes a Good Model to Train a Good Model: Generalized Gaussian Priors for Optimized LLMs, 2025, "
                 "arXiv:2506.00486")
 class GeneralizedGaussianPrior(ConfigFromKeys):

@@ -111,6 +111,8 @@ class GIFDResult:
 
 
 @register("gifd_attack", kind="solver", seed=26,
+          fidelity="official-code",
+          verified_by="tests/common_regs/generative/test_gifd_attack.py",
           paper="Fang, Chen, Wang, Wang, Xia, GIFD: A Generative Gradient Inversion Method with Feature Domain "
                 "Optimization, ICCV 2023, arXiv:2308.04699")
 class GIFDAttack(ConfigFromKeys):

@@ -28,6 +28,8 @@ def per_pixel_filter(image: Tensor, kernels: Tensor, kernel_size: int) -> Tensor
 
 
 @register("kernel_prediction_filter", kind="solver", seed=65,
+          fidelity="reconstruction",
+          verified_by="tests/common_regs/generative/test_generative.py::test_kernel_prediction_filter_invariants",
           paper="Li, Guo, Lin, Ouyang, Zhang, Wang, Lin, MISF: Multi-level Interactive Siamese Filtering for High-"
                 "Fidelity Image Inpainting, CVPR 2022, arXiv:2203.06304")
 class KernelPredictionFilter(ConfigFromKeys, nn.Module):

@@ -70,6 +70,8 @@ def disomap_loss(encoder: Callable[[Tensor], Tensor], x_real: Tensor, x_fake: Te
 
 
 @register("manifold_entropy", kind="loss", seed=11,
+          fidelity="official-code",
+          verified_by="tests/common_regs/generative/test_manifold_entropy.py",
           paper="Liu, Li, Wu, Liang, Huang, Li, Ghanem, Zheng, Combating Mode Collapse in GANs via Manifold Entropy "
                 "Estimation, AAAI 2023, arXiv:2208.12055")
 class ManifoldEntropy(ConfigFromKeys):

@@ -59,6 +59,8 @@ def iterative_bce(logits_per_iteration: Sequence[Tensor], labels: Tensor) -> Ten
 
 
 @register("orex_gradient_hinge", kind="loss", seed=27,
+          fidelity="official-code",
+          verified_by="tests/common_regs/generative/test_orex_gradient_hinge.py",
           paper="Sawdayee, Vaxman, Bermano, OReX: Object Reconstruction from Planar Cross-sections Using Neural "
                 "Fields, CVPR 2023, arXiv:2211.12886")
 class OReXGradientHinge(ConfigFromKeys):

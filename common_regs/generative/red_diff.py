@@ -68,6 +68,8 @@ def gaussian_prior_eps(mean: Tensor, cov: Tensor) -> Callable[[Tensor, Tensor], 
 
 
 @register("red_diff", kind="solver", seed=38,
+          fidelity="official-code",
+          verified_by="tests/common_regs/generative/test_red_diff.py",
           paper="Mardani, Song, Kautz, Vahdat, A Variational Perspective on Solving Inverse Problems with Diffusion "
                 "Models, ICLR 2024, arXiv:2305.04391")
 class REDDiff(ConfigFromKeys):

@@ -27,6 +27,9 @@ def jacobian_vector_norms(x_t: Tensor, x0_pred: Tensor, alpha_bar: Tensor, gener
 
 
 @register("step_variation_regularizer", kind="loss", seed=63,
+          fidelity="official-code",
+          verified_by="tests/common_regs/generative/test_generative.py"
+                      "::test_step_variation_matches_analytic_jvp_and_vanishes_for_isometries",
           paper="Guo, Xu, Wang, Chang, Wang, Wang, Shi, Smooth Diffusion: Crafting Smooth Latent Spaces in Diffusion "
                 "Models, CVPR 2024, arXiv:2312.04410")
 class StepVariationRegularizer(ConfigFromKeys):

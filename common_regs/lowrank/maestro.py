@@ -83,6 +83,8 @@ class _MaestroWeight(WeightParametrization):
 
 
 @register("maestro", kind="reparam", seed=22,
+          fidelity="official-code",
+          verified_by="tests/common_regs/lowrank/test_maestro.py",
           paper="Horváth, Laskaridis, Rajput, Wang, Maestro: Uncovering Low-Rank Structures via Trainable "
                 "Decomposition, ICML 2024, arXiv:2308.14929")
 class Maestro(ParametrizedReparam):

@@ -51,6 +51,8 @@ class _PelaWeight(WeightParametrization):
 
 
 @register("pela", kind="reparam", seed=50,
+          fidelity="reconstruction",
+          verified_by="tests/common_regs/lowrank/test_pela.py",
           paper="Guo, Wang, Kankanhalli, PELA: Learning Parameter-Efficient Models with Low-Rank Approximation, "
                 "CVPR 2024, arXiv:2310.10700")
 class PELA(ParametrizedReparam):

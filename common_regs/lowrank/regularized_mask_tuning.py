@@ -64,6 +64,8 @@ class _MaskedWeight(WeightParametrization):
 
 
 @register("regularized_mask_tuning", kind="reparam", seed=8,
+          fidelity="reconstruction",
+          verified_by="tests/common_regs/lowrank/test_regularized_mask_tuning.py",
           paper="Zheng, Wu, Feng, Zhu, Liu, Zhao, Zha, Chen, Shen, Regularized Mask Tuning: Uncovering Hidden "
                 "Knowledge in Pre-trained Vision-Language Models, ICCV 2023, arXiv:2307.15049")
 class RegularizedMaskTuning(ParametrizedReparam):

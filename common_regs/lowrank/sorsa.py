@@ -44,6 +44,8 @@ class _SorsaWeight(WeightParametrization):
 
 
 @register("sorsa", kind="reparam", seed=60,
+          fidelity="official-code",
+          verified_by="tests/common_regs/lowrank/test_sorsa.py",
           paper="Cao, SORSA: Singular Values and Orthonormal Regularized Singular Vectors Adaptation of Large "
                 "Language Models, 2024, arXiv:2409.00055")
 class SORSA(ParametrizedReparam):

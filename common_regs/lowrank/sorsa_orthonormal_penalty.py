@@ -46,6 +46,8 @@ def sorsa_factors(model: nn.Module) -> list[tuple[Tensor, Tensor]]:
 
 
 @register("sorsa_orthonormal", kind="loss", seed=60,
+          fidelity="official-code",
+          verified_by="tests/common_regs/lowrank/test_sorsa.py",
           paper="Cao, SORSA: Singular Values and Orthonormal Regularized Singular Vectors Adaptation of Large "
                 "Language Models, 2024, arXiv:2409.00055")
 class SorsaOrthonormalPenalty(ConfigFromKeys):

@@ -45,6 +45,8 @@ class _SVFitWeight(WeightParametrization):
 
 
 @register("svfit", kind="reparam", seed=52,
+          fidelity="paper-equation",
+          verified_by="tests/common_regs/lowrank/test_svfit.py",
           paper="Sun et al., SVFit: Parameter-Efficient Fine-Tuning of Large Pre-Trained Models Using Singular "
                 "Values, 2024, arXiv:2409.05926")
 class SVFit(ParametrizedReparam):

@@ -53,6 +53,8 @@ class _CompanderWeight(WeightParametrization):
 
 
 @register("weight_compander", kind="reparam", seed=6,
+          fidelity="reconstruction",
+          verified_by="tests/common_regs/lowrank/test_weight_compander.py",
           paper="Cakaj, Mehnert, Yang, Weight Compander: A Simple Weight Reparameterization for Regularization, "
                 "IJCNN 2023, arXiv:2306.16993")
 class WeightCompander(ParametrizedReparam):

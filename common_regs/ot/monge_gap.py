@@ -83,6 +83,8 @@ def sinkhorn_divergence(x: Tensor, y: Tensor, *, eps: float, cost_fn: CostFn = s
 
 
 @register("monge_gap", kind="loss", seed=1,
+          fidelity="official-code",
+          verified_by="tests/common_regs/ot/test_monge_gap.py",
           paper="Uscidda, Cuturi, The Monge Gap: A Regularizer to Learn All Transport Maps, ICML 2023, "
                 "arXiv:2302.04953")
 class MongeGap(ConfigFromKeys):

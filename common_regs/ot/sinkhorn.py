@@ -48,6 +48,9 @@ def sinkhorn(
 
 
 @register("sinkhorn", kind="solver",
+          fidelity="paper-equation",
+          verified_by="tests/common_regs/ot/test_sinkhorn_newton_sparse.py"
+                      "::test_sns_reaches_sinkhorn_plan_in_fewer_iterations",
           paper="Cuturi, Sinkhorn Distances: Lightspeed Computation of Optimal Transport, NeurIPS 2013, "
                 "arXiv:1306.0895")
 class Sinkhorn(ConfigFromKeys):

@@ -104,6 +104,9 @@ def sinkhorn_newton_sparse(
 
 
 @register("sinkhorn_newton_sparse", kind="solver", seed=41,
+          fidelity="paper-equation",
+          verified_by="tests/common_regs/ot/test_sinkhorn_newton_sparse.py"
+                      "::test_sparsified_hessian_is_the_exact_negative_hessian_at_full_density",
           paper="Tang, Shavlovsky, Rahmanian, Tardini, Thekumparampil, Xiao, Ying, Accelerating Sinkhorn Algorithm "
                 "with Sparse Newton Iterations, ICLR 2024, arXiv:2401.12253")
 class SinkhornNewtonSparse(ConfigFromKeys):

@@ -62,6 +62,8 @@ def sparsity_constrained_ot(a: Tensor, b: Tensor, cost: Tensor, max_nz: int, gam
 
 
 @register("sparsity_constrained_ot", kind="solver", seed=70,
+          fidelity="paper-equation",
+          verified_by="tests/common_regs/ot/test_sparsity_constrained_ot.py",
           paper="Liu, Puigcerver, Blondel, Sparsity-Constrained Optimal Transport, ICLR 2023, arXiv:2209.15466")
 class SparsityConstrainedOT(ConfigFromKeys):
     r"""Quadratically-regularized OT whose plan has at most k non-zeros in every column.

@@ -55,6 +55,8 @@ class LokiHead(nn.Module):
 
 
 @register("loki", kind="post_hoc", seed=33,
+          fidelity="paper-equation",
+          verified_by="tests/common_regs/posthoc/test_loki.py",
           paper="Roberts, Li, Adila, Cromp, Huang, Zhao, Sala, Geometry-Aware Adaptation for Pretrained Models, "
                 "NeurIPS 2023, arXiv:2307.12226")
 class Loki(ConfigFromKeys):

@@ -86,6 +86,8 @@ class _ElasticWeight(WeightParametrization):
 
 
 @register("elastic_quantization", kind="reparam", seed=37,
+          fidelity="official-code",
+          verified_by="tests/common_regs/quant/test_elastic_quantization.py",
           paper="Xu, Han, Tian, Yang, Zhang, EQ-Net: Elastic Quantization Neural Networks, ICCV 2023, "
                 "arXiv:2308.07650")
 class ElasticQuantization(ParametrizedReparam):

@@ -45,6 +45,8 @@ class LatentQuantizer(nn.Module):
 
 
 @register("latent_quantization", kind="loss", seed=71,
+          fidelity="official-code",
+          verified_by="tests/common_regs/quant/test_latent_quantization.py",
           paper="Hsu, Dorrell, Whittington, Wu, Finn, Disentanglement via Latent Quantization, NeurIPS 2023, "
                 "arXiv:2305.18378")
 class LatentQuantization(ConfigFromKeys):

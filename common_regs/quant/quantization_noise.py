@@ -65,6 +65,8 @@ class _NoisyWeight(WeightParametrization):
 
 
 @register("quantization_noise", kind="reparam", seed=28,
+          fidelity="official-code",
+          verified_by="tests/common_regs/quant/test_quantization_noise.py",
           paper="Shvetsov, Osin, Zaytsev, Koryakovskiy, Buchnev, Trofimov, Burnaev, QuantNAS for super resolution: "
                 "searching for efficient quantization-friendly architectures against quantization noise, "
                 "IEEE Access 2024, arXiv:2208.14839")

@@ -60,6 +60,8 @@ def receptive_field(
 
 @register(
     "filter_init",
+    fidelity="diagnostic",
+    verified_by="tests/common_regs/representation/test_filter_design.py",
     kind="post_hoc",
     paper="On filter design in deep convolutional neural networks (survey, seed #66; authors and arXiv id "
     "unconfirmed); orthogonal init: Saxe, McClelland, Ganguli, ICLR 2014, arXiv:1312.6120",

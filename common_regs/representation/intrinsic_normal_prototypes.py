@@ -47,6 +47,8 @@ def soft_mining_loss(encoder: Tensor, decoder: Tensor, gamma: float = 3.0) -> Te
 
 @register(
     "intrinsic_normal_prototypes",
+    fidelity="official-code",
+    verified_by="tests/common_regs/representation/test_intrinsic_normal_prototypes.py",
     kind="loss",
     paper="Luo et al., Exploring Intrinsic Normal Prototypes within a Single Image for Universal "
     "Anomaly Detection (INP-Former), CVPR 2025, arXiv:2503.02424",

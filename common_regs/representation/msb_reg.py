@@ -45,6 +45,8 @@ def brownian_loss(embeddings: Tensor, std: float = 0.1, generator: torch.Generat
 
 @register(
     "msb_reg",
+    fidelity="reconstruction",
+    verified_by="tests/common_regs/representation/test_msb_reg.py",
     kind="loss",
     paper="Moon, Buracas, Park, Kim, Canny, An Embedding-Dynamic Approach to Self-supervised Learning, WACV 2023, "
     "arXiv:2207.03552",

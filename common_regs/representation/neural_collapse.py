@@ -17,6 +17,8 @@ __all__ = ["neural_collapse_metrics"]
 
 @register(
     "neural_collapse_metrics",
+    fidelity="diagnostic",
+    verified_by="tests/common_regs/representation/test_neural_collapse.py",
     kind="solver",
     paper="Tirer, Huang, Niles-Weed, Perturbation Analysis of Neural Collapse, ICML 2023, arXiv:2210.16658",
     seed=9,

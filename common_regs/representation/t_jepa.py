@@ -57,6 +57,8 @@ class RegularizationTokens(nn.Module):
 
 @register(
     "t_jepa",
+    fidelity="reconstruction",
+    verified_by="tests/common_regs/representation/test_t_jepa.py",
     kind="loss",
     paper="Thimonier, Costa, Popineau, Rimmel, Doan, T-JEPA: Augmentation-Free Self-Supervised Learning for Tabular "
     "Data, ICLR 2025, arXiv:2410.05016",

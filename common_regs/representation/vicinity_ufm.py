@@ -39,6 +39,8 @@ def ufm_weights_step(h: Tensor, y: Tensor, lambda_w: float) -> Tensor:
 
 @register(
     "vicinity_ufm",
+    fidelity="reconstruction",
+    verified_by="tests/common_regs/representation/test_vicinity_ufm.py",
     kind="solver",
     paper="Tirer, Huang, Niles-Weed, Perturbation Analysis of Neural Collapse, ICML 2023, arXiv:2210.16658",
     seed=9,

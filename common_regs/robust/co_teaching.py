@@ -32,6 +32,8 @@ def small_loss_indices(losses: Tensor, forget_rate: float) -> Tensor:
 
 @register(
     "co_teaching",
+    fidelity="paper-equation",
+    verified_by="tests/common_regs/robust/test_co_teaching.py",
     kind="loss",
     paper="Han, Yao, Yu, Niu, Xu, Hu, Tsang, Sugiyama, Co-teaching: Robust Training of Deep Neural Networks with "
     "Extremely Noisy Labels, NeurIPS 2018, arXiv:1804.06872",

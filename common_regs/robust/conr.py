@@ -51,6 +51,8 @@ def conr_loss(
 
 @register(
     "conr",
+    fidelity="official-code",
+    verified_by="tests/common_regs/robust/test_conr.py",
     kind="loss",
     paper="Keramati, Meng, Evans, ConR: Contrastive Regularizer for Deep Imbalanced Regression, ICLR 2024, "
     "arXiv:2309.06651",

@@ -29,6 +29,8 @@ def elr_penalty(logits: Tensor, targets: Tensor) -> Tensor:
 
 @register(
     "elr",
+    fidelity="official-code",
+    verified_by="tests/common_regs/robust/test_early_learning_regularization.py",
     kind="loss",
     paper="Liu, Niles-Weed, Razavian, Fernandez-Granda, Early-Learning Regularization Prevents Memorization of "
     "Noisy Labels, NeurIPS 2020, arXiv:2007.00151",

@@ -84,6 +84,8 @@ def configure_norm_adaptation(model: nn.Module) -> list[nn.Parameter]:
 
 @register(
     "eata",
+    fidelity="official-code",
+    verified_by="tests/common_regs/robust/test_eata.py",
     kind="loss",
     paper="Niu, Wu, Zhang, Chen, Zheng, Zhao, Tan, Efficient Test-Time Adaptation without Forgetting, ICML 2022, "
     "arXiv:2204.02610",

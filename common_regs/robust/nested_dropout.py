@@ -36,6 +36,8 @@ def best_prefix(
 
 @register(
     "nested_dropout",
+    fidelity="official-code",
+    verified_by="tests/common_regs/robust/test_nested_dropout.py",
     kind="batch_transform",
     paper="Chen, Hu, Shen, Ai, Suykens, Compressing Features for Learning with Noisy Labels, IEEE TNNLS 2022, "
     "arXiv:2206.13140",

@@ -25,6 +25,8 @@ def reinforce_loss(log_prob: Tensor, reward: Tensor, baseline: float = 0.0) -> T
 
 @register(
     "policy_gradient_noise_mask",
+    fidelity="reconstruction",
+    verified_by="tests/common_regs/robust/test_policy_gradient_noise_mask.py",
     kind="batch_transform",
     paper="Yavuz, Yang, Policy Gradient-Driven Noise Mask, 2024, arXiv:2406.14568",
     seed=24,

@@ -49,6 +49,8 @@ def beta_rank_scores(layer: nn.Module, inputs: Tensor, outputs: Tensor, *, norma
 
 @register(
     "beta_rank",
+    fidelity="official-code",
+    verified_by="tests/common_regs/sparsity/test_beta_rank.py",
     kind="post_hoc",
     paper="Homayounfar, Koohi-Moghadam, Rawassizadeh, Vardhanabhuti, Beta-Rank: A Robust Convolutional Filter "
     "Pruning Method For Imbalanced Medical Image Analysis, 2023, arXiv:2304.07461",

@@ -71,6 +71,8 @@ def output_change_score(inputs: Tensor, reference: nn.Module) -> Callable[[nn.Mo
 
 @register(
     "dare",
+    fidelity="paper-equation",
+    verified_by="tests/common_regs/sparsity/test_dare.py::test_mean_and_variance_of_rescaled_delta",
     kind="post_hoc",
     paper="Deng, Zhong, Agrawal, Subramaniam, Chen, Wu, Mirzasoleiman, DARE the Extreme: Revisiting "
     "Delta-Parameter Pruning For Fine-Tuned Models, ICLR 2025, arXiv:2410.09344",
@@ -153,6 +155,8 @@ class DARE(ConfigFromKeys):
 
 @register(
     "darex_l2",
+    fidelity="reconstruction",
+    verified_by="tests/common_regs/sparsity/test_dare.py::test_delta_l2_with_zero_task_gradient_returns_to_anchor",
     kind="loss",
     paper="Deng et al., DARE the Extreme: Revisiting Delta-Parameter Pruning For Fine-Tuned Models, ICLR 2025, "
     "arXiv:2410.09344 (AdamR-L2)",

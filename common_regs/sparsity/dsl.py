@@ -120,6 +120,8 @@ def prune_and_grow(
 
 @register(
     "dsl",
+    fidelity="official-code",
+    verified_by="tests/common_regs/sparsity/test_dsl.py",
     kind="mask_scheduler",
     paper="Wang, Sui, Wang, Wu, He, Zhang, Dynamic Sparse Learning: A Novel Paradigm for Efficient Recommendation, "
     "WSDM 2024, arXiv:2402.02855",

@@ -128,6 +128,8 @@ def dsnot_prune_mask(
 
 @register(
     "dsnot",
+    fidelity="official-code",
+    verified_by="tests/common_regs/sparsity/test_dsnot.py",
     kind="post_hoc",
     paper="Zhang, Zhao, Lin, Sun, Yao, Han, Tanner, Liu, Ji, Dynamic Sparse No Training: Training-Free Fine-tuning "
     "for Sparse LLMs, ICLR 2024, arXiv:2310.08915",

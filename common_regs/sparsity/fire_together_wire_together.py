@@ -77,6 +77,8 @@ class FTWTLayer(nn.Module):
 
 @register(
     "ftwt",
+    fidelity="reconstruction",
+    verified_by="tests/common_regs/sparsity/test_fire_together_wire_together.py",
     kind="loss",
     paper="Elkerdawy, Elhoushi, Zhang, Ray, Fire Together Wire Together: A Dynamic Pruning Approach with "
     "Self-Supervised Mask Prediction, CVPR 2022, arXiv:2110.08232",

@@ -104,6 +104,8 @@ def group_norms(weight: Tensor, group_dim: int) -> Tensor:
 
 @register(
     "group_envelope",
+    fidelity="reconstruction",
+    verified_by="tests/common_regs/sparsity/test_group_envelope_prox.py",
     kind="mask_scheduler",
     paper="Refael, Arbel, Huleihel, Learning k-Level Structured Sparse Neural Networks Using Group Envelope "
     "Regularization, 2022, arXiv:2212.12921",

@@ -32,6 +32,8 @@ def soft_shrink_(weight: Tensor, sparsity: float, ratio: float) -> Tensor:
 
 @register(
     "iss_p",
+    fidelity="official-code",
+    verified_by="tests/common_regs/sparsity/test_iterative_soft_shrinkage.py",
     kind="mask_scheduler",
     paper="Wang, Wang, Zhang, Tao, Lai, Wang, Fu, Iterative Soft Shrinkage Learning for Efficient Image "
     "Super-Resolution, NeurIPS 2023, arXiv:2303.09650",

@@ -17,6 +17,8 @@ __all__ = ["MagnitudePruning"]
 
 @register(
     "magnitude_pruning",
+    fidelity="paper-equation",
+    verified_by="tests/common_regs/sparsity/test_magnitude_pruning.py",
     kind="mask_scheduler",
     paper="Han, Pool, Tran, Dally, Learning both Weights and Connections for Efficient Neural Networks, "
     "NeurIPS 2015, arXiv:1506.02626",

@@ -48,6 +48,8 @@ def global_bn_prune_masks(model: nn.Module, sparsity: float) -> dict[str, Tensor
 
 @register(
     "mask_sparsity",
+    fidelity="official-code",
+    verified_by="tests/common_regs/sparsity/test_mask_sparsity.py",
     kind="grad_transform",
     paper="Jiang, Wang, Tang, Zhao, Pruning-aware Sparse Regularization for Network Pruning, Machine Intelligence "
     "Research 2023, arXiv:2201.06776",

@@ -61,6 +61,8 @@ def structure_decay_schedule(
 
 @register(
     "nm_sparsity",
+    fidelity="official-code",
+    verified_by="tests/common_regs/sparsity/test_nm_sparsity.py",
     kind="mask_scheduler",
     paper="Bambhaniya, Yazdanbakhsh, Subramanian, Kao, Agrawal, Madhu, Krishna, Progressive Gradient Flow for "
     "Robust N:M Sparsity Training in Transformers, 2024, arXiv:2402.04744",

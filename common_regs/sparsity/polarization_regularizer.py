@@ -84,6 +84,8 @@ def polarization_terms(gates: Tensor, target_density: float) -> tuple[Tensor, Te
 
 @register(
     "polarization",
+    fidelity="reconstruction",
+    verified_by="tests/common_regs/sparsity/test_polarization_regularizer.py",
     kind="loss",
     paper="Zhi, Babbar, Liu, Sun, Silavong, Shi, Moran, Learning a Consensus Sub-Network with Polarization "
     "Regularization and One Pass Training, 2023, arXiv:2302.10798",

@@ -55,6 +55,8 @@ class SaRANuclearNorm:
 
 @register(
     "sara",
+    fidelity="official-code",
+    verified_by="tests/common_regs/sparsity/test_sara.py",
     kind="mask_scheduler",
     paper="Hu, Zhang, Liu, Luo, Xu, Wang, Ma, SaRA: High-Efficient Diffusion Model Fine-tuning with Progressive "
     "Sparse Low-Rank Adaptation, 2024, arXiv:2409.06633",

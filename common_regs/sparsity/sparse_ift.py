@@ -113,6 +113,8 @@ def linear_flops(model: nn.Module) -> int:
 
 @register(
     "sparse_ift",
+    fidelity="official-code",
+    verified_by="tests/common_regs/sparsity/test_sparse_ift.py",
     kind="mask_scheduler",
     paper="Thangarasa, Saxena, Gupta, Lie, Sparse-IFT: Sparse Iso-FLOP Transformations for Maximizing Training "
     "Efficiency, ICML 2024, arXiv:2303.11525",

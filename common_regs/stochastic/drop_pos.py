@@ -64,6 +64,8 @@ def drop_pos_loss(logits: Tensor, ids_keep: Tensor, mask_pos: Tensor, smoothing:
 
 @register(
     "drop_pos",
+    fidelity="official-code",
+    verified_by="tests/common_regs/stochastic/test_drop_pos.py",
     kind="loss",
     paper="Wang, Fan, Wang, Song, Wang, Zhang, DropPos: Pre-Training Vision Transformers by Reconstructing Dropped "
     "Positions, NeurIPS 2023, arXiv:2309.03576",

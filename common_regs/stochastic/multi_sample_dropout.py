@@ -37,6 +37,8 @@ def multi_sample_dropout_loss(
 
 @register(
     "multi_sample_dropout",
+    fidelity="paper-equation",
+    verified_by="tests/common_regs/stochastic/test_multi_sample_dropout.py",
     kind="loss",
     paper="Inoue, Multi-Sample Dropout for Accelerated Training and Better Generalization, 2019, arXiv:1905.09788",
     seed=4,

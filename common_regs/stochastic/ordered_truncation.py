@@ -55,6 +55,8 @@ def prefix_mask(size: int, kept: Tensor) -> Tensor:
 
 @register(
     "ordered_truncation",
+    fidelity="paper-equation",
+    verified_by="tests/common_regs/stochastic/test_ordered_truncation.py",
     kind="batch_transform",
     paper="Rippel, Gelbart, Adams, Learning Ordered Representations with Nested Dropout, ICML 2014, arXiv:1402.0915",
 )

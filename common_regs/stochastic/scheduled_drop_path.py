@@ -52,6 +52,8 @@ class DropPath(nn.Module):
 
 @register(
     "scheduled_drop_path",
+    fidelity="reconstruction",
+    verified_by="tests/common_regs/stochastic/test_scheduled_drop_path.py",
     kind="grad_transform",
     paper="Zoph, Vasudevan, Shlens, Le, Learning Transferable Architectures for Scalable Image Recognition, "
     "CVPR 2018, arXiv:1707.07012",

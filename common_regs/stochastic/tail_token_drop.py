@@ -15,6 +15,8 @@ __all__ = ["TailTokenDrop"]
 
 @register(
     "tail_token_drop",
+    fidelity="reconstruction",
+    verified_by="tests/common_regs/stochastic/test_tail_token_drop.py",
     kind="batch_transform",
     paper="Miwa, Sasaki, Arai, Takahashi, Yamaguchi, One-D-Piece: Image Tokenizer Meets Quality-Controllable "
     "Compression, 2025, arXiv:2501.10064",

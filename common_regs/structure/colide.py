@@ -51,6 +51,8 @@ def structural_hamming_distance(true_adj: Tensor, est_adj: Tensor) -> int:
 
 
 @register("colide", kind="solver", seed=48,
+          fidelity="official-code",
+          verified_by="tests/common_regs/structure/test_colide.py",
           paper="Saboksayr, Mateos, Tepper, CoLiDE: Concomitant Linear DAG Estimation, ICLR 2024, arXiv:2310.02895")
 class CoLiDE(ConfigFromKeys):
     r"""Learn a linear DAG from data with a scale-aware (concomitant) score and a smooth acyclicity penalty.

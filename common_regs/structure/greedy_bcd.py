@@ -70,6 +70,8 @@ def block_coordinate_descent(a: Tensor, b: Tensor, blocks: Sequence[Sequence[int
 
 
 @register("greedy_bcd", kind="solver", seed=68,
+          fidelity="reconstruction",
+          verified_by="tests/common_regs/structure/test_greedy_bcd.py",
           paper="Nutini, Laradji, Schmidt, Let's Make Block Coordinate Descent Converge Faster: Faster Greedy Rules, "
                 "Message-Passing, Active-Set Complexity, and Superlinear Convergence, JMLR 2022, arXiv:1712.08859")
 class GreedyBCD(ConfigFromKeys):

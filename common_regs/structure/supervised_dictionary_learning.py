@@ -48,6 +48,8 @@ class SDLResult:
 
 
 @register("supervised_dictionary_learning", kind="solver", seed=67,
+          fidelity="official-code",
+          verified_by="tests/common_regs/structure/test_supervised_dictionary_learning.py",
           paper="Lee, Lyu, Yao, Supervised Dictionary Learning with Auxiliary Covariates, 2022, arXiv:2206.06774")
 class SupervisedDictionaryLearning(ConfigFromKeys):
     r"""Jointly learn a dictionary, codes and a logistic classifier (with auxiliary covariates) by BCD.

@@ -77,6 +77,8 @@ def weak_form_residuals(u: Field, centers: Tensor, radius: float, a: Field | flo
 
 
 @register("weak_form_residual", kind="loss", seed=54,
+          fidelity="reconstruction",
+          verified_by="tests/common_regs/structure/test_weak_form_residual.py",
           paper="Zang, Koutsourelakis, DGNO: A Novel Physics-aware Neural Operator for Solving Forward and Inverse "
                 "PDE Problems based on Deep, Generative Probabilistic Modeling, 2025, arXiv:2502.06250")
 class WeakFormResidual(ConfigFromKeys):

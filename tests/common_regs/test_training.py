@@ -93,7 +93,7 @@ def test_fit_docstring_example_runs():
     assert result.attempted > 0 and result.failed == 0
 
 
-@register("_test_penalty", kind="loss", paper="regkit original (test fixture)")
+@register("_test_penalty", kind="loss", paper="regkit original (test fixture)", fidelity="diagnostic")
 class _Penalty:
     def __init__(self, scale: float = 1.0) -> None:
         self.scale = scale
@@ -113,9 +113,9 @@ def test_registry_builds_by_name_and_reports_mistakes():
     with pytest.raises(ValueError, match="needs a `name` key"):
         build({"scale": 1.0})
     with pytest.raises(ValueError, match="already registered"):
-        register("_test_penalty", kind="loss", paper="x")(type("Other", (), {}))
+        register("_test_penalty", kind="loss", paper="x", fidelity="diagnostic")(type("Other", (), {}))
     with pytest.raises(ValueError, match="`kind` must be one of"):
-        register("_bad", kind="regularizer", paper="x")
+        register("_bad", kind="regularizer", paper="x", fidelity="diagnostic")
 
 
 def _reparam_names() -> list[str]:
