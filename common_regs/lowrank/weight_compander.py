@@ -94,6 +94,9 @@ class WeightCompander(ParametrizedReparam):
         abstract was readable). This μ-law compander has the properties the abstract states — it restricts the
         weight magnitude's growth and pushes weights away from zero — but it is not confirmed to be the paper's
         function. The initialization v₀ = f⁻¹(w₀) makes the reparametrized model equal the original one at init.
+        Searched (2026): Papers with Code ("no code implementations"), OpenReview ``CWzvagbsQM``, Hugging Face
+        papers and a markdown copy of arXiv:2306.16993 (only its title page and abstract were reachable),
+        arxivlens and tomesphere summaries (no equation); no authors' repository was found.
 
     Example:
         >>> import torch
