@@ -384,6 +384,9 @@ def _index_batch(users: np.ndarray, items: np.ndarray, rows: np.ndarray) -> Inde
     )
 
 
+_TABLE_MAX_KEYS = 1 << 26  # largest user x item key space looked up in a dense table (64 MB of bools)
+
+
 class NegativeSampler:
     """Uniform negative items for each positive pair.
 
@@ -407,6 +410,13 @@ class NegativeSampler:
         self.keys = pair_keys if pair_keys is not None else np.empty(0, dtype=np.int64)
         self.seed = seed
         self.max_tries = max_tries
+        # membership by one indexed read when a bit per (user, item) fits: a binary search per draw was most of
+        # a small model's step (same answers, so the same negatives)
+        span = int(self.keys[-1]) + 1 if self.keys.size else 0
+        self._table: np.ndarray | None = None
+        if 0 < span <= _TABLE_MAX_KEYS:
+            self._table = np.zeros(span + num_items, dtype=bool)  # room for the last user's every item
+            self._table[self.keys] = True
 
     @classmethod
     def from_interactions(cls, interactions: Interactions, *, seed: int = 0, max_tries: int = 5) -> NegativeSampler:
@@ -420,13 +430,17 @@ class NegativeSampler:
         user_array = users.numpy()[:, None]
         negatives = generator.integers(0, self.num_items, size=(user_array.shape[0], num_negatives))
         for _ in range(self.max_tries if self.keys.size else 0):
-            keys = user_array * self.num_items + negatives
-            position = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
-            collided = self.keys[position] == keys
+            collided = self._is_training_pair(user_array * self.num_items + negatives)
             if not collided.any():
                 break
             negatives[collided] = generator.integers(0, self.num_items, size=int(collided.sum()))
-        return torch.from_numpy(negatives.astype(np.int64))
+        return torch.from_numpy(negatives.astype(np.int64, copy=False))
+
+    def _is_training_pair(self, keys: np.ndarray) -> np.ndarray:
+        if self._table is not None and int(keys.max(initial=0)) < self._table.size:
+            return self._table[keys]
+        position = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
+        return self.keys[position] == keys
 
 
 def item_frequencies(source: pl.LazyFrame | str | os.PathLike[str], items: Vocabulary) -> np.ndarray:

@@ -122,7 +122,9 @@ def bpr_loss(query: Tensor, positives: Tensor, negatives: Tensor, *, scale: Tens
     if negatives.dim() != 3 or negatives.shape[0] != query.shape[0]:
         raise ValueError(f"`negatives` must be (B, N, D) with B={query.shape[0]}, got {tuple(negatives.shape)}.")
     positive = (query * positives).sum(-1, keepdim=True)
-    negative = torch.einsum("bd,bnd->bn", query, negatives)
+    # B independent dot products, not a matmul: as an einsum they became a batched matmul of 1 x D by D x N
+    # matrices, about 3x slower forward and backward at N = 1
+    negative = (query.unsqueeze(1) * negatives).sum(-1)
     return -F.logsigmoid(scale * (positive - negative)).mean()
 
 

@@ -24,6 +24,7 @@ them before restoring it, so a truncated file or an index copied from another mo
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import os
@@ -301,17 +302,32 @@ class Recommender:
         with torch.no_grad():
             queries = self.model.user_embeddings(torch.from_numpy(users), cold=torch.from_numpy(cold))
         queries_np = np.ascontiguousarray(queries.cpu().numpy(), dtype=np.float32)
-        extra = max((self.seen_of(int(u)).size for u in users), default=0) if exclude_seen else 0
-        fetch = min(k + extra, self.index.ntotal)
-        scores, items = self.index.search(queries_np, fetch)
-        for position, (user, row) in enumerate(zip(users.tolist(), rows.tolist(), strict=True)):
-            candidates, candidate_scores = items[position], scores[position]
-            keep = candidates >= 0
-            if exclude_seen:
-                keep &= ~np.isin(candidates, self.seen_of(user))
-            chosen = candidates[keep][:k]
-            out_items[row, : chosen.size] = chosen
-            out_scores[row, : chosen.size] = candidate_scores[keep][:k]
+        known = users < self.users.size
+        seen_counts = np.zeros(users.size, dtype=np.int64)
+        if exclude_seen:
+            seen_counts[known] = self.seen_indptr[users[known] + 1] - self.seen_indptr[users[known]]
+        # each user's search returns k + its own seen count (rounded up to a power of two, so a batch makes a few
+        # searches): the first k unseen items are then among them, without fetching the heaviest user's count for all
+        fetch = np.minimum(2 ** np.ceil(np.log2(k + seen_counts)).astype(np.int64), self.index.ntotal)
+        for size in np.unique(fetch).tolist():
+            group = np.flatnonzero(fetch == size)
+            scores, items = self.index.search(queries_np[group], size)
+            keep = (items >= 0) & ~self._is_seen(users[group], items) if exclude_seen else items >= 0
+            rank = np.cumsum(keep, axis=1) - 1  # slot of each kept candidate
+            chosen, column = np.nonzero(keep & (rank < k))
+            out_items[rows[group][chosen], rank[chosen, column]] = items[chosen, column]
+            out_scores[rows[group][chosen], rank[chosen, column]] = scores[chosen, column]
+
+    def _is_seen(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Whether ``items[r, c]`` is a training item of ``users[r]``, by the sorted keys of the seen CSR."""
+        keys = users[:, None] * self.items.size + items
+        position = np.minimum(np.searchsorted(self._seen_keys, keys), max(self._seen_keys.size - 1, 0))
+        return self._seen_keys[position] == keys if self._seen_keys.size else np.zeros(keys.shape, dtype=bool)
+
+    @functools.cached_property
+    def _seen_keys(self) -> np.ndarray:
+        users = np.repeat(np.arange(self.seen_indptr.size - 1, dtype=np.int64), np.diff(self.seen_indptr))
+        return users * self.items.size + self.seen_items  # sorted: the CSR is sorted by user, then item
 
     def _popular(
         self, user: int, k: int, exclude_seen: bool, out_items: np.ndarray, out_scores: np.ndarray, row: int

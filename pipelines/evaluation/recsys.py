@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipelines.evaluation.metrics import evaluate
+from pipelines.evaluation.binary_metrics import binary_topk_metrics, mean_over_users
 from recsys.log_validation import LogSchemaError
 from recsys.models.base import Recommender as RecModel
 from recsys.serving import Recommender
@@ -124,22 +124,23 @@ def evaluate_recommendations(
     frame = test.collect() if isinstance(test, pl.LazyFrame) else test
     _check_id_columns(frame, service, where)
     started = time.perf_counter()
-    qrels = qrels_from_log(frame)
-    raw_users = frame["user_id"].unique(maintain_order=True).to_numpy()
+    if frame.height == 0:
+        raise ValueError("the test split is empty: no held-out items to evaluate against.")
+    raw_users, rows, pair_items = _test_pairs(frame, service)
     user_index = service.users.encode(raw_users)
     cold = service.is_cold(user_index)
     unknown_users = int((user_index == service.users.oov_index).sum())
     warnings = unknown_users_warnings(len(raw_users), unknown_users, log=warn)
     unknown_items = _log_unknown_items_and_cold_users(frame, service, cold)
-    items, run = rank_users(service, raw_users, max(ks), exclude_seen=exclude_seen)
-    measures = _measures(ks)
-    overall = evaluate(qrels, run, measures)
+    items, _ = service.recommend_indices(user_index, max(ks), exclude_seen=exclude_seen)
     head = head_items(service.popularity, head_fraction)
+    # one pass over the lists for the three slices; the same values as trec_eval on qrels and runs (binary_metrics)
+    overall, slices = _sliced_metrics(items, rows, pair_items, service.items.oov_index, head, ks)
     metrics: dict[str, Any] = {
-        **overall.aggregate,
+        **{name: mean_over_users(values) for name, values in overall.items()},
         **_catalogue_metrics(items, service, head, ks),
-        **_slice_metrics(qrels, run, service, head, measures),
-        "users": len(qrels),
+        **slices,
+        "users": len(raw_users),
         "cold_users": int(cold.sum()),
         "unknown_test_users": unknown_users,
         "unknown_test_items": int(unknown_items.sum()),
@@ -147,8 +148,53 @@ def evaluate_recommendations(
         "seconds": time.perf_counter() - started,
     }
     if per_user:
-        metrics["per_user"] = overall.per_query
+        metrics["per_user"] = {
+            f"u:{user}": {name: float(values[row]) for name, values in overall.items()}
+            for row, user in enumerate(raw_users.tolist())
+        }
     return metrics
+
+
+def _test_pairs(frame: pl.DataFrame, service: Recommender) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw test users in order of appearance, and each distinct (user, item) test pair as (user row, item index).
+
+    Unknown items get the vocabulary's OOV index: never recommended, they count as relevant and missed.
+    """
+    pairs = frame.select("user_id", "item_id").unique(maintain_order=True)
+    raw = pairs["user_id"].to_numpy()
+    _, first, inverse = np.unique(raw, return_index=True, return_inverse=True)
+    by_appearance = np.argsort(first)
+    row_of = np.empty_like(by_appearance)
+    row_of[by_appearance] = np.arange(by_appearance.size)
+    return raw[first[by_appearance]], row_of[inverse.reshape(-1)], service.items.encode(pairs["item_id"])
+
+
+def _sliced_metrics(
+    items: np.ndarray, rows: np.ndarray, pair_items: np.ndarray, oov: int, head: np.ndarray, ks: Sequence[int]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Per-user overall metrics and the ``head/…`` / ``tail/…`` means.
+
+    A slice restricts each user's test items to its items (users with none are left out); the lists are unchanged.
+    """
+    width = oov + 1
+    known = pair_items != oov
+    relevant_keys = np.sort(rows[known] * width + pair_items[known])
+    list_keys = np.arange(items.shape[0])[:, None] * width + items
+    position = np.minimum(np.searchsorted(relevant_keys, list_keys), max(relevant_keys.size - 1, 0))
+    hits = (items >= 0) & (relevant_keys[position] == list_keys) if relevant_keys.size else np.zeros_like(items, bool)
+    users = items.shape[0]
+    overall = binary_topk_metrics(hits, np.bincount(rows, minlength=users), ks)
+    slices: dict[str, Any] = {}
+    for name, mask in (("head", head), ("tail", ~head)):
+        in_slice = known.copy()
+        in_slice[known] = mask[pair_items[known]]
+        relevant = np.bincount(rows[in_slice], minlength=users)
+        judged = relevant > 0
+        slices[f"{name}/users"] = int(judged.sum())
+        if judged.any():
+            sliced = binary_topk_metrics((hits & mask[items])[judged], relevant[judged], ks)
+            slices.update({f"{name}/{key}": mean_over_users(values) for key, values in sliced.items()})
+    return overall, slices
 
 
 def _check_id_columns(frame: pl.DataFrame, service: Recommender, where: str) -> None:
@@ -195,27 +241,6 @@ def _catalogue_metrics(
         metrics[f"coverage@{k}"] = float(np.unique(valid).size / service.items.size)
         metrics[f"head_share@{k}"] = float(head[valid].mean()) if valid.size else 0.0
         metrics[f"avg_popularity@{k}"] = float(popularity[valid].mean()) if valid.size else 0.0
-    return metrics
-
-
-def _slice_metrics(
-    qrels: dict[str, dict[str, int]],
-    run: dict[str, dict[str, float]],
-    service: Recommender,
-    head: np.ndarray,
-    measures: list[str],
-) -> dict[str, Any]:
-    """``head/…`` and ``tail/…``: each user's test items restricted to the slice, the ranking unchanged."""
-    metrics: dict[str, Any] = {}
-    for name, mask in (("head", head), ("tail", ~head)):
-        slice_ids = {f"i:{raw}" for raw in service.items.decode(np.flatnonzero(mask)).tolist()}
-        sliced = {user: {item: rel for item, rel in rels.items() if item in slice_ids} for user, rels in qrels.items()}
-        sliced = {user: rels for user, rels in sliced.items() if rels}
-        metrics[f"{name}/users"] = len(sliced)
-        if sliced:
-            metrics.update(
-                {f"{name}/{key}": value for key, value in evaluate(sliced, run, measures).aggregate.items()}
-            )
     return metrics
 
 

@@ -136,6 +136,20 @@ def test_negative_sampler_avoids_training_items_and_is_seeded(planted):
     assert hits == 0
 
 
+def test_negative_sampler_table_and_binary_search_draw_the_same(planted, monkeypatch):
+    """The dense membership table (small catalogues) and the sorted-key search (large ones) agree draw for draw."""
+    import recsys.data
+
+    _, _, train = _encoded(planted)
+    users = torch.from_numpy(train.users[:500])
+    table = NegativeSampler.from_interactions(train, seed=3)
+    monkeypatch.setattr(recsys.data, "_TABLE_MAX_KEYS", 0)
+    searched = NegativeSampler.from_interactions(train, seed=3)
+    assert table._table is not None and searched._table is None
+    for step in range(5):
+        assert torch.equal(table.sample(users, 2, step=step), searched.sample(users, 2, step=step))
+
+
 def test_item_frequencies_match_numpy(planted):
     _, items, train = _encoded(planted)
     counts = item_frequencies(planted.folder / "train.parquet", items)

@@ -1,0 +1,117 @@
+"""The plain loops regkit's speed is measured against: torch training loops and a numpy full-ranking evaluation.
+
+Written as someone would without regkit, on the same shapes, optimizer and negatives distribution as the regkit
+run they are compared with (:mod:`pipelines.bench.bench_speed`), so anyone can re-run the ratios.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class PlainSetup:
+    """What both sides train on: index arrays of the training log and the model/optimizer settings."""
+
+    users: np.ndarray
+    items: np.ndarray
+    num_users: int
+    num_items: int
+    loss: str  # "bpr" or "softmax"
+    dim: int
+    lr: float
+    batch_size: int
+    l2: float = 0.0  # BPR: the batch L2 of the touched rows (regkit's embedding_l2 hook)
+    weight_decay: float = 0.0  # softmax: Adam weight decay
+    normalize: bool = False
+    scale: float = 1.0
+
+
+def plain_torch_train(setup: PlainSetup, steps: int, seed: int = 0) -> int:
+    """Train MF with a plain torch loop for ``steps`` batches; returns the number of positives seen."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    user_table = nn.Embedding(setup.num_users + 1, setup.dim)
+    item_table = nn.Embedding(setup.num_items + 1, setup.dim)
+    nn.init.normal_(user_table.weight, std=0.1)
+    nn.init.normal_(item_table.weight, std=0.1)
+    optimizer = torch.optim.Adam([user_table.weight, item_table.weight], lr=setup.lr, weight_decay=setup.weight_decay)
+    users, items = torch.from_numpy(setup.users), torch.from_numpy(setup.items)
+    seen = np.zeros((setup.num_users, setup.num_items), dtype=bool)
+    seen[setup.users, setup.items] = True
+    counts = np.bincount(setup.items, minlength=setup.num_items).clip(min=1)
+    log_q = torch.from_numpy(np.log(counts / counts.sum())).float()
+    positives, step = 0, 0
+    while step < steps:
+        order = torch.randperm(users.numel())
+        for start in range(0, users.numel(), setup.batch_size):
+            if step == steps:
+                break
+            step += 1
+            rows = order[start : start + setup.batch_size]
+            u, i = users[rows], items[rows]
+            eu, ei = user_table(u), item_table(i)
+            if setup.loss == "bpr":
+                j = torch.from_numpy(_negatives(rng, seen, u.numpy(), setup.num_items))
+                ej = item_table(j)
+                loss = -F.logsigmoid((eu * ei).sum(-1) - (eu * ej).sum(-1)).mean()
+                loss = loss + setup.l2 * (eu.pow(2).sum() + ei.pow(2).sum() + ej.pow(2).sum()) / (2 * u.numel())
+            else:
+                if setup.normalize:
+                    eu, ei = F.normalize(eu, dim=-1), F.normalize(ei, dim=-1)
+                logits = setup.scale * eu @ ei.T - log_q[i][None, :]
+                same = i[None, :] == i[:, None]
+                same.fill_diagonal_(False)
+                loss = F.cross_entropy(logits.masked_fill(same, float("-inf")), torch.arange(u.numel()))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            positives += u.numel()
+    return positives
+
+
+def _negatives(rng: np.random.Generator, seen: np.ndarray, users: np.ndarray, num_items: int) -> np.ndarray:
+    """Uniform items, a draw that is a training item of its user re-drawn up to 5 rounds (regkit's distribution)."""
+    negatives = rng.integers(0, num_items, size=users.size)
+    for _ in range(5):
+        collided = seen[users, negatives]
+        if not collided.any():
+            break
+        negatives[collided] = rng.integers(0, num_items, size=int(collided.sum()))
+    return negatives
+
+
+def numpy_full_ranking(
+    user_vectors: np.ndarray,
+    item_vectors: np.ndarray,
+    seen: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    ks: tuple[int, ...],
+) -> dict[str, float]:
+    """R@K / nDCG@K (binary gains, 1/log2(rank+1)) of every test user over all items, seen items excluded.
+
+    ``seen`` and ``test`` are (row, item) index pairs, rows indexing ``user_vectors``; sums run rank by rank and
+    the mean user by user, as trec_eval and regkit do, so the numbers are the same to the last bit.
+    """
+    scores = user_vectors @ item_vectors.T
+    scores[seen] = -np.inf
+    k = max(ks)
+    top = np.argpartition(-scores, k, axis=1)[:, :k]
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
+    relevant = np.zeros(scores.shape, dtype=bool)
+    relevant[test] = True
+    hits = np.take_along_axis(relevant, top, 1)
+    count = relevant.sum(1)
+    discount = np.array([1.0 / math.log2(rank + 2) for rank in range(k)])
+    dcg, ideal = np.cumsum(hits * discount, axis=1), np.cumsum(discount)
+    metrics = {}
+    for cut in ks:
+        metrics[f"R@{cut}"] = sum((hits[:, :cut].sum(1) / count).tolist()) / count.size
+        metrics[f"nDCG@{cut}"] = sum((dcg[:, cut - 1] / ideal[np.minimum(count, cut) - 1]).tolist()) / count.size
+    return metrics

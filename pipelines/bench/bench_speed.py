@@ -1,0 +1,181 @@
+"""Framework tax: regkit against the plain loops underneath, measured side by side in one process.
+
+Each row times regkit and its peer interleaved (A B A B ...), ``REPEATS`` times, and compares the medians, so the
+ratio holds on a shared machine whose load drifts; absolute numbers from different runs are not comparable.
+
+* MF-BPR and MF softmax training throughput (positives/s) against a plain torch loop
+  (:func:`pipelines.bench._speed_baselines.plain_torch_train`: same shapes, Adam, same loss, negatives from the
+  same distribution, training pairs avoided), batch 1024 and 8192, 1 and 2 threads; target ratio ≥ 1.0.
+* Full-catalogue evaluation of ML-100K u1 (459 users × 1,682 items, training items excluded):
+  :func:`pipelines.evaluation.recsys.evaluate_recommendations` (head/tail slices, coverage, popularity too)
+  against :func:`pipelines.bench._speed_baselines.numpy_full_ranking` (matmul, argpartition, R/nDCG) on the same
+  embeddings; target time ratio ≤ 1.5 with identical R@K / nDCG@K.
+
+Needs the MovieLens-100K raw files (``$REGKIT_SHARED_DATA/ml-100k``); without them the benchmark says so and
+returns no rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines.bench._speed_baselines import PlainSetup, numpy_full_ranking, plain_torch_train
+
+logger = logging.getLogger(__name__)
+
+REPEATS = 3
+KS = (10, 20)
+# the shapes and settings of pipelines/configs/ml100k_mf_bpr.yaml and ml100k_mf_softmax.yaml
+CONFIGS = {
+    "bpr": {"dim": 64, "lr": 0.005, "l2": 1e-4},
+    "softmax": {"dim": 128, "lr": 0.005, "weight_decay": 1e-5, "normalize": True, "scale": 5.0},
+}
+# optimizer steps per timed run (ML-100K u1.base: 79 batches of 1024, 10 of 8192 per epoch)
+STEPS = {("bpr", 1024): 80, ("bpr", 8192): 20, ("softmax", 1024): 40, ("softmax", 8192): 3}
+
+
+def _interleaved(first: Callable[[], float], second: Callable[[], float]) -> tuple[float, float]:
+    """Medians of ``REPEATS`` alternating calls of each (a warm-up call of each first)."""
+    first(), second()
+    a, b = [], []
+    for _ in range(REPEATS):
+        a.append(first())
+        b.append(second())
+    return statistics.median(a), statistics.median(b)
+
+
+def _regkit_train(setup: PlainSetup, train: Any, steps: int) -> float:
+    """Positives/s of :class:`recsys.trainer.Trainer` on MF with the run config's settings."""
+    from recsys.data import InMemoryBatches, NegativeSampler
+    from recsys.losses import EmbeddingL2
+    from recsys.models import MatrixFactorization
+    from recsys.trainer import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    model = MatrixFactorization(setup.num_users, setup.num_items, embedding_dim=setup.dim, normalize=setup.normalize,
+                                temperature=1.0 / setup.scale)
+    config = TrainConfig(epochs=steps, max_steps=steps, batch_size=setup.batch_size, loss=setup.loss, lr=setup.lr,
+                         weight_decay=setup.weight_decay, sparse_weight_decay=setup.weight_decay,
+                         show_progress=False, eval_every=0)
+    trainer = Trainer(model, InMemoryBatches(train, setup.batch_size, seed=0), config,
+                      hooks=[EmbeddingL2(setup.l2)] if setup.l2 else (), item_counts=train.item_counts(),
+                      negative_sampler=NegativeSampler.from_interactions(train) if setup.loss == "bpr" else None)
+    started = time.perf_counter()
+    result = trainer.fit(resume=False)
+    return result.examples / (time.perf_counter() - started)
+
+
+def _plain_train(setup: PlainSetup, steps: int) -> float:
+    started = time.perf_counter()
+    positives = plain_torch_train(setup, steps)
+    return positives / (time.perf_counter() - started)
+
+
+def _row(work: str, regkit: float, peer: float, unit: str, target: float, higher_is_better: bool,
+         **extra: Any) -> dict[str, Any]:
+    ratio = regkit / peer
+    met = ratio >= target if higher_is_better else ratio <= target
+    return {"work": work, "regkit": regkit, "peer": peer, "unit": unit, "ratio": ratio,
+            "target": f"{'>=' if higher_is_better else '<='} {target}", "met": bool(met), **extra}
+
+
+def _training_rows(train: Any) -> list[dict[str, Any]]:
+    rows = []
+    for loss, options in CONFIGS.items():
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for batch_size in (1024, 8192):
+                steps = STEPS[loss, batch_size]
+                setup = PlainSetup(train.users, train.items, train.num_users, train.num_items, loss=loss,
+                                   batch_size=batch_size, **options)
+                regkit, peer = _interleaved(lambda s=setup, n=steps: _regkit_train(s, train, n),
+                                            lambda s=setup, n=steps: _plain_train(s, n))
+                rows.append(_row(f"MF {loss} training, dim {setup.dim}, batch {batch_size}, {threads} thread(s)",
+                                 regkit, peer, "positives/s", 1.0, True, peer_name="plain torch loop"))
+                logger.info("%s", rows[-1])
+    return rows
+
+
+def _evaluation_row(data: Any) -> dict[str, Any]:
+    """Time of regkit's full evaluation vs the numpy baseline on one model's embeddings (short MF-BPR training)."""
+    from pipelines.evaluation.recsys import evaluate_recommendations
+    from recsys.data import InMemoryBatches, NegativeSampler
+    from recsys.models import MatrixFactorization
+    from recsys.serving import Recommender
+    from recsys.trainer import TrainConfig, Trainer
+
+    train, test = data.train, data.test_log
+    torch.manual_seed(0)
+    model = MatrixFactorization(train.num_users, train.num_items)
+    Trainer(model, InMemoryBatches(train, 1024, seed=0), TrainConfig(epochs=5, loss="bpr", lr=0.005,
+            show_progress=False, eval_every=0), negative_sampler=NegativeSampler.from_interactions(train)).fit()
+    service = Recommender(model, data.users, data.items, data.user_features, data.item_features, seen=train)
+    test_users = data.users.encode(test["user_id"].to_numpy())
+    order = test["user_id"].unique(maintain_order=True)  # the users in the order regkit averages them
+    rows_of = {int(user): row for row, user in enumerate(data.users.encode(order.to_numpy()))}
+    with torch.no_grad():
+        user_vectors = model.user_embeddings(torch.from_numpy(data.users.encode(order.to_numpy()))).numpy()
+        item_vectors = model.item_embeddings().numpy()
+    user_rows = np.array([rows_of.get(int(user), -1) for user in train.users])
+    keep = user_rows >= 0
+    seen = (user_rows[keep], train.items[keep])
+    pairs = (np.array([rows_of[int(user)] for user in test_users]), data.items.encode(test["item_id"].to_numpy()))
+    results: dict[str, dict[str, float]] = {}
+
+    def regkit() -> float:
+        started = time.perf_counter()
+        results["regkit"] = evaluate_recommendations(service, test, ks=KS)
+        return time.perf_counter() - started
+
+    def numpy_baseline() -> float:
+        started = time.perf_counter()
+        results["numpy"] = numpy_full_ranking(user_vectors, item_vectors, seen, pairs, KS)
+        return time.perf_counter() - started
+
+    torch.set_num_threads(1)
+    regkit_s, numpy_s = _interleaved(regkit, numpy_baseline)
+    names = [f"{m}@{k}" for m in ("R", "nDCG") for k in KS]
+    identical = all(results["regkit"][name] == results["numpy"][name] for name in names)
+    return _row(f"full-catalogue evaluation, {len(order)} users x {train.num_items} items, 1 thread", regkit_s * 1e3,
+                numpy_s * 1e3, "ms", 1.5, False, peer_name="numpy (matmul, argpartition, R/nDCG)",
+                metrics_identical=identical, metrics={name: results["regkit"][name] for name in names})
+
+
+def run(out_dir: Path) -> list[dict[str, Any]]:
+    from pipelines.bench.bench_recsys import REPO, _data
+    from pipelines.recsys_data import RunData
+    from pipelines.run_config import ValidationConfig, load_recsys_config
+
+    try:
+        data_dir = _data(Path(out_dir))
+    except FileNotFoundError as err:
+        logger.warning("speed benchmark skipped: %s", err)
+        return []
+    config = load_recsys_config(REPO / "pipelines" / "configs" / "ml100k_mf_bpr.yaml", [f"data.dir={data_dir}"])
+    data = RunData(config.data.model_copy(update={"validation": ValidationConfig(method="none")}))
+    threads = torch.get_num_threads()
+    try:
+        rows = _training_rows(data.train) + [_evaluation_row(data)]
+    finally:
+        torch.set_num_threads(threads)
+    for row in rows:
+        row["cpu"] = _cpu_name()
+    return rows
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
