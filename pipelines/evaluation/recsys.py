@@ -1,9 +1,10 @@
-"""Recommendation evaluation through the shared metric code: held-out items are qrels, top-k lists are runs.
+"""Recommendation evaluation: full ranking, R@K / nDCG@K with trec_eval's arithmetic, head / tail slices, coverage.
 
 Protocol (Krichene & Rendle's "full ranking" setting): every user with at least one test item is ranked against the
 whole catalogue, the user's training items excluded; ``R@K = hits@K / |test items|`` and ``nDCG@K`` with binary
 gains, log2 discount and ideal DCG over ``min(|test items|, K)`` — exactly trec_eval's ``recall_K`` and
-``ndcg_cut_K``, computed by :func:`pipelines.evaluation.metrics.evaluate` (ir-measures). Means are over users with
+``ndcg_cut_K``, computed in one pass over index arrays by :mod:`pipelines.evaluation.binary_metrics` (the same
+values as :func:`pipelines.evaluation.metrics.evaluate` on qrels and runs, tested). Means are over users with
 test items; a user with no recommendations scores 0.
 
 Beyond accuracy:
