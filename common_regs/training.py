@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from common_regs.api import STEP_KINDS, TrainContext
+from common_regs.api import STEP_KINDS, Stateful, TrainContext
 from common_regs.schedules import Schedule, as_schedule
 
 logger = logging.getLogger(__name__)
@@ -136,6 +136,18 @@ class RegHooks:
     def after_optimizer_step(self, ctx: TrainContext) -> None:
         for scheduler in self.by_kind["mask_scheduler"]:
             scheduler.step(ctx)
+
+    def state_dicts(self) -> list[dict[str, Any] | None]:
+        """Each hook's state (None for a hook without one), in hook order: what a trainer's checkpoint holds."""
+        return [hook.state_dict() if isinstance(hook, Stateful) else None for hook in self.hooks]
+
+    def load_state_dicts(self, states: Sequence[Mapping[str, Any] | None]) -> None:
+        """Restore what :meth:`state_dicts` returned (one entry per hook, in the same order)."""
+        if len(states) != len(self.hooks):
+            raise ValueError(f"{len(states)} hook states for {len(self.hooks)} hooks.")
+        for hook, state in zip(self.hooks, states, strict=True):
+            if state is not None and isinstance(hook, Stateful):
+                hook.load_state_dict(state)
 
     def step(
         self,

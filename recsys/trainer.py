@@ -142,10 +142,6 @@ class TrainResult:
         return {**asdict(self), "examples_per_second": self.examples_per_second}
 
 
-def _stateful(hook: Any) -> bool:
-    return callable(getattr(hook, "state_dict", None)) and callable(getattr(hook, "load_state_dict", None))
-
-
 class Trainer:
     """Train a :class:`~recsys.models.base.Recommender` with hooks, evaluation, early stopping and checkpoints.
 
@@ -319,8 +315,7 @@ class Trainer:
             self.result.best_epoch = self.epoch
             self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             # masks and other hook state belong to the best weights too (DSL keeps its masks in the hook)
-            self._best_hook_states = [copy.deepcopy(hook.state_dict()) if _stateful(hook) else None
-                                      for hook in self.hooks]
+            self._best_hook_states = copy.deepcopy(self.reg_hooks.state_dicts())
             self._bad_evaluations = 0
             if self.checkpoint_dir is not None:
                 self._save(self.checkpoint_dir / "best.pt", best_only=True)
@@ -345,7 +340,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "hooks": [hook.state_dict() if _stateful(hook) else None for hook in self.hooks],
+            "hooks": self.reg_hooks.state_dicts(),
             "estimator": self.estimator.state_dict() if self.estimator is not None else None,
             "position": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch},
             "result": asdict(self.result),
@@ -387,9 +382,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if len(state["hooks"]) != len(self.hooks):
             raise ValueError(f"{path}: checkpoint has {len(state['hooks'])} hooks, this trainer {len(self.hooks)}.")
-        for hook, hook_state in zip(self.hooks, state["hooks"], strict=True):
-            if hook_state is not None and _stateful(hook):
-                hook.load_state_dict(hook_state)
+        self.reg_hooks.load_state_dicts(state["hooks"])
         if self.estimator is not None and state["estimator"] is not None:
             self.estimator.load_state_dict(state["estimator"])
         position = state["position"]
@@ -425,9 +418,8 @@ class Trainer:
         self.result.steps = self.step
         if config.restore_best and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
-            for hook, hook_state in zip(self.hooks, self._best_hook_states or [], strict=False):
-                if hook_state is not None:
-                    hook.load_state_dict(hook_state)
+            if self._best_hook_states is not None:
+                self.reg_hooks.load_state_dicts(self._best_hook_states)
         return self.result
 
     def _run_epoch(self) -> bool:

@@ -177,7 +177,7 @@ class SparseImpactRetriever:
     def index(self, corpus: Mapping[str, Document], index_dir: Path, *, overwrite: bool = False) -> dict[str, Any]:
         """Encode ``corpus`` (after recomputing the IDF when ``idf="corpus"``) and build the impact index."""
         from retrieval.encoder import corpus_idf, mlm_parts, set_idf
-        from retrieval.resumable_encoding import DEFAULT_SHARD_SIZE, encoding_work_dir
+        from retrieval.resumable_encoding import encoding_work_dir
         from retrieval.sparse_index import index_with_model, write_opensearch_bulk
 
         model = self._sparse()
@@ -186,10 +186,10 @@ class SparseImpactRetriever:
             self._corpus_idf = True
         documents = {doc_id: doc.contents for doc_id, doc in corpus.items()}
         inputs = [path for path in (self.corpus_file, self.model) if path is not None]
+        # resumable shards only when asked for; otherwise the corpus is encoded in memory
+        shards = {"work_dir": encoding_work_dir(index_dir), "shard_size": self.shard_size} if self.shard_size else {}
         vectors, stats, info = index_with_model(
-            model, documents, index_dir, threads=self.threads, overwrite=overwrite,
-            work_dir=encoding_work_dir(index_dir) if self.shard_size else None,
-            shard_size=self.shard_size or DEFAULT_SHARD_SIZE, inputs=inputs,
+            model, documents, index_dir, threads=self.threads, overwrite=overwrite, inputs=inputs, **shards
         )
         logger.info("sparse: %s; %s", stats.as_dict(), info)
         if self.opensearch_bulk is not None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import re
 from collections import Counter
@@ -34,7 +33,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import torch
+
 from retrieval.beir import Document
+from retrieval.encoder.idf import bm25_idf
 
 __all__ = [
     "KINDS",
@@ -141,8 +143,9 @@ def word_idf(corpus: Mapping[str, Document]) -> tuple[dict[str, float], Counter[
     df: Counter[str] = Counter()
     for doc in corpus.values():
         df.update(set(document_words(doc.contents)))
-    n = len(corpus)
-    return {w: math.log(1 + (n - f + 0.5) / (f + 0.5)) for w, f in df.items()}, df
+    words = list(df)
+    idf = bm25_idf(torch.tensor([df[w] for w in words], dtype=torch.float64), len(corpus)).tolist()
+    return dict(zip(words, idf, strict=True)), df
 
 
 def _ict(doc: Document, config: PseudoQueryConfig, rng: random.Random) -> tuple[str, Document] | None:

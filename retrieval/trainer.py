@@ -221,7 +221,7 @@ class SparseTrainer:
         """One optimizer step; returns its log entry (loss, lr, each loss term and its weight, hook statistics)."""
         config, width = self.config, self.config.docs_per_query
         chosen = self._next_queries()
-        _, doc_lists, teacher = sample_batch(chosen, self.data.positives, self.data.candidates, width, self.rng)
+        doc_lists, teacher = sample_batch(chosen, self.data.positives, self.data.candidates, width, self.rng)
         batch = {"query": self.table.matrix(chosen).to(self.device), "docs": doc_lists,
                  "teacher": teacher.to(self.device),
                  "positive_columns": (torch.arange(len(chosen)) * width).to(self.device)}
@@ -286,7 +286,7 @@ class SparseTrainer:
             "parameters": {k: v for k, v in self.transformer.state_dict().items() if k in trained},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "hooks": [hook.state_dict() if _stateful(hook) else None for hook in self.hooks],
+            "hooks": self.reg_hooks.state_dicts(),
             "position": {"step": self.step, "epoch": self.epoch, "order": list(self.order)},
             "sampler_rng": _rng_state(self.rng),
             "rng": global_rng_state(),
@@ -311,9 +311,7 @@ class SparseTrainer:
         self.transformer.load_state_dict(state["parameters"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        for hook, hook_state in zip(self.hooks, state["hooks"], strict=True):
-            if hook_state is not None:
-                hook.load_state_dict(hook_state)
+        self.reg_hooks.load_state_dicts(state["hooks"])
         position = state["position"]
         self.step, self.epoch, self.order = position["step"], position["epoch"], list(position["order"])
         self.rng.setstate(_rng_from_state(state["sampler_rng"]))
@@ -331,10 +329,6 @@ def _check_data(config: SparseTrainConfig, data: TrainingData) -> None:
         raise ValueError(f"{len(missing)} training queries lack candidates or positives (first: {missing[0]!r}).")
     if not data.queries:
         raise ValueError("no training query: `queries` is empty.")
-
-
-def _stateful(hook: Any) -> bool:
-    return callable(getattr(hook, "state_dict", None)) and callable(getattr(hook, "load_state_dict", None))
 
 
 def _rng_state(rng: random.Random) -> dict[str, Any]:

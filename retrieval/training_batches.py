@@ -85,7 +85,7 @@ def head_parameters(model: Any) -> list[nn.Parameter]:
 
 def sample_batch(
     qids: list[str], positives: dict[str, list[str]], candidates: Candidates, docs_per_query: int, rng: random.Random
-) -> tuple[list[str], list[list[str]], Tensor]:
+) -> tuple[list[list[str]], Tensor]:
     """Per query: one positive + (C−1) candidates that are not positives; teacher scores (T, B, C)."""
     doc_lists, teacher = [], torch.zeros((len(TEACHERS), len(qids), docs_per_query))
     for row, qid in enumerate(qids):
@@ -98,4 +98,4 @@ def sample_batch(
         for t, name in enumerate(TEACHERS):
             scores = candidates.scores[name][qid]
             teacher[t, row] = torch.tensor([scores[where[d]] for d in chosen])
-    return qids, doc_lists, teacher
+    return doc_lists, teacher
