@@ -104,9 +104,7 @@ def _split(data: DataConfig) -> Split:
         return random_holdout_split(log_path, test_fraction=data.test_fraction, seed=data.split_seed)
     if method == "leave_last_out":
         return leave_last_out_split(log_path, n=data.leave_last)
-    if method == "temporal":
-        return temporal_split(log_path, test_fraction=data.test_fraction)
-    raise ValueError(f"`data.split` must be given / random_holdout / leave_last_out / temporal, got {method!r}.")
+    return temporal_split(log_path, test_fraction=data.test_fraction)  # the schema allows no other method
 
 
 def _carve_validation(train: pl.LazyFrame, validation: ValidationConfig) -> Split | None:

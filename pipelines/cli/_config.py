@@ -16,6 +16,7 @@ conversion refuses (``k: abc``). A single value for a repeatable option is taken
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -23,7 +24,7 @@ import typer
 
 from pipelines.config_files import ConfigError, load_yaml
 
-__all__ = ["config_option"]
+__all__ = ["config_option", "options_as_overrides"]
 
 _HELP = ("YAML file of this command's option values (keys = option names, e.g. `k: 100`); options given on the "
          "command line override it.")
@@ -106,3 +107,12 @@ def _shown(value: Any, limit: int = 60) -> str:
 def config_option() -> Any:
     """The ``--config`` option (eager: it is read before the other options, which it supplies defaults for)."""
     return typer.Option(None, "--config", help=_HELP, is_eager=True, callback=_load_defaults)
+
+
+def options_as_overrides(section: str = "", **options: Any) -> list[str]:
+    """Command-line options as run-config ``--set`` overrides (``section.key=value``, JSON is YAML); None = not given.
+
+    A job command appends these after the user's ``--set`` values, so its own options win.
+    """
+    prefix = f"{section}." if section else ""
+    return [f"{prefix}{key}={json.dumps(value)}" for key, value in options.items() if value is not None]

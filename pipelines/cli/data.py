@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.cli._config import config_option
+from pipelines.cli._config import config_option, options_as_overrides
 
 app = typer.Typer(help="Convert, validate and fetch datasets.", no_args_is_help=True)
 console = Console()
@@ -86,7 +85,7 @@ def split(
 
     shorthands = {"log": None if log is None else str(log), "split": method, "test_fraction": test_fraction,
                   "leave_last": leave_last, "split_seed": split_seed}
-    sets = [f"data.{key}={json.dumps(value)}" for key, value in shorthands.items() if value is not None]
+    sets = options_as_overrides("data", **shorthands)
     resolved = load_recsys_config(config, [*overrides, *sets])
     logs = load_split(resolved)
     summary = write_split(logs, out, data=resolved.to_dict()["data"], overwrite=overwrite)

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.cli._config import config_option
+from pipelines.cli._config import config_option, options_as_overrides
 
 app = typer.Typer(help="Train, serve and evaluate recommenders.", no_args_is_help=True)
 console = Console()
@@ -41,8 +41,7 @@ def train(
     from pipelines.run_config import load_recsys_config
     from pipelines.run_guard import guarded_run_dir
 
-    options = {"seed": seed, "output_dir": None if output_dir is None else str(output_dir)}
-    sets = [f"{key}={json.dumps(value)}" for key, value in options.items() if value is not None]
+    sets = options_as_overrides(seed=seed, output_dir=None if output_dir is None else str(output_dir))
     resolved = load_recsys_config(config, [*overrides, *sets])  # the options are the last overrides
     folder = Path(resolved.output_dir)
     sharding = sharding_type if distributed else None

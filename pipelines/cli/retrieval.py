@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from pipelines.cli._config import config_option
+from pipelines.cli._config import config_option, options_as_overrides
 from retrieval.retriever import available_retrievers
 
 app = typer.Typer(help="Indexes and batch search with a registered retriever (BM25, dense, learned sparse), and "
@@ -129,7 +129,7 @@ def train_command(
     from pipelines.retrieval_run import train_sparse
     from pipelines.run_config import load_sparse_train_config
 
-    sets = _as_overrides(out_dir=None if out is None else str(out), steps=steps)
+    sets = options_as_overrides(out_dir=None if out is None else str(out), steps=steps)
     resolved = load_sparse_train_config(config, [*overrides, *sets])  # the options are the last overrides
     _guarded(resolved, "retrieval train", train_sparse, overwrite=overwrite, force=force)
 
@@ -155,16 +155,9 @@ def adapt_command(
     from pipelines.retrieval_run import adapt_sparse
     from pipelines.run_config import load_sparse_adapt_config
 
-    sets = _as_overrides(data=str(data), out_dir=str(out), steps=steps)
+    sets = options_as_overrides(data=str(data), out_dir=str(out), steps=steps)
     resolved = load_sparse_adapt_config(config, [*overrides, *sets])
     _guarded(resolved, "retrieval adapt", adapt_sparse, overwrite=overwrite, force=force)
-
-
-def _as_overrides(**options: Any) -> list[str]:
-    """Command-line options as ``--set`` overrides (JSON is YAML), the ones not given left out."""
-    import json
-
-    return [f"{key}={json.dumps(value)}" for key, value in options.items() if value is not None]
 
 
 def _guarded(resolved: Any, job: str, run: Any, *, overwrite: bool, force: bool) -> None:
