@@ -26,6 +26,7 @@ import yaml
 from common_regs.fingerprints import content_fingerprints
 from common_regs.io import atomic_dir, atomic_write_text
 from retrieval.beir import Document, load_beir, read_corpus
+from retrieval.document_mixture import DocumentMixture
 from retrieval.encoder import (
     build_sparse_encoder,
     default_backbone,
@@ -36,6 +37,7 @@ from retrieval.encoder import (
 )
 from retrieval.hidden_cache import HiddenStates, StackedStates, build_hidden_cache, cache_fingerprint
 from retrieval.mining import Candidates, cached_bm25_index, mine_candidates
+from retrieval.mixture_fit import fit_document_mixture
 from retrieval.pseudo_queries import KINDS, PseudoQueries, generate_pseudo_queries
 from retrieval.sparse_config import SparseAdaptConfig, SparseTrainConfig
 from retrieval.trainer import SparseTrainer, TrainingData
@@ -171,11 +173,31 @@ def run_training(config: SparseTrainConfig, source: TrainingSource, *,
     candidates = _mine(config, source, cache, cache_dir, show_progress)
     data = _with_views(config, model, source, candidates, cache, cache_dir, show_progress)
     setup_seconds = time.perf_counter() - started
-    trainer = SparseTrainer(config, model, data, checkpoint_dir=out_dir / "checkpoints", show_progress=show_progress)
-    log = trainer.fit()
+    log: list[dict[str, float]] = []
+    if config.steps:
+        trainer = SparseTrainer(config, model, data, checkpoint_dir=out_dir / "checkpoints",
+                                show_progress=show_progress)
+        log = trainer.fit()
+    mixture = _fit_mixture(config, model, source, data) if isinstance(config, SparseAdaptConfig) and (
+        config.document_mixture) else None
     seconds = time.perf_counter() - started - setup_seconds
-    model_dir = _save(config, model, out_dir, TrainResult(out_dir / "model", seconds, setup_seconds, log))
+    model_dir = _save(config, model, out_dir, TrainResult(out_dir / "model", seconds, setup_seconds, log), mixture)
     return TrainResult(model_dir=model_dir, seconds=seconds, setup_seconds=setup_seconds, log=log)
+
+
+def _fit_mixture(config: SparseAdaptConfig, model: Any, source: TrainingSource, data: TrainingData) -> DocumentMixture:
+    """The document mixture of the adapted model, fitted on the pseudo-queries (:mod:`retrieval.mixture_fit`)."""
+    corpus_states, view_states = data.cache.parts if isinstance(data.cache, StackedStates) else (data.cache, None)
+    if not isinstance(corpus_states, HiddenStates):
+        raise ValueError("the document mixture is fitted from cached backbone states; use train_encoder: false.")
+    view_sources = {f"{_VIEW_PREFIX}{q}": source.positives[q][0] for q in source.views}
+    started = time.perf_counter()
+    mixture = fit_document_mixture(
+        model, data.queries, data.candidates, {d: doc.contents for d, doc in data.corpus.items()}, corpus_states,
+        view_states=view_states, view_sources=view_sources, teacher_weights=config.teacher_weights,
+        score_scale=config.score_scale, neighbour_count=config.neighbour_count, seed=config.seed)
+    logger.info("document mixture fitted in %.0f s: %s", time.perf_counter() - started, mixture)
+    return mixture
 
 
 def _with_views(config: SparseTrainConfig, model: Any, source: TrainingSource, candidates: Candidates,
@@ -235,15 +257,19 @@ def _mine(config: SparseTrainConfig, source: TrainingSource, cache: HiddenStates
     )
 
 
-def _save(config: SparseTrainConfig, model: Any, out_dir: Path, result: TrainResult) -> Path:
+def _save(config: SparseTrainConfig, model: Any, out_dir: Path, result: TrainResult,
+          mixture: DocumentMixture | None = None) -> Path:
     model_dir = out_dir / "model"
     with atomic_dir(model_dir, overwrite=True, markers=("idf.json",)) as tmp:
         model.save_pretrained(str(tmp))
         write_idf_json(tmp / "idf.json", idf_weights(model), mlm_parts(model)[0].tokenizer)
+        if mixture is not None:
+            mixture.save(tmp)
     resolved = asdict(config)
     atomic_write_text(out_dir / "resolved_config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     atomic_write_text(out_dir / "train_log.jsonl", "".join(json.dumps(e) + "\n" for e in result.log))
-    summary = {"train_seconds": result.seconds, "setup_seconds": result.setup_seconds, "steps": len(result.log),
+    summary = {"document_mixture": asdict(mixture) if mixture is not None else None,
+               "train_seconds": result.seconds, "setup_seconds": result.setup_seconds, "steps": len(result.log),
                "final": result.log[-1] if result.log else {}, "config": resolved}
     atomic_write_text(out_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     logger.info("model saved to %s (%.0f s training, %.0f s setup)", model_dir, result.seconds, result.setup_seconds)

@@ -134,10 +134,15 @@ class SparseImpactRetriever:
             Default "model".
         threads: indexing and search threads. Default 2.
         shard_size: None encodes the corpus in memory; a number encodes it in resumable shards of that many
-            documents beside the index (:mod:`retrieval.resumable_encoding`), so a killed build continues.
+            documents beside the index (:mod:`retrieval.resumable_encoding`), so a killed build continues (not for a
+            model with a document mixture, whose vectors depend on the whole corpus: indexed in one go, with a
+            warning).
             Default None.
         corpus_file: the file the corpus was read from; with ``shard_size``, a change to it (or to ``model``)
             refuses to resume the shards on disk unless ``overwrite``. Default None.
+        states_dir: for a model with a document mixture (``regkit retrieval adapt``,
+            :mod:`retrieval.document_mixture`), where the corpus' backbone states are kept for the next index of
+            the same texts. Default None (a scratch folder, removed after indexing).
         opensearch_bulk: also write the document vectors as OpenSearch ``_bulk`` NDJSON here (index name: the
             corpus folder's name in lower case, else the index folder's). Default None.
     """
@@ -153,6 +158,7 @@ class SparseImpactRetriever:
         shard_size: int | None = None,
         corpus_file: str | os.PathLike[str] | None = None,
         opensearch_bulk: str | os.PathLike[str] | None = None,
+        states_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if not model:
             raise ValueError("`model` is required with retriever 'sparse' (a folder from `regkit retrieval train`).")
@@ -164,6 +170,7 @@ class SparseImpactRetriever:
         self.model, self.idf, self.threads, self.shard_size = Path(model), idf, threads, shard_size
         self.corpus_file = Path(corpus_file) if corpus_file is not None else None
         self.opensearch_bulk = Path(opensearch_bulk) if opensearch_bulk is not None else None
+        self.states_dir = Path(states_dir) if states_dir is not None else None
         self._encoder: Any = None
         self._corpus_idf = False
 
@@ -176,9 +183,10 @@ class SparseImpactRetriever:
 
     def index(self, corpus: Mapping[str, Document], index_dir: Path, *, overwrite: bool = False) -> dict[str, Any]:
         """Encode ``corpus`` (after recomputing the IDF when ``idf="corpus"``) and build the impact index."""
+        from retrieval.document_mixture import DocumentMixture
         from retrieval.encoder import corpus_idf, mlm_parts, set_idf
         from retrieval.resumable_encoding import encoding_work_dir
-        from retrieval.sparse_index import index_with_model, write_opensearch_bulk
+        from retrieval.sparse_index import index_with_mixture, index_with_model, write_opensearch_bulk
 
         model = self._sparse()
         if self.idf == "corpus":
@@ -186,11 +194,20 @@ class SparseImpactRetriever:
             self._corpus_idf = True
         documents = {doc_id: doc.contents for doc_id, doc in corpus.items()}
         inputs = [path for path in (self.corpus_file, self.model) if path is not None]
-        # resumable shards only when asked for; otherwise the corpus is encoded in memory
-        shards = {"work_dir": encoding_work_dir(index_dir), "shard_size": self.shard_size} if self.shard_size else {}
-        vectors, stats, info = index_with_model(
-            model, documents, index_dir, threads=self.threads, overwrite=overwrite, inputs=inputs, **shards
-        )
+        mixture = DocumentMixture.load(self.model)
+        if mixture is not None:
+            if self.shard_size:
+                logger.warning("%s has a document mixture: its vectors depend on the whole corpus, so it is indexed "
+                               "in one go, not in resumable shards of %d", self.model, self.shard_size)
+            vectors, stats, info = index_with_mixture(model, documents, mixture, index_dir, threads=self.threads,
+                                                      overwrite=overwrite, states_dir=self.states_dir)
+        else:
+            # resumable shards only when asked for; otherwise the corpus is encoded in memory
+            shards = {"work_dir": encoding_work_dir(index_dir), "shard_size": self.shard_size} if (
+                self.shard_size) else {}
+            vectors, stats, info = index_with_model(
+                model, documents, index_dir, threads=self.threads, overwrite=overwrite, inputs=inputs, **shards
+            )
         logger.info("sparse: %s; %s", stats.as_dict(), info)
         if self.opensearch_bulk is not None:
             name = (self.corpus_file.parent if self.corpus_file is not None else Path(index_dir)).name.lower()

@@ -54,7 +54,8 @@ class SparseTrainConfig:
         candidates_k: depth of each retriever when mining. Default 50 (authors' l0 data: top-50).
         docs_per_query: C (1 positive + C−1 mined). Default 4.
         batch_queries: B. Default 8.
-        steps: optimizer steps. Default 300.
+        steps: optimizer steps; 0 saves the initial model (``retrieval adapt`` then fits only the document
+            mixture). Default 300.
         lr: AdamW learning rate (linear warm-up over ``warmup_steps``, then linear decay). Default 2e-5 for
             ``train_encoder=True`` (authors); the configs in ``pipelines/configs`` use a larger head-only rate.
         warmup_steps: learning-rate warm-up. Default 30.
@@ -113,7 +114,7 @@ class SparseTrainConfig:
             raise ValueError(f"`projection` must be None, 'loop' or 'dense', got {self.projection!r}.")
         for name in ("docs_per_query", "batch_queries", "steps", "candidates_k", "train_max_length", "threads"):
             value = getattr(self, name)
-            minimum = 2 if name == "docs_per_query" else 1
+            minimum = {"docs_per_query": 2, "steps": 0}.get(name, 1)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
         if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) or (
@@ -156,6 +157,12 @@ class SparseAdaptConfig(SparseTrainConfig):
     Args:
         pseudo_queries: :class:`retrieval.pseudo_queries.PseudoQueryConfig` fields (count, mix, span_min_words,
             span_max_words, keywords, keyword_min_df); generated with ``seed``.
+        document_mixture: fit and save a :class:`retrieval.document_mixture.DocumentMixture` (wordpiece BM25 + the
+            model's expansion + dense-neighbour smoothing, weights distilled from the ensemble teacher on the
+            pseudo-queries, :mod:`retrieval.mixture_fit`); the index then holds the mixed vectors. Default True.
+        neighbour_count: :math:`k` of the mixture's neighbour part. Default 3 (regkit choice).
+        steps: head-training steps before the mixture is fitted. Default 0 (in the mixture, 300 head-only steps
+            gave no gain over the initial head on SciFact's training queries: ``docs/sparse_retrieval.md``).
         lr: Default 1e-4 (head-only training at 1e-3 collapsed to 25-50 active terms; 1e-4 did not,
             ``docs/sparse_retrieval.md``, learning-rate probe).
         compute_dtype: Default "bfloat16" (the CPU recipe's training projection).
@@ -163,12 +170,22 @@ class SparseAdaptConfig(SparseTrainConfig):
     """
 
     pseudo_queries: dict[str, Any] = field(default_factory=dict)
+    document_mixture: bool = True
+    neighbour_count: int = 3
+    steps: int = 0
     lr: float = 1e-4
     compute_dtype: Literal["float32", "bfloat16"] = "bfloat16"
     checkpoint_every: int = 50
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if isinstance(self.neighbour_count, bool) or not isinstance(self.neighbour_count, int) or (
+                self.neighbour_count < 1):
+            raise ValueError(f"`neighbour_count` must be an integer >= 1, got {self.neighbour_count!r}.")
+        if not isinstance(self.document_mixture, bool):
+            raise ValueError(f"`document_mixture` must be true or false, got {self.document_mixture!r}.")
+        if self.train_encoder and self.document_mixture:
+            raise ValueError("`document_mixture` needs cached backbone states: set train_encoder: false.")
         if not isinstance(self.pseudo_queries, dict):
             raise ValueError(f"`pseudo_queries` must be a mapping of PseudoQueryConfig fields, got "
                              f"{self.pseudo_queries!r}.")

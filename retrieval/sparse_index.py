@@ -23,12 +23,14 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from common_regs.io import atomic_path, atomic_write_text
 from common_regs.output_folders import check_regkit_folder
-from common_regs.run_dir import read_success_marker
+from common_regs.run_dir import read_success_marker, scratch_folder
+from retrieval.document_mixture import DocumentMixture, corpus_vectors
 from retrieval.encoder import DocumentEncodingStats, encode_documents, query_weights
 from retrieval.impact import MAX_DOC_IMPACT, ImpactQuantization, ImpactSearcher, build_impact_index, quantize_weights
 from retrieval.index import INDEX_MARKERS
@@ -118,6 +120,36 @@ def index_with_model(
         info = index_vectors(vectors, index_dir, quantization=quantization, threads=threads, overwrite=overwrite,
                              metadata={"encoding_fingerprint": fingerprint})
     shutil.rmtree(work_dir, ignore_errors=True)
+    return vectors, stats, info
+
+
+def index_with_mixture(
+    model: Any,
+    documents: Mapping[str, str],
+    mixture: DocumentMixture,
+    index_dir: str | os.PathLike[str],
+    *,
+    states_dir: str | os.PathLike[str] | None = None,
+    quantization: ImpactQuantization | None = None,
+    threads: int = 2,
+    overwrite: bool = False,
+    show_progress: bool | None = None,
+) -> tuple[dict[str, dict[str, float]], DocumentEncodingStats, dict[str, Any]]:
+    """As :func:`index_with_model` for a model with a :class:`retrieval.document_mixture.DocumentMixture`.
+
+    The vectors depend on the whole corpus (its average length, each document's neighbours), so they are computed
+    in one go, not in resumable shards. ``states_dir`` keeps the corpus' backbone states for the next index of the
+    same texts; None = a scratch folder beside ``index_dir``, removed afterwards.
+    """
+    check_regkit_folder(index_dir, INDEX_MARKERS)
+    if not overwrite and Path(index_dir).exists():  # fail before the backbone pass
+        raise FileExistsError(f"output directory {index_dir} already exists; pass overwrite=True to replace it.")
+    Path(index_dir).parent.mkdir(parents=True, exist_ok=True)
+    with scratch_folder("backbone-states", Path(index_dir).parent) as scratch:
+        vectors, stats = corpus_vectors(model, documents, mixture, states_dir or Path(scratch) / "states",
+                                        show_progress=show_progress)
+    info = index_vectors(vectors, index_dir, quantization=quantization or ImpactQuantization(), threads=threads,
+                         overwrite=overwrite, metadata={"document_mixture": asdict(mixture)})
     return vectors, stats, info
 
 

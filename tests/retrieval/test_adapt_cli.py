@@ -4,12 +4,14 @@ restored."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
 import pytest
 
 from pipelines.cli import main
+from retrieval.document_mixture import DocumentMixture
 from retrieval.encoder import load_sparse_encoder
 from retrieval.hidden_cache import HiddenStates
 from retrieval.index import read_index_metadata
@@ -73,7 +75,10 @@ def test_adapted_model_indexes_and_evaluates_with_the_judgments_restored(adapted
     root, data, out = adapted
     assert main(["retrieval", "index", "--data", str(data), "--index", str(root / "impact"),
                  "--model", str(out / "model")]) == 0
-    assert read_index_metadata(root / "impact")["documents"] == 24
+    metadata = read_index_metadata(root / "impact")
+    mixture = DocumentMixture.load(out / "model")  # fitted on the pseudo-queries, never worse than BM25 held out
+    assert metadata["documents"] == 24 and metadata["document_mixture"] == dataclasses.asdict(mixture)
+    assert mixture.fit["held_out_kl"] <= mixture.fit["held_out_kl_bm25_only"]
     assert main(["beir", "eval", "--data", str(data), "--retriever", "sparse", "--model", str(out / "model"),
                  "--out", str(root / "eval")]) == 0
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
