@@ -68,24 +68,29 @@ def fingerprint_inputs(
     return result
 
 
-def _short(entry: Mapping[str, Any] | None) -> str:
-    return "absent" if entry is None else f"{entry.get('size')} bytes, SHA-256 {str(entry.get('sha256'))[:12]}"
+def _short(entry: Mapping[str, Any] | str | None) -> str:
+    if entry is None:
+        return "absent"
+    if isinstance(entry, Mapping):
+        return f"{entry.get('size')} bytes, SHA-256 {str(entry.get('sha256'))[:12]}"
+    return f"digest {str(entry)[:12]}"
+
+
+def _identity(entry: Any) -> Any:
+    """What two recordings of one input must share: size and SHA-256 of a file, the value of a digest string."""
+    return (entry.get("size"), entry.get("sha256")) if isinstance(entry, Mapping) else entry
 
 
 def input_change(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> str | None:
     """The first input that differs between two :func:`fingerprint_inputs` results, described; None if none.
 
     Example: ``"data/log.parquet changed (78391 bytes, SHA-256 1f0c2a9e77b1 → 80112 bytes, SHA-256 9b2e03c4d5f6)"``.
+    An entry may also be a digest string (e.g. of generated pseudo-queries), compared by value.
     """
     recorded = recorded if isinstance(recorded, Mapping) else {}
     for key in sorted(set(recorded) | set(current)):
         before, now = recorded.get(key), current.get(key)
-        before = before if isinstance(before, Mapping) else None
-        same = (before is None and now is None) or (
-            before is not None and now is not None and (before.get("size"), before.get("sha256"))
-            == (now.get("size"), now.get("sha256"))
-        )
-        if not same:
+        if _identity(before) != _identity(now):
             return f"{key} changed ({_short(before)} → {_short(now)})"
     return None
 

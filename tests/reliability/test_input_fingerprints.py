@@ -45,6 +45,14 @@ def test_same_bytes_with_a_new_mtime_are_no_change_and_one_changed_byte_is(tmp_p
     assert "→ absent" in input_change(before, fingerprint_inputs([path]))
 
 
+def test_digest_string_inputs_compare_by_value_and_are_described() -> None:
+    """Generated inputs (pseudo-queries) are recorded as a digest string; another seed's digest was a crash."""
+    assert input_change({"pseudo_queries": "ab12"}, {"pseudo_queries": "ab12"}) is None
+    assert input_change({"pseudo_queries": "ab12" * 8}, {"pseudo_queries": "cd34" * 8}) == (
+        "pseudo_queries changed (digest ab12ab12ab12 → digest cd34cd34cd34)")
+    assert "absent → digest" in input_change({}, {"pseudo_queries": "ab12"})
+
+
 def test_a_folder_stands_for_every_file_in_it_and_cache_keys_are_names_not_paths(tmp_path) -> None:
     for root in (tmp_path / "a", tmp_path / "b"):
         (root / "sub").mkdir(parents=True)
