@@ -178,15 +178,14 @@ def run_training(config: SparseTrainConfig, source: TrainingSource, *,
         trainer = SparseTrainer(config, model, data, checkpoint_dir=out_dir / "checkpoints",
                                 show_progress=show_progress)
         log = trainer.fit()
-    mixture = _fit_mixture(config, model, source, data) if isinstance(config, SparseAdaptConfig) and (
-        config.document_mixture) else None
+    mixture = _fit_mixture(config, model, source, data) if config.document_mixture else None
     seconds = time.perf_counter() - started - setup_seconds
     model_dir = _save(config, model, out_dir, TrainResult(out_dir / "model", seconds, setup_seconds, log), mixture)
     return TrainResult(model_dir=model_dir, seconds=seconds, setup_seconds=setup_seconds, log=log)
 
 
-def _fit_mixture(config: SparseAdaptConfig, model: Any, source: TrainingSource, data: TrainingData) -> DocumentMixture:
-    """The document mixture of the adapted model, fitted on the pseudo-queries (:mod:`retrieval.mixture_fit`)."""
+def _fit_mixture(config: SparseTrainConfig, model: Any, source: TrainingSource, data: TrainingData) -> DocumentMixture:
+    """The model's document mixture, fitted on the training queries' candidates (:mod:`retrieval.mixture_fit`)."""
     corpus_states, view_states = data.cache.parts if isinstance(data.cache, StackedStates) else (data.cache, None)
     if not isinstance(corpus_states, HiddenStates):
         raise ValueError("the document mixture is fitted from cached backbone states; use train_encoder: false.")

@@ -74,6 +74,8 @@ class PseudoQueryConfig:
         span_max_words: longest one. Default 40 (a SciFact claim has about 12 words, a sentence of an abstract ~25).
         keywords: words in a ``keywords`` query. Default 5.
         keyword_min_df: documents a keyword must occur in. Default 2.
+        remove_from_document: train on the source document without the query's sentence (``ict``) or title
+            (``title``), its *view*. False = the student sees the whole document, as the teachers do. Default True.
     """
 
     count: int = 2000
@@ -82,12 +84,16 @@ class PseudoQueryConfig:
     span_max_words: int = 40
     keywords: int = 5
     keyword_min_df: int = 2
+    remove_from_document: bool = True
 
     def __post_init__(self) -> None:
         for name in ("count", "span_min_words", "span_max_words", "keywords", "keyword_min_df"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`pseudo_queries.{name}` must be an integer >= 1, got {value!r}.")
+        if not isinstance(self.remove_from_document, bool):
+            raise ValueError(f"`pseudo_queries.remove_from_document` must be true or false, got "
+                             f"{self.remove_from_document!r}.")
         if self.span_max_words < self.span_min_words:
             raise ValueError(f"`pseudo_queries.span_max_words` ({self.span_max_words}) must be >= `span_min_words` "
                              f"({self.span_min_words}).")
@@ -215,7 +221,7 @@ def generate_pseudo_queries(corpus: Mapping[str, Document], config: PseudoQueryC
         value = made[kind]
         text, view = value if isinstance(value, tuple) else (value, None)
         out.queries[qid], out.positives[qid], out.kinds[qid] = text, [doc_id], kind
-        if view is not None:
+        if view is not None and config.remove_from_document:
             out.views[qid] = view
     if not out.queries:
         raise ValueError(f"{where}: no document gives a pseudo-query of the kinds in `pseudo_queries.mix` "

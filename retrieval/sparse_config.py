@@ -76,6 +76,11 @@ class SparseTrainConfig:
             (:func:`retrieval.max_projection.splade_max_pool` ``method``): ``"loop"``, ``"dense"``, or None =
             ``"dense"`` on CUDA devices and ``"loop"`` elsewhere. Default None (regkit: the loop avoids the
             (B, L, V) tensor on CPUs; a GPU holds it easily and loses most of its time to the loop).
+        document_mixture: after training, fit and save a :class:`retrieval.document_mixture.DocumentMixture`
+            (wordpiece BM25 + the model's expansion + dense-neighbour smoothing, weights distilled from the ensemble
+            teacher on the training queries' candidates, :mod:`retrieval.mixture_fit`); indexes then hold the mixed
+            vectors. Needs ``train_encoder: false``. Default False.
+        neighbour_count: :math:`k` of the mixture's neighbour part. Default 3 (regkit choice).
     """
 
     data: str
@@ -104,6 +109,8 @@ class SparseTrainConfig:
     device: str | None = None
     checkpoint_every: int = 0
     projection: Literal["loop", "dense"] | None = None
+    document_mixture: bool = False
+    neighbour_count: int = 3
 
     def __post_init__(self) -> None:
         if self.ranking_loss not in ("infonce", "kd_kl", "kd_margin_mse"):
@@ -126,6 +133,13 @@ class SparseTrainConfig:
                 raise ValueError(f"`{name}` must be a number >= 0, got {value!r}.")
         if len(self.teacher_weights) != len(TEACHERS):
             raise ValueError(f"`teacher_weights` needs {len(TEACHERS)} values {TEACHERS}, got {self.teacher_weights}.")
+        if isinstance(self.neighbour_count, bool) or not isinstance(self.neighbour_count, int) or (
+                self.neighbour_count < 1):
+            raise ValueError(f"`neighbour_count` must be an integer >= 1, got {self.neighbour_count!r}.")
+        if not isinstance(self.document_mixture, bool):
+            raise ValueError(f"`document_mixture` must be true or false, got {self.document_mixture!r}.")
+        if self.train_encoder and self.document_mixture:
+            raise ValueError("`document_mixture` needs cached backbone states: set train_encoder: false.")
         if not isinstance(self.model, dict):
             raise ValueError(f"`model` must be a mapping of SparseEncoderConfig fields, got {self.model!r}.")
         known = sorted(SparseEncoderConfig.__dataclass_fields__)
@@ -157,10 +171,7 @@ class SparseAdaptConfig(SparseTrainConfig):
     Args:
         pseudo_queries: :class:`retrieval.pseudo_queries.PseudoQueryConfig` fields (count, mix, span_min_words,
             span_max_words, keywords, keyword_min_df); generated with ``seed``.
-        document_mixture: fit and save a :class:`retrieval.document_mixture.DocumentMixture` (wordpiece BM25 + the
-            model's expansion + dense-neighbour smoothing, weights distilled from the ensemble teacher on the
-            pseudo-queries, :mod:`retrieval.mixture_fit`); the index then holds the mixed vectors. Default True.
-        neighbour_count: :math:`k` of the mixture's neighbour part. Default 3 (regkit choice).
+        document_mixture: Default True (the label-free recipe, ``docs/sparse_retrieval.md``).
         steps: head-training steps before the mixture is fitted. Default 0 (in the mixture, 300 head-only steps
             gave no gain over the initial head on SciFact's training queries: ``docs/sparse_retrieval.md``).
         lr: Default 1e-4 (head-only training at 1e-3 collapsed to 25-50 active terms; 1e-4 did not,
@@ -171,7 +182,6 @@ class SparseAdaptConfig(SparseTrainConfig):
 
     pseudo_queries: dict[str, Any] = field(default_factory=dict)
     document_mixture: bool = True
-    neighbour_count: int = 3
     steps: int = 0
     lr: float = 1e-4
     compute_dtype: Literal["float32", "bfloat16"] = "bfloat16"
@@ -179,13 +189,6 @@ class SparseAdaptConfig(SparseTrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.neighbour_count, bool) or not isinstance(self.neighbour_count, int) or (
-                self.neighbour_count < 1):
-            raise ValueError(f"`neighbour_count` must be an integer >= 1, got {self.neighbour_count!r}.")
-        if not isinstance(self.document_mixture, bool):
-            raise ValueError(f"`document_mixture` must be true or false, got {self.document_mixture!r}.")
-        if self.train_encoder and self.document_mixture:
-            raise ValueError("`document_mixture` needs cached backbone states: set train_encoder: false.")
         if not isinstance(self.pseudo_queries, dict):
             raise ValueError(f"`pseudo_queries` must be a mapping of PseudoQueryConfig fields, got "
                              f"{self.pseudo_queries!r}.")

@@ -56,6 +56,16 @@ def test_title_queries_and_views_without_the_title() -> None:
         assert text == source.title and generated.views[qid] == Document("", source.text)
 
 
+def test_without_removal_the_same_queries_train_on_whole_documents() -> None:
+    docs = corpus()
+    cut = generate_pseudo_queries(docs, PseudoQueryConfig(count=30), seed=0)
+    whole = generate_pseudo_queries(docs, PseudoQueryConfig(count=30, remove_from_document=False), seed=0)
+    assert cut.views and not whole.views
+    assert (whole.queries, whole.positives, whole.kinds) == (cut.queries, cut.positives, cut.kinds)
+    with pytest.raises(ValueError, match="remove_from_document"):
+        PseudoQueryConfig(remove_from_document="yes")
+
+
 def test_keyword_queries_are_the_top_idf_words_shuffled() -> None:
     docs = corpus()
     config = PseudoQueryConfig(count=30, mix={"keywords": 1.0}, keywords=4, keyword_min_df=2)
