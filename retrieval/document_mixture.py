@@ -1,18 +1,22 @@
-r"""Corpus-adapted document vectors: wordpiece BM25 + the model's expansion + dense-neighbour smoothing.
+r"""Corpus-adapted document vectors: BM25 terms + the model's expansion + dense-neighbour smoothing, one index.
 
-The inference-free query side scores :math:`s(q, d) = \sum_{t \in q} \mathrm{idf}(t)\, w_d(t)` (unique query
-wordpieces, :func:`retrieval.encoder.query_weights`). A :class:`DocumentMixture` makes the document side
+A model with a :class:`DocumentMixture` scores a query :math:`q` against a document :math:`d` by one sparse dot
+product over two kinds of tokens, both computed without a neural network at query time:
 
 .. math::
 
-    w_d(t) = \mathrm{bm25}_d(t) + \alpha_{in}\, e_d(t)\, [t \in d] + \alpha_{out}\, e_d(t)\, [t \notin d]
-             + \beta \sum_{n \in N_k(d)} \bar s_{dn}\, \mathrm{bm25}_n(t)
+    s(q, d) = \sum_{a \in A(q)} c_q(a)\, \mathrm{idf}(a)\, \Big[\mathrm{bm25}_d(a)
+              + \beta \sum_{n \in N_k(d)} \bar s_{dn}\, \mathrm{bm25}_n(a)\Big]
+            + \sum_{t \in W(q)} \mathrm{idf}(t)\, \big(\alpha_{in} [t \in d] + \alpha_{out} [t \notin d]\big)\, e_d(t)
 
-* :math:`\mathrm{bm25}_d(t) = \frac{f (k_1 + 1)}{f + k_1 (1 - b + b\, |d| / \overline{|d|})}` with :math:`f` the
-  count of wordpiece :math:`t` in the whole document and :math:`|d|` its length in wordpieces (Robertson & Zaragoza,
-  "The Probabilistic Relevance Framework: BM25 and Beyond", 2009), so with all other weights 0 the model *is* BM25 on
-  wordpieces (times the query side's BM25 IDF);
-* :math:`e_d` the model's own SPLADE document vector (MLM head, max pooling: :mod:`retrieval.encoder`), split into
+* :math:`A(q)` the query's terms after Anserini's default English analyzer (Porter stemming, stop words: the terms
+  of regkit's BM25 index), :math:`c_q(a)` their counts, :math:`\mathrm{idf}(a) = \ln(1 + (N - df + 0.5)/(df +
+  0.5))` over the indexed corpus and :math:`\mathrm{bm25}_d(a) = \frac{f (k_1 + 1)}{f + k_1 (1 - b + b\, |d| /
+  \overline{|d|})}` (Robertson & Zaragoza, "The Probabilistic Relevance Framework: BM25 and Beyond", 2009): with
+  every other weight 0 the model ranks exactly as Lucene's BM25 (Lucene leaves out the constant :math:`k_1 + 1` and
+  stores lengths lossily; ``tests/retrieval/test_document_mixture.py``);
+* :math:`W(q)` the query's unique wordpieces with the model's IDF (:func:`retrieval.encoder.query_weights`) and
+  :math:`e_d` the model's own SPLADE document vector (MLM head, max pooling: :mod:`retrieval.encoder`), split into
   the weights of the document's own wordpieces and of expansion wordpieces;
 * :math:`N_k(d)` the :math:`k` documents nearest to :math:`d` by the backbone's mean-pooled embedding (cosine,
   ``faiss.IndexFlatIP``; the document itself excluded), :math:`\bar s_{dn}` their similarities normalised to sum to
@@ -20,19 +24,22 @@ wordpieces, :func:`retrieval.encoder.query_weights`). A :class:`DocumentMixture`
   Document Expansion", NAACL 2006; Kurland & Lee, "Corpus structure, language models, and ad hoc information
   retrieval", SIGIR 2004), with the dense model that teaches the student choosing the neighbours.
 
-The weights :math:`\alpha_{in}, \alpha_{out}, \beta` (and :math:`k_1, b` from a small grid) are fitted by
-:mod:`retrieval.mixture_fit` — ensemble distillation on pseudo-queries of the corpus, no labels. Everything is
-computed offline at indexing time; the statistics :math:`\overline{|d|}` and the neighbours come from the corpus
-being indexed (as BM25's own do), so a saved mixture carries only the fitted numbers.
+Analyzed terms are stored with the prefix :data:`LEXICAL_PREFIX`, so both kinds live in one Lucene impact index and
+a query is one search. The weights :math:`\alpha_{in}, \alpha_{out}, \beta` (and :math:`k_1, b` from a small grid)
+are fitted by :mod:`retrieval.mixture_fit` — ensemble distillation on pseudo-queries of the corpus, no labels.
+Everything is computed offline at indexing time; :math:`\overline{|d|}`, the IDF of analyzed terms (written into
+the index, :data:`LEXICAL_IDF_FILE`) and the neighbours come from the corpus being indexed, as BM25's own do, so a
+saved mixture carries only the fitted numbers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,16 +49,27 @@ import numpy as np
 from common_regs.io import atomic_write_text
 
 __all__ = [
+    "LEXICAL_IDF_FILE",
+    "LEXICAL_PREFIX",
     "MIXTURE_FILE",
     "DocumentMixture",
+    "analyzed_counts",
     "corpus_vectors",
+    "document_wordpieces",
+    "lexical_idf",
+    "lexical_query_weights",
     "lexical_vectors",
+    "lucene_analyzer",
     "mixed_vectors",
     "nearest_neighbours",
     "neighbour_vectors",
 ]
 
 MIXTURE_FILE = "document_mixture.json"
+LEXICAL_IDF_FILE = "lexical_idf.json"
+"""File of an impact index built with a mixture: the BM25 IDF of its analyzed terms, for the query side."""
+LEXICAL_PREFIX = "bm25:"
+"""Prefix of analyzed terms in the vectors (wordpieces never contain ``:`` after letters, so the two never meet)."""
 """File of a model folder holding its :class:`DocumentMixture` (absent: plain SPLADE document vectors)."""
 
 SparseVector = dict[str, float]
@@ -113,27 +131,60 @@ class DocumentMixture:
             raise ValueError(f"{path}: not a document mixture written by regkit ({err}).") from None
 
 
-def lexical_vectors(
-    texts: Mapping[str, str], tokenizer: Any, *, k1: float, b: float, average_length: float | None = None
-) -> tuple[dict[str, SparseVector], float]:
-    """``({doc_id: {wordpiece: bm25_d(t)}}, average length)`` over whole documents (no truncation).
+def lucene_analyzer() -> Callable[[str], list[str]]:
+    """Anserini's default English analyzer (Porter stemming, stop words): the terms of regkit's BM25 index."""
+    from retrieval.jvm import ensure_jvm
 
-    ``average_length`` defaults to the mean wordpiece length of ``texts`` (pass the corpus' when ``texts`` are other
-    variants of its documents, e.g. training views).
+    ensure_jvm()
+    from pyserini.analysis import Analyzer, get_lucene_analyzer
+
+    return Analyzer(get_lucene_analyzer()).analyze
+
+
+def analyzed_counts(texts: Mapping[str, str], analyze: Callable[[str], list[str]]) -> dict[str, Counter[str]]:
+    """``{doc_id: Counter(term)}`` of the analyzed terms of each text (whole texts, no truncation)."""
+    return {doc_id: Counter(analyze(text)) for doc_id, text in texts.items()}
+
+
+def lexical_vectors(
+    counts: Mapping[str, Counter[str]], *, k1: float, b: float, average_length: float | None = None
+) -> tuple[dict[str, SparseVector], float]:
+    """``({doc_id: {LEXICAL_PREFIX + term: bm25_d(term)}}, average length)`` from :func:`analyzed_counts`.
+
+    ``average_length`` defaults to the mean length of ``counts`` (pass the corpus' when they are other variants of
+    its documents, e.g. training views).
     """
-    ids = list(texts)
-    special = set(tokenizer.all_special_ids)
-    encoded = tokenizer([texts[d] for d in ids], add_special_tokens=False, verbose=False)["input_ids"]
-    encoded = [[t for t in row if t not in special] for row in encoded]
-    lengths = np.array([len(row) for row in encoded], dtype=np.float64)
+    lengths = {doc_id: sum(c.values()) for doc_id, c in counts.items()}
     if average_length is None:
-        average_length = float(lengths.mean()) if len(lengths) else 0.0
-    norm = k1 * (1 - b + b * lengths / max(average_length, 1e-9))
-    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        average_length = float(np.mean(list(lengths.values()))) if lengths else 0.0
     out: dict[str, SparseVector] = {}
-    for doc_id, row, n in zip(ids, encoded, norm, strict=True):
-        out[doc_id] = {vocab[t]: f * (k1 + 1) / (f + n) for t, f in Counter(row).items()}
+    for doc_id, terms in counts.items():
+        norm = k1 * (1 - b + b * lengths[doc_id] / max(average_length, 1e-9))
+        out[doc_id] = {LEXICAL_PREFIX + t: f * (k1 + 1) / (f + norm) for t, f in terms.items()}
     return out, average_length
+
+
+def lexical_idf(counts: Mapping[str, Counter[str]]) -> dict[str, float]:
+    """``{LEXICAL_PREFIX + term: ln(1 + (N - df + 0.5) / (df + 0.5))}``: BM25's IDF (Lucene's) over ``counts``."""
+    df: Counter[str] = Counter()
+    for terms in counts.values():
+        df.update(terms.keys())
+    n = len(counts)
+    return {LEXICAL_PREFIX + t: math.log1p((n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+
+
+def lexical_query_weights(
+    queries: Mapping[str, str], analyze: Callable[[str], list[str]], idf: Mapping[str, float]
+) -> dict[str, SparseVector]:
+    """``{qid: {LEXICAL_PREFIX + term: count · idf}}``: a bag-of-words BM25 query.
+
+    A repeated term counts again, as in Anserini's query generator; terms the corpus lacks are left out.
+    """
+    out: dict[str, SparseVector] = {}
+    for qid, text in queries.items():
+        weights = {LEXICAL_PREFIX + t: f * idf.get(LEXICAL_PREFIX + t, 0.0) for t, f in Counter(analyze(text)).items()}
+        out[qid] = {t: w for t, w in weights.items() if w > 0}
+    return out
 
 
 def nearest_neighbours(
@@ -189,27 +240,37 @@ def neighbour_vectors(
     return out
 
 
+def document_wordpieces(texts: Mapping[str, str], tokenizer: Any) -> dict[str, set[str]]:
+    """``{doc_id: set of wordpieces}`` of whole texts (which expansion weights are the document's own)."""
+    ids = list(texts)
+    encoded = tokenizer([texts[d] for d in ids], add_special_tokens=False, verbose=False)["input_ids"]
+    return {d: set(tokenizer.convert_ids_to_tokens(row)) for d, row in zip(ids, encoded, strict=True)}
+
+
 def mixed_vectors(
     mixture: DocumentMixture,
     lexical: Mapping[str, SparseVector],
-    expansion: Mapping[str, SparseVector] | None,
-    neighbours: Mapping[str, SparseVector] | None,
+    expansion: Mapping[str, SparseVector] | None = None,
+    neighbours: Mapping[str, SparseVector] | None = None,
+    wordpieces: Mapping[str, set[str]] | None = None,
 ) -> dict[str, SparseVector]:
-    """:math:`w_d` of every document of ``lexical`` (module docstring); zero weights are left out.
+    """The document vector of every document of ``lexical`` (module docstring); zero weights are left out.
 
-    ``expansion`` (the model's document vectors) may be None when ``mixture.uses_model`` is false, ``neighbours``
-    (from :func:`neighbour_vectors`) when ``mixture.neighbours`` is 0.
+    ``expansion`` (the model's document vectors) and ``wordpieces`` (:func:`document_wordpieces`) are needed when
+    ``mixture.uses_model``, ``neighbours`` (:func:`neighbour_vectors` of the lexical vectors) when
+    ``mixture.neighbours`` > 0.
     """
-    if mixture.uses_model and expansion is None:
-        raise ValueError("this mixture weights the model's document vectors: pass `expansion`.")
+    if mixture.uses_model and (expansion is None or wordpieces is None):
+        raise ValueError("this mixture weights the model's document vectors: pass `expansion` and `wordpieces`.")
     if mixture.neighbours > 0 and neighbours is None:
         raise ValueError("this mixture weights nearest neighbours: pass `neighbours`.")
     out: dict[str, SparseVector] = {}
     for doc_id, own in lexical.items():
         vector: Counter[str] = Counter(own)
         if mixture.uses_model:
+            present = wordpieces[doc_id]  # type: ignore[index]
             for token, value in expansion[doc_id].items():  # type: ignore[index]
-                vector[token] += (mixture.in_document if token in own else mixture.expansion) * value
+                vector[token] += (mixture.in_document if token in present else mixture.expansion) * value
         if mixture.neighbours > 0:
             for token, value in neighbours[doc_id].items():  # type: ignore[index]
                 vector[token] += mixture.neighbours * value
@@ -224,8 +285,8 @@ def corpus_vectors(
     states_dir: str | os.PathLike[str],
     *,
     show_progress: bool | None = None,
-) -> tuple[dict[str, SparseVector], Any]:
-    """``(vectors, DocumentEncodingStats)``: :math:`w_d` of every document, the statistics from ``documents``.
+) -> tuple[dict[str, SparseVector], Any, dict[str, float]]:
+    """``(vectors, DocumentEncodingStats, lexical IDF)`` of ``documents`` (module docstring).
 
     One backbone pass (:func:`retrieval.hidden_cache.build_hidden_cache`, cached in ``states_dir`` and reused for
     the same texts and backbone) gives both the model's document vectors and the embeddings that pick neighbours.
@@ -250,12 +311,14 @@ def corpus_vectors(
         expansion = None
         stats = DocumentEncodingStats(documents=len(documents), max_length=int(transformer.max_seq_length),
                                       empty=sum(1 for text in documents.values() if not text.strip()))
-    lexical, _ = lexical_vectors(documents, transformer.tokenizer, k1=mixture.k1, b=mixture.b)
+    counts = analyzed_counts(documents, lucene_analyzer())
+    lexical, _ = lexical_vectors(counts, k1=mixture.k1, b=mixture.b)
     near = None
     if mixture.neighbours > 0:
         indices, weights = nearest_neighbours(states.dense, mixture.neighbour_count)
         ordered = [lexical[d] for d in states.doc_ids]
         near = dict(zip(states.doc_ids, neighbour_vectors(ordered, indices, weights), strict=True))
-    vectors = mixed_vectors(mixture, lexical, expansion, near)
+    pieces = document_wordpieces(documents, transformer.tokenizer) if mixture.uses_model else None
+    vectors = mixed_vectors(mixture, lexical, expansion, near, pieces)
     stats.active_terms = sum(len(v) for v in vectors.values()) / max(1, len(vectors))
-    return vectors, stats
+    return vectors, stats, lexical_idf(counts)

@@ -107,10 +107,12 @@ def build_impact_index(
     overwrite: bool = False,
     show_progress: bool | None = None,
     metadata: Mapping[str, Any] | None = None,
+    extra_files: Mapping[str, str] | None = None,
 ) -> Path:
     """Quantize ``{docid: {token: weight}}`` and index it as a Lucene impact index.
 
-    ``metadata`` (JSON values) is added to the index's ``regkit-index.json`` and ``_SUCCESS.json``.
+    ``metadata`` (JSON values) is added to the index's ``regkit-index.json`` and ``_SUCCESS.json``;
+    ``extra_files`` (``{file name: text}``) are written into the index folder, published with it.
 
     Documents whose every weight rounds to 0 cannot be retrieved; they are not indexed and are counted in the
     metadata (``skipped_empty``) with a warning.
@@ -163,6 +165,8 @@ def build_impact_index(
             ],
             context=f"impact index {index_dir}",
         )
+        for name, text in (extra_files or {}).items():
+            (Path(tmp_index) / name).write_text(text, encoding="utf-8")
         finish_index(
             tmp_index, index_dir, expected=kept,
             metadata={"kind": "impact", "quantization": asdict(quantization), "skipped_empty": len(empty),

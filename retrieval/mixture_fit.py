@@ -2,21 +2,21 @@ r"""Fitting a :class:`retrieval.document_mixture.DocumentMixture` by ensemble di
 
 For every training query :math:`q` and candidate :math:`d` the student score is linear in the mixture weights:
 
-.. math::  s(q, d) = F_{lex} + \alpha_{in} F_{in} + \alpha_{out} F_{out} + \beta F_{nb}, \qquad
-           F_{x}(q, d) = \sum_{t \in q} \mathrm{idf}(t)\, x_d(t)
+.. math::  s(q, d) = F_{lex} + \alpha_{in} F_{in} + \alpha_{out} F_{out} + \beta F_{nb}
 
-(the four parts of :mod:`retrieval.document_mixture`'s :math:`w_d`). The weights minimise the KL divergence from the
+(the four sums of :mod:`retrieval.document_mixture`'s score: BM25 over analyzed terms, the model's weights of the
+document's own wordpieces and of expansion wordpieces, the neighbours' BM25). The weights minimise the KL divergence from the
 min-max ensemble teacher's distribution over the candidates (Geng et al. 2024, arXiv:2411.04403; the teacher of
 :mod:`retrieval.mining`) to :math:`\mathrm{softmax}(\gamma\, s)`, with a free student scale :math:`\gamma` that
 absorbs the teacher's arbitrary ``score_scale`` (without it the weights would be bent to match the teacher's
 sharpness rather than its ranking). Weights are kept >= 0 (:math:`\exp` parametrisation) because impact indexes
 store positive weights. 10 % of the queries are held out; the (k1, b) grid point with the lowest held-out KL wins,
-and the mixture is kept only if it beats plain wordpiece BM25 (all weights 0) on the held-out queries.
+and the mixture is kept only if it beats plain BM25 (all weights 0) on the held-out queries.
 
 Why only four numbers: a per-token contextual re-weighting of the lexical part (a 385-parameter linear map of the
 backbone state, same loss) lowered the held-out KL on SciFact pseudo-queries from 1.78 to 0.77 but *lowered*
 nDCG@10 on the real SciFact training queries from 0.678 to 0.656 (``docs/sparse_retrieval.md``): richer students
-learn the pseudo-queries' artefacts. The four weights transfer (0.678 -> 0.69).
+learn the pseudo-queries' artefacts, the four weights transfer.
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ from common_regs.distill import minmax_ensemble_scores
 from retrieval.document_mixture import (
     DocumentMixture,
     SparseVector,
+    analyzed_counts,
+    document_wordpieces,
+    lexical_idf,
+    lexical_query_weights,
     lexical_vectors,
+    lucene_analyzer,
     nearest_neighbours,
     neighbour_vectors,
 )
@@ -77,27 +82,28 @@ class PairFeatures:
 
 
 def pair_features(
-    query_vectors: Sequence[Mapping[str, float]],
+    lexical_queries: Sequence[Mapping[str, float]],
+    wordpiece_queries: Sequence[Mapping[str, float]],
     candidates: Sequence[Sequence[str]],
     lexical: Mapping[str, SparseVector],
-    expansion: Mapping[str, SparseVector] | None,
-    neighbours: Mapping[str, SparseVector] | None,
+    expansion: Mapping[str, SparseVector],
+    neighbours: Mapping[str, SparseVector],
+    wordpieces: Mapping[str, set[str]],
 ) -> PairFeatures:
-    """The four parts of every (query row, candidate) pair; a missing ``expansion`` / ``neighbours`` part is 0."""
+    """The four parts of every (query row, candidate) pair (:mod:`retrieval.document_mixture`'s notation).
+
+    ``lexical_queries`` / ``wordpiece_queries``: per query row the analyzed-term and wordpiece weights;
+    ``lexical``, ``neighbours``: analyzed-term vectors of every candidate; ``expansion``: the model's wordpiece
+    vectors; ``wordpieces``: each candidate's own wordpieces.
+    """
     values, rows, cols = [], [], []
-    for row, (query, docs) in enumerate(zip(query_vectors, candidates, strict=True)):
+    for row, (terms, pieces, docs) in enumerate(zip(lexical_queries, wordpiece_queries, candidates, strict=True)):
         for col, doc in enumerate(docs):
-            own = lexical[doc]
-            lex = inside = outside = near = 0.0
-            expand = expansion[doc] if expansion is not None else {}
-            close = neighbours[doc] if neighbours is not None else {}
-            for token, idf in query.items():
-                lex += idf * own.get(token, 0.0)
-                if token in own:
-                    inside += idf * expand.get(token, 0.0)
-                else:
-                    outside += idf * expand.get(token, 0.0)
-                near += idf * close.get(token, 0.0)
+            own, close, expand, present = lexical[doc], neighbours[doc], expansion[doc], wordpieces[doc]
+            lex = sum(w * own.get(t, 0.0) for t, w in terms.items())
+            near = sum(w * close.get(t, 0.0) for t, w in terms.items())
+            inside = sum(w * expand.get(t, 0.0) for t, w in pieces.items() if t in present)
+            outside = sum(w * expand.get(t, 0.0) for t, w in pieces.items() if t not in present)
             values.append((lex, inside, outside, near))
             rows.append(row)
             cols.append(col)
@@ -213,8 +219,8 @@ def fit_document_mixture(
 
     Args:
         model: the sparse encoder whose document vectors are the expansion part.
-        queries: ``{qid: text}`` (e.g. pseudo-queries); a query none of whose wordpieces has a positive IDF is
-            left out.
+        queries: ``{qid: text}`` (e.g. pseudo-queries); a query with neither an analyzed term nor a wordpiece of
+            positive IDF is left out.
         candidates: per query the candidate ids (corpus documents or training views) and both teachers' scores.
         texts: the text of every id in ``candidates`` (corpus documents and views).
         corpus_states: the corpus' backbone states (its ``doc_ids`` are the corpus).
@@ -227,16 +233,22 @@ def fit_document_mixture(
         seed: the held-out split.
     """
     tokenizer = mlm_parts(model)[0].tokenizer
-    vectors = query_weights(model, queries)
-    qids = [q for q in queries if vectors[q]]
+    analyze = lucene_analyzer()
+    views = view_states.doc_ids if view_states is not None else []
+    corpus_counts = analyzed_counts({d: texts[d] for d in corpus_states.doc_ids}, analyze)
+    view_counts = analyzed_counts({v: texts[v] for v in views}, analyze)
+    idf = lexical_idf(corpus_counts)
+    pieces = query_weights(model, queries)
+    terms = lexical_query_weights(queries, analyze, idf)
+    qids = [q for q in queries if pieces[q] or terms[q]]
     teacher_scores, mask = candidates.teacher_matrix(qids)
     teacher = minmax_ensemble_scores(teacher_scores, teacher_weights, scale=score_scale, mask=mask)
     teacher = teacher.masked_fill(~mask, ABSENT)
-    vocabulary = sorted({t for q in qids for t in vectors[q]})
-    views = view_states.doc_ids if view_states is not None else []
+    vocabulary = sorted({t for q in qids for t in pieces[q]})
     expansion, _ = encode_from_cache(model, corpus_states, vocabulary=vocabulary, show_progress=False)
     if view_states is not None:
         expansion.update(encode_from_cache(model, view_states, vocabulary=vocabulary, show_progress=False)[0])
+    wordpieces = document_wordpieces({d: texts[d] for d in [*corpus_states.doc_ids, *views]}, tokenizer)
     indices, weights = nearest_neighbours(corpus_states.dense, neighbour_count)
     if views:
         sources = view_sources or {}
@@ -244,15 +256,12 @@ def fit_document_mixture(
         view_idx, view_w = nearest_neighbours(corpus_states.dense, neighbour_count, queries=view_states.dense,
                                               exclude=exclude)
         indices, weights = np.concatenate([indices, view_idx]), np.concatenate([weights, view_w])
-    corpus_texts = {d: texts[d] for d in corpus_states.doc_ids}
     features: dict[tuple[float, float], PairFeatures] = {}
     for k1, b in BM25_GRID:
-        lexical, average = lexical_vectors(corpus_texts, tokenizer, k1=k1, b=b)
-        if views:
-            lexical.update(lexical_vectors({v: texts[v] for v in views}, tokenizer, k1=k1, b=b,
-                                           average_length=average)[0])
+        lexical, average = lexical_vectors(corpus_counts, k1=k1, b=b)
+        lexical.update(lexical_vectors(view_counts, k1=k1, b=b, average_length=average)[0])
         ordered = [lexical[d] for d in corpus_states.doc_ids]
         near = dict(zip([*corpus_states.doc_ids, *views], neighbour_vectors(ordered, indices, weights), strict=True))
-        features[(k1, b)] = pair_features([vectors[q] for q in qids], [candidates.docs[q] for q in qids], lexical,
-                                          expansion, near)
+        features[(k1, b)] = pair_features([terms[q] for q in qids], [pieces[q] for q in qids],
+                                          [candidates.docs[q] for q in qids], lexical, expansion, near, wordpieces)
     return choose_mixture(features, teacher, neighbour_count=neighbour_count, uses_model=True, seed=seed)

@@ -30,7 +30,13 @@ from typing import Any
 from common_regs.io import atomic_path, atomic_write_text
 from common_regs.output_folders import check_regkit_folder
 from common_regs.run_dir import read_success_marker, scratch_folder
-from retrieval.document_mixture import DocumentMixture, corpus_vectors
+from retrieval.document_mixture import (
+    LEXICAL_IDF_FILE,
+    DocumentMixture,
+    corpus_vectors,
+    lexical_query_weights,
+    lucene_analyzer,
+)
 from retrieval.encoder import DocumentEncodingStats, encode_documents, query_weights
 from retrieval.impact import MAX_DOC_IMPACT, ImpactQuantization, ImpactSearcher, build_impact_index, quantize_weights
 from retrieval.index import INDEX_MARKERS
@@ -59,11 +65,12 @@ def index_vectors(
     threads: int = 2,
     overwrite: bool = False,
     metadata: Mapping[str, Any] | None = None,
+    extra_files: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build the impact index; return quantized-vector statistics (average active terms after quantization)."""
     quantization = quantization or ImpactQuantization()
     build_impact_index(doc_vectors, index_dir, quantization=quantization, threads=threads, overwrite=overwrite,
-                       metadata=metadata)
+                       metadata=metadata, extra_files=extra_files)
     return _vector_info(doc_vectors, quantization)
 
 
@@ -146,18 +153,31 @@ def index_with_mixture(
         raise FileExistsError(f"output directory {index_dir} already exists; pass overwrite=True to replace it.")
     Path(index_dir).parent.mkdir(parents=True, exist_ok=True)
     with scratch_folder("backbone-states", Path(index_dir).parent) as scratch:
-        vectors, stats = corpus_vectors(model, documents, mixture, states_dir or Path(scratch) / "states",
-                                        show_progress=show_progress)
+        vectors, stats, idf = corpus_vectors(model, documents, mixture, states_dir or Path(scratch) / "states",
+                                             show_progress=show_progress)
     info = index_vectors(vectors, index_dir, quantization=quantization or ImpactQuantization(), threads=threads,
-                         overwrite=overwrite, metadata={"document_mixture": asdict(mixture)})
+                         overwrite=overwrite, metadata={"document_mixture": asdict(mixture)},
+                         extra_files={LEXICAL_IDF_FILE: json.dumps(idf)})
     return vectors, stats, info
 
 
 def search_with_model(
     model: Any, index_dir: str | os.PathLike[str], queries: Mapping[str, str], *, k: int = 1000, threads: int = 2
 ) -> dict[str, dict[str, float]]:
-    """Inference-free search: IDF weights of each query's wordpieces against the impact index."""
+    """Inference-free search: IDF weights of each query's wordpieces against the impact index.
+
+    An index built with a document mixture (:func:`index_with_mixture`) also gets each query's analyzed terms
+    weighted by count × the IDF stored in the index (:func:`retrieval.document_mixture.lexical_query_weights`).
+    """
     weights = query_weights(model, queries)
+    idf_file = Path(index_dir) / LEXICAL_IDF_FILE
+    if idf_file.is_file():
+        try:
+            idf = json.loads(idf_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{idf_file}: corrupt lexical IDF table ({err}); rebuild the index.") from None
+        lexical = lexical_query_weights(queries, lucene_analyzer(), idf)
+        weights = {qid: {**weights[qid], **lexical[qid]} for qid in weights}
     with ImpactSearcher(index_dir) as searcher:
         return searcher.search(weights, k=k, threads=threads)
 

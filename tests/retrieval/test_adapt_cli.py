@@ -48,7 +48,8 @@ def adapted(tmp_path_factory):
     shutil.move(data / "qrels", kept / "qrels")
     out = root / "adapted"
     args = ["retrieval", "adapt", "--data", str(data), "--out", str(out), "--steps", "3",
-            "--set", "pseudo_queries.count=12", "--set", "candidates_k=4", "--set", "batch_queries=2",
+            "--set", "pseudo_queries.count=12", "--set", "pseudo_queries.remove_from_document=true",
+            "--set", "candidates_k=4", "--set", "batch_queries=2",
             "--set", "docs_per_query=3", "--set", "train_max_length=32", "--set", "warmup_steps=1",
             "--set", "checkpoint_every=2", "--set", f"cache_dir={json.dumps(str(root / 'cache'))}"]
     assert main(args) == 0

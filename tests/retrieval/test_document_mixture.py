@@ -1,6 +1,7 @@
 """The document mixture (retrieval/document_mixture.py) and its fit (retrieval/mixture_fit.py).
 
-References: rank_bm25's Okapi BM25 for the lexical part, brute-force cosine neighbours, planted weights for the fit.
+References: rank_bm25's Okapi BM25 and Lucene's BM25 index for the lexical part, brute-force cosine neighbours,
+planted weights for the fit.
 """
 
 from __future__ import annotations
@@ -13,15 +14,24 @@ import torch
 from rank_bm25 import BM25Okapi
 from transformers import AutoTokenizer
 
+from retrieval.beir import Document
 from retrieval.document_mixture import (
+    LEXICAL_PREFIX,
     MIXTURE_FILE,
     DocumentMixture,
+    analyzed_counts,
+    document_wordpieces,
+    lexical_idf,
+    lexical_query_weights,
     lexical_vectors,
+    lucene_analyzer,
     mixed_vectors,
     nearest_neighbours,
     neighbour_vectors,
 )
 from retrieval.encoder import default_backbone
+from retrieval.index import build_bm25_index
+from retrieval.mining import Bm25Scorer
 from retrieval.mixture_fit import PairFeatures, choose_mixture, fit_weights, pair_features
 
 TEXTS = {
@@ -37,22 +47,45 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(default_backbone())
 
 
+@pytest.fixture(scope="module")
+def analyze():
+    return lucene_analyzer()
+
+
 @pytest.mark.parametrize(("k1", "b"), [(0.9, 0.4), (1.2, 0.75)])
-def test_lexical_part_with_bm25_idf_is_okapi_bm25(tokenizer, k1: float, b: float) -> None:
-    lexical, average = lexical_vectors(TEXTS, tokenizer, k1=k1, b=b)
-    tokenized = [tokenizer.tokenize(TEXTS[d]) for d in TEXTS]
-    reference = BM25Okapi(tokenized, k1=k1, b=b)
+def test_lexical_part_with_bm25_idf_is_okapi_bm25(analyze, k1: float, b: float) -> None:
+    counts = analyzed_counts(TEXTS, analyze)
+    lexical, average = lexical_vectors(counts, k1=k1, b=b)
+    reference = BM25Okapi([analyze(TEXTS[d]) for d in TEXTS], k1=k1, b=b)
     assert average == pytest.approx(reference.avgdl)
-    for query in (["cat", "mat"], ["dog", "garden", "the"], ["markets"]):
+    for query in (["cat", "mat"], ["dog", "garden"], ["market"]):
         expected = reference.get_scores(query)
-        got = [sum(reference.idf[t] * lexical[d].get(t, 0.0) for t in query) for d in TEXTS]
+        got = [sum(reference.idf[t] * lexical[d].get(LEXICAL_PREFIX + t, 0.0) for t in query) for d in TEXTS]
         np.testing.assert_allclose(got, expected, rtol=1e-9)
 
 
-def test_lexical_part_uses_the_given_average_length(tokenizer) -> None:
-    own, _ = lexical_vectors({"x": "cat cat dog"}, tokenizer, k1=1.2, b=0.75, average_length=6.0)
-    f, length = 2, 3  # "cat" twice in a 3-wordpiece document against an average of 6
-    assert own["x"]["cat"] == pytest.approx(f * 2.2 / (f + 1.2 * (1 - 0.75 + 0.75 * length / 6.0)))
+@pytest.mark.java
+def test_zero_weight_mixture_ranks_as_lucene_bm25(analyze, tmp_path) -> None:
+    """With every weight 0 the mixture is BM25: the same scores as Lucene's BM25 index up to Lucene's constant
+    factor k1 + 1 and its lossy (one-byte) document lengths."""
+    corpus = {d: Document(title="", text=t) for d, t in TEXTS.items()}
+    build_bm25_index(corpus, tmp_path / "bm25", threads=1)
+    scorer = Bm25Scorer(tmp_path / "bm25")
+    counts = analyzed_counts(TEXTS, analyze)
+    lexical, _ = lexical_vectors(counts, k1=0.9, b=0.4)
+    vectors = mixed_vectors(DocumentMixture(), lexical)
+    idf = lexical_idf(counts)
+    for query in ("the cats on a mat", "dogs in gardens", "markets falling on monday", "cat cat"):
+        weights = lexical_query_weights({"q": query}, analyze, idf)["q"]
+        ours = [sum(w * vectors[d].get(t, 0.0) for t, w in weights.items()) / 1.9 for d in TEXTS]
+        np.testing.assert_allclose(ours, scorer.score(query, list(TEXTS)), rtol=0.03, atol=1e-6)
+    scorer.close()
+
+
+def test_lexical_part_uses_the_given_average_length(analyze) -> None:
+    own, _ = lexical_vectors(analyzed_counts({"x": "cat cat dog"}, analyze), k1=1.2, b=0.75, average_length=6.0)
+    f, length = 2, 3  # "cat" twice in a 3-term document against an average of 6
+    assert own["x"]["bm25:cat"] == pytest.approx(f * 2.2 / (f + 1.2 * (1 - 0.75 + 0.75 * length / 6.0)))
 
 
 def test_nearest_neighbours_match_brute_force_and_exclude_self_and_sources() -> None:
@@ -77,19 +110,25 @@ def test_neighbour_and_mixed_vectors_by_hand() -> None:
     near = neighbour_vectors(lexical, np.array([[1, 2]]), np.array([[0.25, 0.75]]))
     assert near == [{"dog": 0.75, "cat": 0.375}]
     mixture = DocumentMixture(in_document=0.5, expansion=0.1, neighbours=2.0)
-    mixed = mixed_vectors(mixture, {"d": lexical[0]}, {"d": {"cat": 4.0, "fur": 10.0}}, {"d": near[0]})
+    mixed = mixed_vectors(mixture, {"d": lexical[0]}, {"d": {"cat": 4.0, "fur": 10.0}}, {"d": near[0]},
+                          {"d": {"cat", "mat"}})
     assert mixed["d"] == pytest.approx({"cat": 1.0 + 0.5 * 4.0 + 2.0 * 0.375, "mat": 2.0, "fur": 0.1 * 10.0,
                                         "dog": 2.0 * 0.75})
-    zero = mixed_vectors(DocumentMixture(), {"d": lexical[0]}, None, None)
-    assert zero == {"d": lexical[0]}  # all weights 0: BM25 on wordpieces
+    assert mixed_vectors(DocumentMixture(), {"d": lexical[0]}) == {"d": lexical[0]}  # all weights 0: BM25
     with pytest.raises(ValueError, match="expansion"):
         mixed_vectors(mixture, {"d": lexical[0]}, None, {"d": {}})
 
 
+def test_document_wordpieces_are_the_tokenizers(tokenizer) -> None:
+    assert document_wordpieces({"d": "Aerodynamic heating"}, tokenizer)["d"] == set(
+        tokenizer.tokenize("Aerodynamic heating"))
+
+
 def test_pair_features_split_own_and_expansion_terms() -> None:
-    features = pair_features([{"cat": 2.0, "fur": 1.0}], [["d"]], {"d": {"cat": 1.5}}, {"d": {"cat": 4.0, "fur": 3.0}},
-                             {"d": {"fur": 0.5}})
-    np.testing.assert_allclose(features.values.numpy(), [[2.0 * 1.5, 2.0 * 4.0, 1.0 * 3.0, 1.0 * 0.5]])
+    features = pair_features([{"bm25:cat": 2.0, "bm25:fur": 1.0}], [{"cat": 0.5, "fur": 1.0}], [["d"]],
+                             {"d": {"bm25:cat": 1.5}}, {"d": {"cat": 4.0, "fur": 3.0}}, {"d": {"bm25:fur": 0.5}},
+                             {"d": {"cat"}})
+    np.testing.assert_allclose(features.values.numpy(), [[2.0 * 1.5, 0.5 * 4.0, 1.0 * 3.0, 1.0 * 0.5]])
 
 
 def _planted(weights: list[float], queries: int = 120, candidates: int = 12, seed: int = 0):

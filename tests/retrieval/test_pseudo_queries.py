@@ -36,7 +36,8 @@ def corpus(n: int = 30, seed: int = 1) -> dict[str, Document]:
 
 def test_ict_sentence_is_cut_from_its_document_view() -> None:
     docs = corpus()
-    generated = generate_pseudo_queries(docs, PseudoQueryConfig(count=30, mix={"ict": 1.0}), seed=0)
+    generated = generate_pseudo_queries(docs, PseudoQueryConfig(count=30, mix={"ict": 1.0}, remove_from_document=True),
+                                        seed=0)
     assert generated.queries and set(generated.kinds.values()) == {"ict"}
     for qid, text in generated.queries.items():
         source = docs[generated.positives[qid][0]]
@@ -49,7 +50,8 @@ def test_ict_sentence_is_cut_from_its_document_view() -> None:
 
 def test_title_queries_and_views_without_the_title() -> None:
     docs = corpus()
-    generated = generate_pseudo_queries(docs, PseudoQueryConfig(count=30, mix={"title": 1.0}), seed=0)
+    generated = generate_pseudo_queries(docs, PseudoQueryConfig(count=30, mix={"title": 1.0}, remove_from_document=True),
+                                        seed=0)
     assert len(generated.queries) == sum(1 for d in docs.values() if d.title)  # untitled documents give none
     for qid, text in generated.queries.items():
         source = docs[generated.positives[qid][0]]
@@ -58,8 +60,8 @@ def test_title_queries_and_views_without_the_title() -> None:
 
 def test_without_removal_the_same_queries_train_on_whole_documents() -> None:
     docs = corpus()
-    cut = generate_pseudo_queries(docs, PseudoQueryConfig(count=30), seed=0)
-    whole = generate_pseudo_queries(docs, PseudoQueryConfig(count=30, remove_from_document=False), seed=0)
+    cut = generate_pseudo_queries(docs, PseudoQueryConfig(count=30, remove_from_document=True), seed=0)
+    whole = generate_pseudo_queries(docs, PseudoQueryConfig(count=30), seed=0)
     assert cut.views and not whole.views
     assert (whole.queries, whole.positives, whole.kinds) == (cut.queries, cut.positives, cut.kinds)
     with pytest.raises(ValueError, match="remove_from_document"):
