@@ -3,9 +3,9 @@
 For each collection: BM25 (Lucene, k1 0.9, b 0.4) once; per seed ``regkit retrieval adapt`` (pseudo-queries of the
 corpus only, never its queries or judgments; the document mixture fitted by ensemble distillation) and the impact
 index of the adapted model, searched with the test queries; one ablation: the same model with every mixture weight 0
-(BM25 on wordpieces, the student's starting point). Significance: per-query nDCG@10 / R@100 averaged over the seeds,
-paired randomization test and bootstrap interval against BM25 (:mod:`pipelines.evaluation.ab`, what
-``regkit ab compare`` runs), Holm-adjusted over the two measures. Latency: batch search of all test queries, k=1000,
+(BM25 through the impact index with seed 0's k1 / b: the student's starting point). Significance: per-query nDCG@10
+and R@100 averaged over the seeds, paired randomization test and bootstrap interval against BM25
+(:mod:`pipelines.evaluation.ab`, what ``regkit ab compare`` runs), Holm-adjusted over the two measures. Latency: batch search of all test queries, k=1000,
 per query, in the same process as BM25's.
 
     python -m pipelines.bench --only label_free            # runs/bench/label_free.json, ~40 min on 2 cores
@@ -108,8 +108,8 @@ def run_collection(name: str, out_dir: Path, seeds: tuple[int, ...] = SEEDS) -> 
     shutil.copytree(out_dir / name / f"adapt-s{seeds[0]}" / "model", ablation, dirs_exist_ok=True)
     fitted = DocumentMixture.load(ablation)
     DocumentMixture(k1=fitted.k1 if fitted else 0.9, b=fitted.b if fitted else 0.4).save(ablation)
-    rows["wordpiece BM25 (mixture weights 0)"], _ = _sparse_row(ablation, dataset.corpus, queries, dataset.qrels,
-                                                              out_dir / name / "zero-mixture-index", states_dir)
+    rows["BM25 terms only (mixture weights 0, seed 0 k1/b)"], _ = _sparse_row(
+        ablation, dataset.corpus, queries, dataset.qrels, out_dir / name / "zero-mixture-index", states_dir)
     return {"rows": rows, "significance": _significance(bm25_eval.per_query, per_query_seeds)}
 
 
