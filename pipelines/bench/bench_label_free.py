@@ -5,8 +5,8 @@ corpus only, never its queries or judgments; the document mixture fitted by ense
 index of the adapted model, searched with the test queries; one ablation: the same model with every mixture weight 0
 (BM25 through the impact index with seed 0's k1 / b: the student's starting point). Significance: per-query nDCG@10
 and R@100 averaged over the seeds, paired randomization test and bootstrap interval against BM25
-(:mod:`pipelines.evaluation.ab`, what ``regkit ab compare`` runs), Holm-adjusted over the two measures. Latency: batch search of all test queries, k=1000,
-per query, in the same process as BM25's.
+(:mod:`pipelines.evaluation.ab`, what ``regkit ab compare`` runs), Holm-adjusted over the two measures. Latency:
+batch search of all test queries, k=1000, per query, in the same process as BM25's.
 
     python -m pipelines.bench --only label_free            # runs/bench/label_free.json, ~40 min on 2 cores
 """
