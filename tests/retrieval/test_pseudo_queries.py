@@ -36,8 +36,8 @@ def corpus(n: int = 30, seed: int = 1) -> dict[str, Document]:
 
 def test_ict_sentence_is_cut_from_its_document_view() -> None:
     docs = corpus()
-    generated = generate_pseudo_queries(docs, PseudoQueryConfig(count=30, mix={"ict": 1.0}, remove_from_document=True),
-                                        seed=0)
+    config = PseudoQueryConfig(count=30, mix={"ict": 1.0}, remove_from_document=True)
+    generated = generate_pseudo_queries(docs, config, seed=0)
     assert generated.queries and set(generated.kinds.values()) == {"ict"}
     for qid, text in generated.queries.items():
         source = docs[generated.positives[qid][0]]
@@ -50,8 +50,8 @@ def test_ict_sentence_is_cut_from_its_document_view() -> None:
 
 def test_title_queries_and_views_without_the_title() -> None:
     docs = corpus()
-    generated = generate_pseudo_queries(docs, PseudoQueryConfig(count=30, mix={"title": 1.0}, remove_from_document=True),
-                                        seed=0)
+    config = PseudoQueryConfig(count=30, mix={"title": 1.0}, remove_from_document=True)
+    generated = generate_pseudo_queries(docs, config, seed=0)
     assert len(generated.queries) == sum(1 for d in docs.values() if d.title)  # untitled documents give none
     for qid, text in generated.queries.items():
         source = docs[generated.positives[qid][0]]
