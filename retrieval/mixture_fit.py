@@ -7,10 +7,10 @@ For every training query :math:`q` and candidate :math:`d` the student score is 
 (the four sums of :mod:`retrieval.document_mixture`'s score: BM25 over analyzed terms, the model's weights of the
 document's own wordpieces and of expansion wordpieces, the neighbours' BM25). The weights minimise the KL divergence
 from the min-max ensemble teacher's distribution over the candidates (Geng et al. 2024, arXiv:2411.04403; the
-teacher of :mod:`retrieval.mining`) to :math:`\mathrm{softmax}(\gamma\, s)`, with a free student scale :math:`\gamma` that
-absorbs the teacher's arbitrary ``score_scale`` (without it the weights would be bent to match the teacher's
-sharpness rather than its ranking). Weights are kept >= 0 (:math:`\exp` parametrisation) because impact indexes
-store positive weights. 10 % of the queries are held out; the (k1, b) grid point with the lowest held-out KL wins,
+teacher of :mod:`retrieval.mining`) to :math:`\mathrm{softmax}(\gamma\, s)`, with a free student scale
+:math:`\gamma` that absorbs the teacher's arbitrary ``score_scale`` (without it the weights would be bent to match
+the teacher's sharpness rather than its ranking). Weights are kept >= 0 (:math:`\exp` parametrisation) because
+impact indexes store positive weights. 10 % of the queries are held out; the (k1, b) grid point with the lowest held-out KL wins,
 and the mixture is kept only if it beats plain BM25 (all weights 0) on the held-out queries.
 
 Why only four numbers: a per-token contextual re-weighting of the lexical part (a 385-parameter linear map of the
