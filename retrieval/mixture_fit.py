@@ -10,8 +10,8 @@ from the min-max ensemble teacher's distribution over the candidates (Geng et al
 teacher of :mod:`retrieval.mining`) to :math:`\mathrm{softmax}(\gamma\, s)`, with a free student scale
 :math:`\gamma` that absorbs the teacher's arbitrary ``score_scale`` (without it the weights would be bent to match
 the teacher's sharpness rather than its ranking). Weights are kept >= 0 (:math:`\exp` parametrisation) because
-impact indexes store positive weights. 10 % of the queries are held out; the (k1, b) grid point with the lowest held-out KL wins,
-and the mixture is kept only if it beats plain BM25 (all weights 0) on the held-out queries.
+impact indexes store positive weights. 10 % of the queries are held out; the (k1, b) grid point with the lowest
+held-out KL wins, and the mixture is kept only if it beats plain BM25 (all weights 0) on the held-out queries.
 
 Why only four numbers: a per-token contextual re-weighting of the lexical part (a 385-parameter linear map of the
 backbone state, same loss) lowered the held-out KL on SciFact pseudo-queries from 1.78 to 0.77 but *lowered*
