@@ -46,6 +46,9 @@ def eval_command(
         None, "--model", help="dense: model (default bundled all-MiniLM-L6-v2); sparse: folder from retrieval train."
     ),
     idf: str = typer.Option("model", "--idf", help="sparse query weights: model (stored IDF) or corpus (recompute)."),
+    states_dir: Path = typer.Option(
+        None, "--states-dir", help="sparse, adapted model: keep the corpus' backbone states here for the next eval."
+    ),
     ignore_identical_ids: bool = typer.Option(
         True, "--ignore-identical-ids/--keep-identical-ids", help="BEIR rule: drop hits whose id is the query id."
     ),
@@ -60,7 +63,7 @@ def eval_command(
     config = BeirEvalConfig(
         data=str(data), out_dir=str(out), retriever=retriever, split=split, k=k, k1=k1, b=b, threads=threads,
         measures=[m.strip() for m in measures.split(",") if m.strip()], model=model, idf=idf,
-        ignore_identical_ids=ignore_identical_ids,
+        states_dir=str(states_dir) if states_dir is not None else None, ignore_identical_ids=ignore_identical_ids,
     )
     result = run_beir_eval(config, overwrite=overwrite)
     print_metrics(f"{data.name} ({split}) {retriever}", result.evaluation.aggregate)

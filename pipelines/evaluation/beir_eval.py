@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BeirEvalConfig", "BeirEvalResult", "run_beir_eval"]
 
-_RETRIEVER_OPTIONS = ("k1", "b", "threads", "model", "batch_size", "idf")
+_RETRIEVER_OPTIONS = ("k1", "b", "threads", "model", "batch_size", "idf", "states_dir")
 
 
 @dataclass
@@ -63,14 +63,16 @@ class BeirEvalConfig:
         batch_size: dense encoding batch size.
         idf: ``sparse`` query weights: ``model`` (the IDF stored in the model) or ``corpus`` (BM25 IDF recomputed
             over this dataset's corpus, e.g. zero-shot on a new collection). Default "model".
+        states_dir: ``sparse`` with a document mixture (``regkit retrieval adapt``): keep the corpus' backbone
+            states here, so the next evaluation of the same corpus skips the transformer pass. Default None.
         ignore_identical_ids: drop hits whose id equals the query id. Default True (source: BEIR); set False for
             collections whose query and document ids merely share a numbering (Cranfield, CISI, ADI, MEDLINE).
             Dropped hits that qrels judge relevant are counted in ``metrics.json`` (``identical_id_hits``) and
             logged as a warning.
 
     Note:
-        ``k1``, ``b``, ``threads``, ``model``, ``batch_size`` and ``idf`` are retriever options: each goes to the
-        retriever's constructor when it takes it, and is validated there. One set to a value other than its
+        ``k1``, ``b``, ``threads``, ``model``, ``batch_size``, ``idf`` and ``states_dir`` are retriever options: each
+        goes to the retriever's constructor when it takes it, and is validated there. One set to a value other than its
         default that the chosen retriever does not take is an error rather than silently ignored.
     """
 
@@ -86,6 +88,7 @@ class BeirEvalConfig:
     model: str | None = None
     batch_size: int = 64
     idf: Literal["model", "corpus"] = "model"
+    states_dir: str | None = None
     ignore_identical_ids: bool = True
 
     def __post_init__(self) -> None:

@@ -80,10 +80,16 @@ def test_adapted_model_indexes_and_evaluates_with_the_judgments_restored(adapted
     mixture = DocumentMixture.load(out / "model")  # fitted on the pseudo-queries, never worse than BM25 held out
     assert metadata["documents"] == 24 and metadata["document_mixture"] == dataclasses.asdict(mixture)
     assert mixture.fit["held_out_kl"] <= mixture.fit["held_out_kl_bm25_only"]
-    assert main(["beir", "eval", "--data", str(data), "--retriever", "sparse", "--model", str(out / "model"),
-                 "--out", str(root / "eval")]) == 0
+    states = root / "states"
+    for name in ("eval", "eval-again"):  # the second evaluation reuses the first one's backbone states
+        assert main(["beir", "eval", "--data", str(data), "--retriever", "sparse", "--model", str(out / "model"),
+                     "--out", str(root / name), "--states-dir", str(states)]) == 0
+        if name == "eval":
+            first = (states / "meta.json").stat().st_mtime_ns
+    assert (states / "meta.json").stat().st_mtime_ns == first
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
     assert metrics["retriever"] == "sparse" and 0.0 <= metrics["aggregate"]["nDCG@10"] <= 1.0
+    assert json.loads((root / "eval-again" / "metrics.json").read_text())["aggregate"] == metrics["aggregate"]
 
 
 def test_a_corpus_below_the_minimum_is_refused_before_any_work(tmp_path) -> None:
