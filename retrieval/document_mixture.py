@@ -66,11 +66,11 @@ __all__ = [
 ]
 
 MIXTURE_FILE = "document_mixture.json"
+"""File of a model folder holding its :class:`DocumentMixture` (absent: plain SPLADE document vectors)."""
 LEXICAL_IDF_FILE = "lexical_idf.json"
 """File of an impact index built with a mixture: the BM25 IDF of its analyzed terms, for the query side."""
 LEXICAL_PREFIX = "bm25:"
 """Prefix of analyzed terms in the vectors (wordpieces never contain ``:`` after letters, so the two never meet)."""
-"""File of a model folder holding its :class:`DocumentMixture` (absent: plain SPLADE document vectors)."""
 
 SparseVector = dict[str, float]
 

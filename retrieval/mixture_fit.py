@@ -124,25 +124,22 @@ def fit_weights(
     *,
     steps: int = 300,
     lr: float = 0.05,
-    active: Sequence[bool] = (True, True, True),
 ) -> tuple[Tensor, Tensor]:
     """``(weights (3,), scale)`` minimising the KL on ``train_rows`` (module docstring); Adam, full batch.
 
-    ``teacher`` is the (Q, C) teacher score matrix with ``ABSENT`` where a query has no candidate; ``active[i]`` false
-    pins weight i to 0.
+    ``teacher`` is the (Q, C) teacher score matrix with ``ABSENT`` where a query has no candidate.
     """
-    mask = torch.tensor([float(a) for a in active], dtype=torch.float64)
     log_weights = torch.full((3,), float(np.log(0.1)), dtype=torch.float64, requires_grad=True)
     log_scale = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.Adam([log_weights, log_scale], lr=lr)
     target = teacher.to(torch.float64)[train_rows]
     for _ in range(steps):
-        student = features.scores(log_weights.exp() * mask, tuple(teacher.shape))[train_rows]
+        student = features.scores(log_weights.exp(), tuple(teacher.shape))[train_rows]
         loss = _kl(student, target, log_scale.exp())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return (log_weights.exp() * mask).detach(), log_scale.exp().detach()
+    return log_weights.exp().detach(), log_scale.exp().detach()
 
 
 def held_out_kl(features: PairFeatures, teacher: Tensor, rows: Tensor, weights: Tensor, *,
@@ -169,7 +166,6 @@ def choose_mixture(
     teacher: Tensor,
     *,
     neighbour_count: int,
-    uses_model: bool,
     seed: int = 0,
     validation_fraction: float = 0.1,
 ) -> DocumentMixture:
@@ -180,10 +176,9 @@ def choose_mixture(
     order = torch.randperm(queries, generator=torch.Generator().manual_seed(seed))
     held = max(1, int(round(validation_fraction * queries)))
     val_rows, train_rows = order[:held], order[held:]
-    active = (uses_model, uses_model, True)
     best: tuple[float, DocumentMixture] | None = None
     for (k1, b), features in features_by_grid.items():
-        weights, _ = fit_weights(features, teacher, train_rows, active=active)
+        weights, _ = fit_weights(features, teacher, train_rows)
         fitted = held_out_kl(features, teacher, val_rows, weights)
         plain = held_out_kl(features, teacher, val_rows, torch.zeros(3, dtype=torch.float64))
         keep = fitted < plain
@@ -264,4 +259,4 @@ def fit_document_mixture(
         near = dict(zip([*corpus_states.doc_ids, *views], neighbour_vectors(ordered, indices, weights), strict=True))
         features[(k1, b)] = pair_features([terms[q] for q in qids], [pieces[q] for q in qids],
                                           [candidates.docs[q] for q in qids], lexical, expansion, near, wordpieces)
-    return choose_mixture(features, teacher, neighbour_count=neighbour_count, uses_model=True, seed=seed)
+    return choose_mixture(features, teacher, neighbour_count=neighbour_count, seed=seed)

@@ -77,7 +77,7 @@ class SparseTrainConfig:
             ``"dense"`` on CUDA devices and ``"loop"`` elsewhere. Default None (regkit: the loop avoids the
             (B, L, V) tensor on CPUs; a GPU holds it easily and loses most of its time to the loop).
         document_mixture: after training, fit and save a :class:`retrieval.document_mixture.DocumentMixture`
-            (wordpiece BM25 + the model's expansion + dense-neighbour smoothing, weights distilled from the ensemble
+            (BM25 terms + the model's expansion + dense-neighbour smoothing, weights distilled from the ensemble
             teacher on the training queries' candidates, :mod:`retrieval.mixture_fit`); indexes then hold the mixed
             vectors. Needs ``train_encoder: false``. Default False.
         neighbour_count: :math:`k` of the mixture's neighbour part. Default 3 (regkit choice).
@@ -170,7 +170,7 @@ class SparseAdaptConfig(SparseTrainConfig):
 
     Args:
         pseudo_queries: :class:`retrieval.pseudo_queries.PseudoQueryConfig` fields (count, mix, span_min_words,
-            span_max_words, keywords, keyword_min_df); generated with ``seed``.
+            span_max_words, keywords, keyword_min_df, remove_from_document); generated with ``seed``.
         document_mixture: Default True (the label-free recipe, ``docs/sparse_retrieval.md``).
         steps: head-training steps before the mixture is fitted. Default 0 (in the mixture, 300 head-only steps
             gave no gain over the initial head on SciFact's training queries: ``docs/sparse_retrieval.md``).

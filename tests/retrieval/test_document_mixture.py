@@ -151,10 +151,10 @@ def test_fit_recovers_planted_weights() -> None:
 
 def test_choose_mixture_keeps_bm25_when_the_other_parts_do_not_help() -> None:
     features, teacher = _planted([0.0, 0.0, 0.0], seed=1)
-    mixture = choose_mixture({(0.9, 0.4): features}, teacher, neighbour_count=3, uses_model=True)
+    mixture = choose_mixture({(0.9, 0.4): features}, teacher, neighbour_count=3)
     assert (mixture.in_document, mixture.expansion, mixture.neighbours) == (0.0, 0.0, 0.0)
     helped, teacher = _planted([0.2, 0.8, 0.4], seed=2)
-    mixture = choose_mixture({(1.2, 0.75): helped}, teacher, neighbour_count=5, uses_model=True)
+    mixture = choose_mixture({(1.2, 0.75): helped}, teacher, neighbour_count=5)
     assert (mixture.k1, mixture.b, mixture.neighbour_count) == (1.2, 0.75, 5)
     assert mixture.expansion == pytest.approx(0.8, rel=0.1) and mixture.fit["held_out_kl"] < mixture.fit[
         "held_out_kl_bm25_only"]
