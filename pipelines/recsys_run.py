@@ -83,11 +83,11 @@ from recsys.data import (
     NegativeSampler,
     StreamingBatches,
 )
-from recsys.models import build_model
+from recsys.models import ClosedFormRecommender, build_model
 from recsys.models.base import Recommender as RecModel
 from recsys.regularizers import TrainSetup
 from recsys.serving import Recommender
-from recsys.trainer import TrainConfig, Trainer, TrainResult
+from recsys.trainer import TrainConfig, Trainer, TrainResult, fit_closed_form
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +147,15 @@ def _fit(
         data.no_interactions() if interactions is None else interactions,  # streamed: seen table set after fit
         config.index,
     )
+    evaluator = None
+    if evaluate_on is not None:
+        # a streamed fit's service has no seen table yet: evaluate through a view that excludes the training pairs
+        evaluated = service if interactions is not None else service.with_seen(data.seen_table, popularity=item_counts)
+        evaluator = make_evaluator(evaluated, evaluate_on, ks=config.eval.ks, head_fraction=config.eval.head_fraction)
+    if isinstance(model, ClosedFormRecommender):  # the config refuses streaming, hooks and SSL for these
+        result = fit_closed_form(model, interactions, evaluate=evaluator)
+        service.refresh()
+        return model, service, result
     if stream_path is not None:
         batches: InMemoryBatches | StreamingBatches = StreamingBatches(
             stream_path, data.users, data.items, train_config.batch_size, seed=train_config.seed
@@ -167,11 +176,6 @@ def _fit(
         env = init_distributed()
         model = service.model = shard_two_tower(model, env, train_config, sharding_type=distributed, hooks=hooks)
         batches, trainer_class = RankSlicedBatches(batches, env.rank, env.world_size), DistributedTrainer
-    evaluator = None
-    if evaluate_on is not None:
-        # a streamed fit's service has no seen table yet: evaluate through a view that excludes the training pairs
-        evaluated = service if interactions is not None else service.with_seen(data.seen_table, popularity=item_counts)
-        evaluator = make_evaluator(evaluated, evaluate_on, ks=config.eval.ks, head_fraction=config.eval.head_fraction)
     trainer = trainer_class(
         model,
         batches,

@@ -36,13 +36,14 @@ from tqdm.auto import tqdm
 from common_regs.checkpoint import CheckpointDir, global_rng_state, save_with_checksum, set_global_rng_state
 from common_regs.safe_load import load_tensors
 from common_regs.training import RegHooks
-from recsys.data import IndexBatch, InMemoryBatches, NegativeSampler, StreamingBatches
+from recsys.data import IndexBatch, InMemoryBatches, Interactions, NegativeSampler, StreamingBatches
 from recsys.losses import StreamingFrequencyEstimator, bpr_loss, in_batch_softmax_loss, log_q_from_counts
 from recsys.models.base import RecBatch, Recommender, RecOutput
+from recsys.models.closed_form import ClosedFormRecommender
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CHECKPOINT_PREFIX", "TrainConfig", "TrainResult", "Trainer"]
+__all__ = ["CHECKPOINT_PREFIX", "TrainConfig", "TrainResult", "Trainer", "fit_closed_form"]
 
 CHECKPOINT_PREFIX = "ckpt"  # files ckpt-<step:09d>.pt + ckpt-<step:09d>.pt.sha256
 _FORMAT_VERSION = 2  # 2: RNG states as tensors and numbers, read with weights_only=True (1 pickled numpy's)
@@ -140,6 +141,28 @@ class TrainResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "examples_per_second": self.examples_per_second}
+
+
+def fit_closed_form(
+    model: ClosedFormRecommender, interactions: Interactions, *, evaluate: EvaluateFn | None = None
+) -> TrainResult:
+    """Fit a baseline in one pass (:meth:`ClosedFormRecommender.fit`), then evaluate it once when asked.
+
+    The result reads like a one-epoch training run (epoch 0, the evaluation as its history and best metrics), so
+    validation, refit and reports treat baselines and trained models alike.
+    """
+    started = time.perf_counter()
+    model.fit(interactions)
+    seconds = time.perf_counter() - started
+    result = TrainResult(steps=0, epochs=1, train_seconds=seconds, examples=len(interactions))
+    logger.info("%s fitted on %d interactions in %.1f s", model.name, len(interactions), seconds)
+    if evaluate is not None:
+        model.eval()
+        with torch.no_grad():
+            metrics = {key: float(value) for key, value in evaluate(model).items()}
+        result.history.append({"epoch": 0, "step": 0, "seconds": seconds, **metrics})
+        result.best_epoch, result.best_metrics = 0, metrics
+    return result
 
 
 class Trainer:

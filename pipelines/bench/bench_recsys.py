@@ -28,6 +28,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from recsys.models.ease import ease_weights
+
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,12 +142,8 @@ EASE_LAMBDAS = (50.0, 100.0, 200.0, 300.0, 500.0, 800.0)
 
 
 def ease_scores(matrix: np.ndarray, diagonal_penalty: np.ndarray) -> np.ndarray:
-    """X·B of EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019, Eq. 8):
-    B = I − P·diag(1/diag(P)), P = (XᵀX + diag(penalty))⁻¹; penalty λ for EASE, p/(1−p)·G_ii + λ for EDLAE."""
-    precision = np.linalg.inv(matrix.T @ matrix + np.diag(diagonal_penalty))
-    weights = -precision / np.diag(precision)
-    np.fill_diagonal(weights, 0.0)
-    return matrix @ weights
+    """X·B of EASE (recsys.models.ease); penalty λ for EASE, p/(1−p)·G_ii + λ for EDLAE."""
+    return matrix @ ease_weights(matrix, diagonal_penalty)
 
 
 def _ease_top(log: pl.DataFrame, users: list[int], items: np.ndarray, n_users: int, lam: float, k: int) -> list:

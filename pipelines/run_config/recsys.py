@@ -163,6 +163,9 @@ class RecsysRunConfig(Section):
         check_ssl_model(self.ssl, self.model)
         if self.data.streaming:
             self._check_streaming()
+        if MODELS[self.model.name].closed_form and self.hooks:
+            raise ValueError(f"`model.name`={self.model.name!r} is fitted in closed form, without training steps: "
+                             "`hooks` need a trained model (remove them or pick mf / lightgcn / two_tower).")
         return self
 
     def _check_streaming(self) -> None:
@@ -178,6 +181,8 @@ class RecsysRunConfig(Section):
              f"deduplicate the file beforehand), got {data.duplicates!r}"),
             (self.model.name == "lightgcn", "cannot train `model.name`='lightgcn' (its graph holds every "
              "training pair)"),
+            (MODELS[self.model.name].closed_form, f"cannot fit `model.name`={self.model.name!r} (a baseline fitted "
+             "in closed form on the whole training matrix)"),
             (self.ssl.mode != "none", "cannot run `ssl` (its item statistics are computed in memory), got mode "
              f"{self.ssl.mode!r}"),
         ]

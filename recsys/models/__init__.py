@@ -1,4 +1,8 @@
-"""Recommenders: two-tower (torchrec), MF-BPR and LightGCN, behind one interface (:class:`Recommender`)."""
+"""Recommenders behind one interface (:class:`Recommender`).
+
+Trained: two-tower (torchrec), MF, LightGCN. Fitted in closed form (the baselines, :mod:`recsys.models.closed_form`):
+most popular, EASE, ItemKNN, ALS (``implicit``).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,25 @@ from typing import Any
 
 from recsys.data import Interactions
 from recsys.features import FeatureTable
+from recsys.models.als import ALS
 from recsys.models.base import MODELS, RecBatch, Recommender, RecOutput, Similarity, register_model
+from recsys.models.closed_form import ClosedFormRecommender
+from recsys.models.ease import EASE
+from recsys.models.item_knn import ItemKNN
 from recsys.models.lightgcn import LightGCN
 from recsys.models.mf import MatrixFactorization
+from recsys.models.most_popular import MostPopular
 from recsys.models.two_tower import TwoTower
 
 __all__ = [
+    "ALS",
+    "EASE",
     "MODELS",
+    "ClosedFormRecommender",
+    "ItemKNN",
     "LightGCN",
     "MatrixFactorization",
+    "MostPopular",
     "RecBatch",
     "RecOutput",
     "Recommender",

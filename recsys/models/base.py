@@ -132,6 +132,8 @@ class Recommender(nn.Module, abc.ABC):
     name: ClassVar[str]
     #: True when the user tower can embed a user from features alone (cold start without popularity fallback).
     has_user_features: bool = False
+    #: True for models fitted in one pass instead of by the trainer (:mod:`recsys.models.closed_form`).
+    closed_form: ClassVar[bool] = False
 
     def __init__(self, num_users: int, num_items: int, similarity: Similarity) -> None:
         super().__init__()
@@ -140,6 +142,14 @@ class Recommender(nn.Module, abc.ABC):
         self.num_users = num_users
         self.num_items = num_items
         self.similarity = similarity
+
+    def check_interactions(self, interactions: Interactions) -> None:
+        """Refuse training interactions indexed by other vocabularies than the model's."""
+        if (interactions.num_users, interactions.num_items) != (self.num_users, self.num_items):
+            raise ValueError(
+                f"{self.name}: `interactions` index {interactions.num_users} users / {interactions.num_items} "
+                f"items, but the model has {self.num_users} / {self.num_items}."
+            )
 
     def featurize(self, batch: RecBatch) -> RecBatch:
         """Fill the batch's feature inputs (two-tower); id-only models return it unchanged."""

@@ -94,11 +94,7 @@ class LightGCN(Recommender):
         nn.init.normal_(self.user_table.weight, std=init_std)
         nn.init.normal_(self.item_table.weight, std=init_std)
         if interactions is not None:
-            if (interactions.num_users, interactions.num_items) != (num_users, num_items):
-                raise ValueError(
-                    f"`interactions` index {interactions.num_users} users / {interactions.num_items} items, but the "
-                    f"model has {num_users} / {num_items}."
-                )
+            self.check_interactions(interactions)
             indices, values = normalized_adjacency(interactions.users, interactions.items, num_users, num_items)
         elif graph_nnz is not None:
             indices, values = torch.zeros(2, graph_nnz, dtype=torch.int64), torch.zeros(graph_nnz)

@@ -1,16 +1,11 @@
-"""The EASE / EDLAE closed form behind the benchmarks' linear reference rows, checked against its optimality
-conditions: B = argmin ‖X − XB‖² + ‖diag(penalty)^½ B‖² subject to diag(B) = 0 (Steck, WWW 2019, Eq. 1-8)."""
+"""The EASE / EDLAE closed form (recsys.models.ease, also the benchmarks' linear reference rows), checked against its
+optimality conditions: B = argmin ‖X − XB‖² + ‖diag(penalty)^½ B‖² subject to diag(B) = 0 (Steck, WWW 2019, Eq. 1-8)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipelines.bench.bench_recsys import ease_scores
-
-
-def _weights(matrix: np.ndarray, penalty: np.ndarray) -> np.ndarray:
-    # more users than items and full column rank: X·B determines B
-    return np.linalg.lstsq(matrix, ease_scores(matrix, penalty), rcond=None)[0]
+from recsys.models.ease import ease_weights
 
 
 def _objective(matrix: np.ndarray, penalty: np.ndarray, weights: np.ndarray) -> float:
@@ -22,7 +17,7 @@ def test_ease_satisfies_the_kkt_conditions_of_its_constrained_least_squares():
     matrix = (rng.random((60, 12)) < 0.3).astype(float)
     gram = matrix.T @ matrix
     for penalty in (np.full(12, 5.0), 0.5 / (1 - 0.5) * np.diag(gram) + 2.0):  # EASE λ = 5; EDLAE p = 0.5, λ = 2
-        weights = _weights(matrix, penalty)
+        weights = ease_weights(matrix, penalty)
         assert np.allclose(np.diag(weights), 0.0, atol=1e-9)
         # stationarity: the gradient (G + Λ)B − G vanishes off the diagonal (the diagonal carries the multipliers)
         gradient = (gram + np.diag(penalty)) @ weights - gram
