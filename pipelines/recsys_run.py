@@ -58,7 +58,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,7 @@ from recsys.trainer import TrainConfig, Trainer, TrainResult, fit_closed_form
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_split", "train_run"]
+__all__ = ["fit_on_validation", "load_split", "train_run"]
 
 
 # -- training --------------------------------------------------------------------------------------------------
@@ -116,6 +116,17 @@ def _negative_sampler(data: RunData, interactions: Interactions | None, train: T
     return NegativeSampler.from_interactions(pairs, seed=train.seed)
 
 
+def _reporting(
+    evaluate: Callable[[RecModel], dict[str, float]], on_evaluation: Callable[[dict[str, float]], None]
+) -> Callable[[RecModel], dict[str, float]]:
+    def evaluate_and_report(model: RecModel) -> dict[str, float]:
+        metrics = evaluate(model)
+        on_evaluation(metrics)
+        return metrics
+
+    return evaluate_and_report
+
+
 def _fit(
     config: RecsysRunConfig,
     data: RunData,
@@ -126,6 +137,7 @@ def _fit(
     checkpoint_dir: Path | None,
     stream_path: Path | None = None,
     distributed: str | None = None,
+    on_evaluation: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[RecModel, Recommender, TrainResult]:
     """One fit; ``interactions`` is None when the training log is streamed from ``stream_path``."""
     torch.manual_seed(config.seed)
@@ -152,6 +164,8 @@ def _fit(
         # a streamed fit's service has no seen table yet: evaluate through a view that excludes the training pairs
         evaluated = service if interactions is not None else service.with_seen(data.seen_table, popularity=item_counts)
         evaluator = make_evaluator(evaluated, evaluate_on, ks=config.eval.ks, head_fraction=config.eval.head_fraction)
+        if on_evaluation is not None:
+            evaluator = _reporting(evaluator, on_evaluation)
     if isinstance(model, ClosedFormRecommender):  # the config refuses streaming, hooks and SSL for these
         result = fit_closed_form(model, interactions, evaluate=evaluator)
         service.refresh()
@@ -191,6 +205,35 @@ def _fit(
         model = service.model = model.unsharded(data.user_features, data.item_features)
     service.refresh()
     return model, service, result
+
+
+def fit_on_validation(
+    config: RecsysRunConfig,
+    data: RunData,
+    *,
+    checkpoint_dir: Path | None = None,
+    distributed: str | None = None,
+    on_evaluation: Callable[[dict[str, float]], None] | None = None,
+) -> tuple[RecModel, Recommender, TrainResult]:
+    """The early-stopping fit: evaluated on the validation log, never on the test split.
+
+    It trains on the training side of the validation carve (or on the whole training split beside a given validation
+    file). ``on_evaluation`` sees every validation evaluation's metrics as they come (``regkit recsys tune`` reports
+    them to Optuna's pruner, which may stop the fit by raising).
+    """
+    if data.valid_log is None:
+        raise ValueError("a validation fit needs `data.validation` (e.g. {method: random_holdout, fraction: 0.1}).")
+    return _fit(
+        config,
+        data,
+        data.train if data.given_validation else data.encode(data.fit_log),
+        config.train,
+        evaluate_on=data.valid_log,
+        checkpoint_dir=checkpoint_dir,
+        stream_path=data.train_path if data.streaming else None,
+        distributed=distributed,
+        on_evaluation=on_evaluation,
+    )
 
 
 def _run_report(report: dict[str, Any], result: TrainResult) -> Report:
@@ -248,16 +291,8 @@ def _train(
     stream_path = data.train_path if data.streaming else None
     tuning: TrainResult | None = None
     if data.valid_log is not None:
-        tuned = _fit(
-            config,
-            data,
-            data.train if data.given_validation else data.encode(data.fit_log),
-            train_config,
-            evaluate_on=data.valid_log,
-            checkpoint_dir=out / "checkpoints" / "validation",
-            stream_path=stream_path,
-            distributed=distributed,
-        )
+        tuned = fit_on_validation(config, data, checkpoint_dir=out / "checkpoints" / "validation",
+                                  distributed=distributed)
         tuning = tuned[2]
         report["validation"] = {
             "split": data.validation_name,

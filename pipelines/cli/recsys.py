@@ -1,4 +1,4 @@
-"""``regkit recsys``: train, recommend and evaluate recommenders (two-tower, MF-BPR, LightGCN)."""
+"""``regkit recsys``: train, tune, compare, recommend and evaluate recommenders (neural models and baselines)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,96 @@ def train(
     table.add_row("train seconds", f"{report['train']['train_seconds']:.1f}")
     console.print(table)
     console.print(f"run folder: {folder} (model/, metrics.json, resolved_config.yaml, run.json)", soft_wrap=True)
+
+
+@app.command()
+def tune(
+    config: Path = typer.Option(..., "--config", help="YAML run config to tune (its data.validation scores trials)."),
+    space: Path = typer.Option(None, "--space",
+                               help="Search space YAML (default: pipelines/configs/spaces/<model>.yaml)."),
+    trials: int = typer.Option(20, "--trials", min=1,
+                               help="Trials in the study (finished + pruned), resumed ones included."),
+    out: Path = typer.Option(..., "--out", help="Run folder: study.db, trials.json, best_config.yaml, report."),
+    overrides: list[str] = typer.Option([], "--set",
+                                        help="Override a base config value: section.key=value (repeatable)."),
+    metric: str = typer.Option(None, "--metric",
+                               help="Validation metric to maximise (default: the config's train.monitor)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the TPE sampler."),
+    timeout: float = typer.Option(None, "--timeout", help="Stop starting new trials after this many seconds."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Discard a finished search in --out and start over."),
+) -> None:
+    """Search config values with Optuna (TPE + median pruning) on the validation split; write the best config.
+
+    Rerunning a killed search resumes it from ``study.db``; train the result with
+    ``regkit recsys train --config <out>/best_config.yaml --output-dir <run>``.
+    """
+    from pipelines.recsys_data import input_files
+    from pipelines.recsys_tune import STUDY_FILE, default_space, load_search_space
+    from pipelines.recsys_tune import tune as run_tune
+    from pipelines.run_config import load_recsys_config
+    from pipelines.run_guard import guarded_run_dir
+
+    base = load_recsys_config(config, overrides)
+    space_path = space or default_space(base.model.name)
+    searched = load_search_space(space_path)
+    identity = {"config": base.identity(), "space": {k: v.model_dump() for k, v in searched.items()},
+                "metric": metric, "seed": seed}
+    with guarded_run_dir(out, config=identity, inputs=[*input_files(base), space_path], overwrite=overwrite,
+                         extra={"job": "recsys tune"}):
+        if overwrite:
+            (out / STUDY_FILE).unlink(missing_ok=True)
+        result = run_tune(base, searched, out, trials=trials, metric=metric, seed=seed, timeout=timeout,
+                          space_file=str(space_path))
+    table = Table(title=f"best of {len(result.trials)} trials (validation {result.metric})")
+    table.add_column("parameter")
+    table.add_column("value", justify="right")
+    table.add_row(f"validation {result.metric}", f"{result.best_value:.4f}")
+    for key, value in result.best_params.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    console.print(f"best config: {out / 'best_config.yaml'}; report: {out / 'report.md'}", soft_wrap=True)
+
+
+@app.command()
+def compare(
+    configs: list[Path] = typer.Option(..., "--config", help="A run config (repeatable; named by the file's stem)."),
+    out: Path = typer.Option(..., "--out", help="Folder: tune/<name>, runs/<name>, report.md, metrics.json."),
+    trials: int = typer.Option(0, "--trials", min=0,
+                               help="Tune each config first with this many trials of its default space (0: as is)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a value in every config: section.key=value."),
+    metrics: list[str] = typer.Option(["R@20", "nDCG@20"], "--metric", help="Test metric (repeatable)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the tuning sampler and of the resampling tests."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo steps whose folder holds another config's run."),
+) -> None:
+    """Tune, train and test several configs on one split; compare each with the best baseline (paired tests)."""
+    from pipelines.recsys_compare import compare_configs
+    from pipelines.recsys_data import input_files
+    from pipelines.run_config import load_recsys_config
+    from pipelines.run_guard import guarded_run_dir
+
+    names = [path.stem for path in configs]
+    if len(set(names)) != len(names):
+        raise typer.BadParameter(f"configs need distinct file names (they name the runs), got {names}.",
+                                 param_hint="--config")
+    loaded = {name: load_recsys_config(path, overrides) for name, path in zip(names, configs, strict=True)}
+    identity = {"configs": {name: config.identity() for name, config in loaded.items()}, "trials": trials,
+                "metrics": metrics, "seed": seed}
+    inputs = sorted({file for config in loaded.values() for file in input_files(config)})
+    with guarded_run_dir(out, config=identity, inputs=inputs, overwrite=overwrite, extra={"job": "recsys compare"}):
+        summary = compare_configs(loaded, out, trials=trials, metrics=metrics, seed=seed, overwrite=overwrite)
+    table = Table(title=f"test metrics (best baseline on validation: {summary['best_baseline']})")
+    for column in ("config", "model", *metrics, *(f"Δ {m}" for m in metrics), "time to result (s)"):
+        table.add_column(column, justify="left" if column in ("config", "model") else "right")
+    baseline = summary["best_baseline"]
+    for row in summary["rows"]:
+        deltas = []
+        for metric in metrics:
+            delta = row.get(f"Δ {metric} vs {baseline}")
+            deltas.append("—" if delta is None else f"{delta:+.4f} (p {row[f'p {metric}']:.3g})")
+        table.add_row(row["name"], row["model"], *(f"{row[m]:.4f}" for m in metrics), *deltas,
+                      f"{row['time_to_result_seconds']:.0f}")
+    console.print(table)
+    console.print(f"report: {out / 'report.md'}", soft_wrap=True)
 
 
 @app.command()
