@@ -41,6 +41,22 @@ def movielens(
 
 
 @app.command()
+def lastfm(
+    config: Path = config_option(),
+    raw: Path = typer.Option(..., "--raw", help="Folder with the LightGCN LastFM files (data1.txt, test1.txt)."),
+    out: Path = typer.Option(..., "--out", help="Output folder for the parquet split files."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+) -> None:
+    """LastFM (the LightGCN reference split) → splits/train.parquet and splits/test.parquet."""
+    from pipelines.datasets.lastfm import convert_lastfm
+
+    manifest = convert_lastfm(raw, out, overwrite=overwrite)
+    counts = {"users": manifest["users"], "items": manifest["items"]}
+    counts.update({f"split {name}": rows for name, rows in manifest["splits"].items()})
+    _print_counts(f"LastFM → {out}", counts)
+
+
+@app.command()
 def validate(file: Path = typer.Argument(..., help="A parquet interaction log.")) -> None:
     """Check an interaction log against the schema and print a summary."""
     from recsys.data import validate_log
