@@ -22,7 +22,7 @@ The run folder holds ``study.db`` (Optuna's SQLite storage: a killed search resu
 ``trials.json`` (every trial: number, state, value, parameters, seconds, best epoch, validation metrics),
 ``best_config.yaml`` (the config with the best trial's values, ready for ``regkit recsys train``), ``space.yaml``
 (the space as searched) and ``report.md`` / ``report.html`` with the optimisation history and the parameters'
-importance (fANOVA, ``optuna.importance``).
+importance (fANOVA, Hutter et al., ICML 2014; ``optuna.importance.FanovaImportanceEvaluator``).
 """
 
 from __future__ import annotations
@@ -204,7 +204,8 @@ def _objective(base: RecsysRunConfig, space: Mapping[str, SearchParameter], data
             trial.report(metrics[metric], evaluations)
             evaluations += 1
             if trial.should_prune():
-                raise optuna.TrialPruned(f"validation {metric} {metrics[metric]:.4f} below the median")
+                raise optuna.TrialPruned(f"pruned at evaluation {evaluations - 1}: validation {metric} "
+                                         f"{metrics[metric]:.4f}")
 
         result = fit_on_validation(config, data, on_evaluation=report)[2]
         trial.set_user_attr("best_epoch", result.best_epoch)
@@ -229,7 +230,8 @@ def _report(study: Any, metric: str, trials: Sequence[dict[str, Any]], best: Map
         page.figure(optuna_plots.plot_optimization_history(study).figure, caption="validation value of each trial")
     if len(complete) >= 2 and complete[0].params:
         try:
-            axes = optuna_plots.plot_param_importances(study)
+            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+            axes = optuna_plots.plot_param_importances(study, evaluator=evaluator)
             page.figure(axes.figure, caption="parameter importance (fANOVA over the finished trials)")
         except (RuntimeError, ValueError) as err:  # e.g. every finished trial drew the same values
             page.text(f"Parameter importance not computed: {err}")
@@ -247,11 +249,14 @@ def tune(
     seed: int = 0,
     timeout: float | None = None,
     space_file: str = "the search space",
+    pruner: Any = None,
 ) -> TuneResult:
     """Run (or resume) the search in ``out`` until it holds ``trials`` finished or pruned trials.
 
     The study is named after the base config and the space, so rerunning the same search resumes it and another
-    search in the same folder starts a study of its own.
+    search in the same folder starts a study of its own. ``pruner`` replaces the default
+    ``MedianPruner(n_startup_trials=5, n_warmup_steps=1)`` (no pruning before five trials finished, nor at a trial's
+    first evaluation).
     """
     import optuna
 
@@ -276,7 +281,7 @@ def tune(
         storage=f"sqlite:///{(out / STUDY_FILE).resolve()}",
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+        pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
         load_if_exists=True,
     )
     started = time.perf_counter()

@@ -35,6 +35,11 @@ def ml100k_raw(shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lastfm_raw(shared_data: Path) -> Path:
+    return _require(shared_data / "lastfm")
+
+
+@pytest.fixture(scope="session")
 def scifact_dir(shared_data: Path) -> Path:
     return _require(shared_data / "beir" / "scifact")
 
