@@ -1,5 +1,6 @@
-"""The EASE / EDLAE closed form (recsys.models.ease, also the benchmarks' linear reference rows), checked against its
-optimality conditions: B = argmin ‖X − XB‖² + ‖diag(penalty)^½ B‖² subject to diag(B) = 0 (Steck, WWW 2019, Eq. 1-8)."""
+"""The EASE / EDLAE closed form (recsys.models.ease, also the benchmarks' reference rows), checked against its
+optimality conditions: B = argmin ‖X − XB‖² + ‖diag(penalty)^½ B‖² subject to diag(B) = 0
+(Steck, WWW 2019, Eq. 1-8)."""
 
 from __future__ import annotations
 
