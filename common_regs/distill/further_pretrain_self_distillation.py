@@ -31,8 +31,8 @@ def hidden_distance(student_hidden: Tensor, teacher_hidden: Tensor) -> Tensor:
 
 @register(
     "further_pretrain_self_distill",
-    fidelity="reconstruction",
-    verified_by="tests/common_regs/distill/test_further_pretrain_self_distillation.py",
+    fidelity="official-code",
+    verified_by="tests/common_regs/distill/test_further_pretrain_self_distillation.py::test_official_cls_distance",
     kind="loss",
     paper="Lee, Kang, Lee, Hwang, Kawaguchi, Self-Distillation for Further Pre-training of Transformers, "
     "ICLR 2023, arXiv:2210.02871",
@@ -43,47 +43,55 @@ class FurtherPretrainSelfDistillation(ConfigFromKeys):
 
     Step 1: further pretrain the pretrained model on the target domain (MAE/MLM) → teacher. Step 2: restart from
     the initial pretrained weights (student) and train it with the same self-supervised loss plus this term,
-    which keeps its hidden representations close to the teacher's. It regularizes domain-adaptive continued
+    which keeps its final [CLS] representation close to the teacher's. It regularizes domain-adaptive continued
     pretraining (e.g. of the sparse retriever's MLM backbone), which otherwise overfits small target corpora.
 
     Reference:
         Lee, Kang, Lee, Hwang, Kawaguchi, "Self-Distillation for Further Pre-training of Transformers", ICLR 2023,
-        arXiv:2210.02871 (procedure confirmed from the abstract). **Equation unconfirmed**: the distance
-        (squared L2, summed over features, averaged over the batch) and which hidden layer is matched are regkit's
-        choices, not checked against the paper's equations.
+        arXiv:2210.02871. Follows the official code ``seanie12/self-distillation`` ``trainer.py``:
+        ``SelfPreTrainer.train`` (``nn.MSELoss(reduction="sum")(student_h, teacher_h) / batch_size``, added to the
+        MAE loss with coefficient 1; teacher ``ViTModel(...)[0][:, 0, :]`` under ``torch.no_grad``) and
+        ``SelfPreTrainer.get_student_features`` (the student's encoder on the *unmasked* input, final LayerNorm,
+        token 0 = [CLS]); defaults from ``run_selftrain.sh``.
 
     Math:
         .. math::
-            L = L_{SSL}(\theta_s) + \lambda\,\tfrac1B\sum_i \lVert h_{\theta_s}(x_i) -
-            \mathrm{sg}(h_{\theta_t}(x_i))\rVert_2^2
+            L = L_{MAE}(\theta_s) + \lambda\,\tfrac1B\sum_{i=1}^{B} \lVert h_{\theta_s}(x_i)_{[CLS]} -
+            \mathrm{sg}(h_{\theta_t}(x_i)_{[CLS]})\rVert_2^2,\quad \lambda = 1
 
-        This term returns the second summand without λ (``weight``, applied by ``RegHooks``).
+        h is the last hidden layer after the final LayerNorm. This term returns the second summand without λ
+        (``weight``, applied by ``RegHooks``).
 
     Args:
-        teacher: the further-pretrained model (frozen here) mapping inputs to hidden states, or a callable.
+        teacher: the further-pretrained model (frozen here) mapping inputs to hidden states (B, T, D) or (B, D), or
+            a callable; a tuple output is read at index 0 (Hugging Face ``last_hidden_state``).
         hidden_key: ``ctx.extras`` key of the student's hidden states; None = use ``ctx.outputs``. Default "hidden".
-        weight: λ. Default 1.0 (regkit default; the paper tunes it).
+        token: position compared when the hidden states are (B, T, D). Default 0 (source: official code, the [CLS]
+            token); None = every token (a regkit extension).
+        weight: λ. Default 1.0 (source: official code, the two losses are summed unweighted).
 
     Shape:
-        student and teacher hidden states (B, *) of one shape.
+        student and teacher hidden states (B, T, D) or (B, D) of one shape.
 
     Returns:
         scalar distance.
 
     Note:
-        The teacher runs under ``torch.no_grad`` and never receives gradients.
+        The teacher runs under ``torch.no_grad`` and never receives gradients. As in the official code the student
+        representation must come from a forward pass on the *unmasked* input (the MAE forward sees only the kept
+        patches): put that pass's hidden states in ``ctx.extras[hidden_key]``.
 
     Example:
         >>> import torch
         >>> from common_regs.api import TrainContext
         >>> teacher = torch.nn.Linear(3, 2)
         >>> term = FurtherPretrainSelfDistillation(teacher, hidden_key=None)
-        >>> x = torch.randn(4, 3)
+        >>> x = torch.randn(4, 5, 3)
         >>> float(term(TrainContext(model=teacher, batch=x, outputs=teacher(x))))
         0.0
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = ("hidden_key", "weight")
+    config_keys: ClassVar[tuple[str, ...]] = ("hidden_key", "token", "weight")
     runtime_keys: ClassVar[tuple[str, ...]] = ("teacher",)
     citation: ClassVar[str] = (
         "@inproceedings{lee2023selfdistillation, title={Self-Distillation for Further Pre-training of "
@@ -92,16 +100,25 @@ class FurtherPretrainSelfDistillation(ConfigFromKeys):
     )
 
     def __init__(
-        self, teacher: nn.Module | Callable[[Tensor], Tensor], hidden_key: str | None = "hidden", weight: float = 1.0
+        self,
+        teacher: nn.Module | Callable[[Tensor], Tensor],
+        hidden_key: str | None = "hidden",
+        token: int | None = 0,
+        weight: float = 1.0,
     ) -> None:
+        if token is not None and (isinstance(token, bool) or not isinstance(token, int)):
+            raise TypeError(f"`token` must be an int position or None, got {token!r}.")
         if isinstance(teacher, nn.Module):
             teacher.eval().requires_grad_(False)
-        self.teacher, self.hidden_key = teacher, hidden_key
+        self.teacher, self.hidden_key, self.token = teacher, hidden_key, token
         self.weight = check_positive("weight", weight, allow_zero=True)
 
     @classmethod
     def example_kwargs(cls) -> dict[str, Any]:
         return {"teacher": nn.Linear(4, 4), "hidden_key": None}
+
+    def _select(self, hidden: Tensor) -> Tensor:
+        return hidden[:, self.token] if hidden.ndim == 3 and self.token is not None else hidden
 
     def __call__(self, ctx: TrainContext) -> Tensor:
         if self.hidden_key is None:
@@ -114,4 +131,6 @@ class FurtherPretrainSelfDistillation(ConfigFromKeys):
             raise ValueError(f"no student hidden states: set `ctx.extras[{self.hidden_key!r}]` (or `hidden_key`).")
         with torch.no_grad():
             teacher = self.teacher(batch_inputs(ctx))
-        return hidden_distance(student, teacher)
+        if isinstance(teacher, tuple):
+            teacher = teacher[0]
+        return hidden_distance(self._select(student), self._select(teacher))
