@@ -60,6 +60,16 @@ class MSBReg(ConfigFromKeys):
     and a Brownian term applies a random force (local dispersion) without looking at other particles. The
     singular-value term alone is a useful anti-collapse regularizer for two-tower embeddings.
 
+    Fidelity: reconstruction. No official code and no copy of the paper's equations could be found. Searched:
+    GitHub index (repository names containing ``msbreg``, ``embedding-dynamic``, ``embedding_dynamic``, ``suhong``,
+    ``buracas``; code search for "multiview centroid loss singular value loss Brownian diffusive loss", "MSBReg",
+    "Brownian diffusive loss"); issues corpus ("MSBReg official implementation"); web pages (arXiv 2207.03552
+    abstract, Papers with Code and bzpeer list no code, tomesphere, DeepAI, Korea University and WACV 2023
+    records: abstract only). One unattributed file in the code index (``CentroidDiffusionEMALoss``,
+    ``labd_brownian = 0.1``) has a centroid term 2 − 2⟨ẑ, normalise(mean t̂)⟩ and a Brownian term mean cos(z, g)
+    with one Gaussian direction g per batch and no singular-value term; its repository could not be identified, so
+    it is not adopted.
+
     Reference:
         Moon, Buracas, Park, Kim, Canny, "An Embedding-Dynamic Approach to Self-supervised Learning", WACV 2023,
         arXiv:2207.03552 (three terms confirmed from the abstract and the paper's Fig. 1 caption). **Equation
