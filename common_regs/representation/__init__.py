@@ -11,7 +11,14 @@ from common_regs.representation.intrinsic_normal_prototypes import (
 )
 from common_regs.representation.msb_reg import MSBReg, brownian_loss, multiview_centroid_loss, singular_value_loss
 from common_regs.representation.neural_collapse import neural_collapse_metrics
-from common_regs.representation.t_jepa import TJEPA, RegularizationTokens, ema_update, feature_masks, jepa_loss
+from common_regs.representation.t_jepa import (
+    TJEPA,
+    RegularizationTokens,
+    ema_momentum,
+    ema_update,
+    feature_masks,
+    jepa_loss,
+)
 from common_regs.representation.vicinity_ufm import VicinityUFM, ufm_features_step, ufm_objective, ufm_weights_step
 
 __all__ = [
@@ -23,6 +30,7 @@ __all__ = [
     "VicinityUFM",
     "brownian_loss",
     "dct_bank",
+    "ema_momentum",
     "ema_update",
     "feature_masks",
     "gabor_bank",
