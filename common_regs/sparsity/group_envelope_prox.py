@@ -126,6 +126,18 @@ class GroupEnvelopeProx(MaskSchedulerBase):
         group envelope (WGSEF) could not be retrieved; this implements the unweighted group envelope on group norms
         (penalty ``½‖v‖²_(k) - ½‖v‖²`` by default) and its exact prox, not the paper's O(n) algorithm.
 
+    Fidelity:
+        reconstruction. Confirmed (OpenReview reviews of the withdrawn ICLR submission, stored in the code
+        index): the group term is ``θᵀA_{s_j}θ = ‖θ_{s_j}‖²`` (squared ℓ2 norm of group j) and the envelope is the
+        SEF ``s_k^**`` of Beck & Refael 2022, applied by proximal gradient (HSPG in the experiments). Not found:
+        the WGSEF's group weights, its value formula and its O(n) prox, and any official code. Searched: the
+        ``code`` corpus (title, "weighted group sparse envelope function WGSEF proximal operator Refael Arbel
+        Huleihel", "sparse envelope function prox k-support group weights"), ``find_string`` ("group sparse
+        envelope", "sparse envelope function": only abstracts and the reviews), ``find_repos`` ("refael",
+        "yehonathan", "wgsef"), the ``pages`` corpus (sciencestack.ai/paper/2212.12921 and deepai.org: abstracts
+        only; ar5iv/arxiv html of 2212.12921 and Beck & Refael "sparse regularization via bidualization": not
+        stored).
+
     Math:
         .. math::
             v_g = \lVert W_g \rVert_2,\quad q = \mathrm{prox}_{\mu h}(v),\quad W_g \leftarrow W_g\, q_g / v_g,

@@ -103,6 +103,17 @@ class PolarizationRegularizer(ConfigFromKeys):
         2023, arXiv:2302.10798. **Equation unconfirmed**: the paper's exact regularizer could not be retrieved;
         the terms below are a structural reconstruction (binary STE gates, user-set sparsity, polarization).
 
+    Fidelity:
+        reconstruction. No official code and no copy of the paper's method section was found; only the abstract
+        (arXiv v1 "A New Baseline for GreenAI", v5 title above) and TL;DR pages. Searched: the ``code`` corpus
+        (title, author names, "GreenAI optimal sub-network layer and channel pruning", "binary gating module
+        polarization loss one-pass", "polarization loss binary gates straight through estimator"), ``find_repos``
+        ("consensus", every ``jpmorganchase/*`` repository: none on pruning), the ``issues`` corpus, the ``pages``
+        corpus (arxiv.org/abs/2302.10798 v1 and v5, sciencestack.ai, tomesphere.com, paperswithcode ("no code
+        implementations"), huggingface.co/papers, arxivlens, deepai.org: abstracts only, no equation). The
+        ``t‖γ‖₁ − ‖γ − γ̄‖₁`` polarizer of Zhuang et al. 2020 (polarizationpruning/PolarizationPruning, found
+        by the same searches) is a different paper and was not substituted.
+
     Math:
         .. math::
             L_{reg} = \lambda_s \Big(\overline{g} - (1 - s)\Big)^2
