@@ -11,11 +11,9 @@ from common_regs.generative import (
     AdaptThenUnlearnRepulsion,
     CrossInitialization,
     GeneralizedGaussianPrior,
-    KernelPredictionFilter,
     StepVariationRegularizer,
 )
 from common_regs.generative.generalized_gaussian_prior import generalized_gaussian_, gg_scale_for_std
-from common_regs.generative.kernel_prediction_filter import per_pixel_filter
 from common_regs.generative.step_variation_regularizer import jacobian_vector_norms
 
 
@@ -104,18 +102,3 @@ def test_adaptive_guidance_policy() -> None:
     assert ag.switched and ag.switch_step == 2 and ag.nfe == 2 * 3 + 2  # one-way switch, then 1 NFE per step
     torch.testing.assert_close(outs_ag[-1], Toy()(x, torch.tensor(0.0), cond))
 
-
-def test_kernel_prediction_filter_invariants() -> None:
-    image = torch.randn(2, 3, 6, 6)
-    identity = torch.zeros(2, 9, 6, 6)
-    identity[:, 4] = 1.0
-    torch.testing.assert_close(per_pixel_filter(image, identity, 3), image)
-    layer = KernelPredictionFilter(feature_channels=5)
-    out = layer(torch.full((1, 2, 6, 6), 2.5), torch.randn(1, 5, 6, 6))
-    torch.testing.assert_close(out[..., 1:-1, 1:-1], torch.full((1, 2, 4, 4), 2.5))  # normalized ⇒ constants kept
-    shared = torch.rand(9)
-    same = shared.view(1, 9, 1, 1).expand(2, 9, 6, 6)
-    conv = nn.functional.conv2d(image.reshape(6, 1, 6, 6), shared.view(1, 1, 3, 3), padding=1).reshape(2, 3, 6, 6)
-    torch.testing.assert_close(per_pixel_filter(image, same, 3), conv)
-    with pytest.raises(ValueError, match="`kernel_size`"):
-        KernelPredictionFilter(kernel_size=2)
