@@ -41,6 +41,17 @@ class SparsityDenoisingMask(ConfigFromKeys):
     is refit from the noise dataset ``y_real − D(y_real)`` (real noisy images minus the denoiser's pseudo-clean
     output), iteration after iteration (:meth:`refit`).
 
+    Fidelity: reconstruction. No official code and no readable copy of the paper's method section could be found.
+    Searched: GitHub index (the authors' account ``hamadichihaoui``: 8 repositories — BIRD, mash, detection and
+    anomaly-detection code — none for MID; ``hamadichihaoui/MID`` has no snapshot; exact-string search "Mask,
+    Inpaint and Denoise"; code search "Mask Inpaint and Denoise MID unsupervised real-world denoising noise sampler
+    masking ratio"); issues corpus ("Chihaoui Favaro MID unsupervised denoising official implementation"); docs
+    corpus; web pages (arxiv.org/html/2503.21377v1, hf.zsm.im/papers/2503.21377.md and sciencestack.ai: stored
+    copies stop after the abstract and introduction). A third-party summary (themoonlight.io review of
+    arXiv:2503.21377) adds, unconfirmed against the paper: the initial sampler draws from a finite pre-generated set
+    N₀ of AWGN samples (here: fresh Gaussian draws, the same law as an unbounded set), each pixel is masked with
+    probability set by a masking ratio α (here: ρ per element) and real noisy images are masked at test time too.
+
     Reference:
         Chihaoui, Favaro, "Unsupervised Real-World Denoising: Sparsity is All You Need", 2025, arXiv:2503.21377
         (masking + joint inpaint/denoise, Gaussian start, residual noise dataset: confirmed from the abstract).

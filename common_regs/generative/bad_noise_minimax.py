@@ -63,6 +63,16 @@ class BadNoiseMinimax(ConfigFromKeys):
     CFG works for any starting noise. Small-scale faithful version: any conditional velocity model, e.g. a small
     denoiser that inpaints a masked region (the video DiT and the human-curated distillation set are out of scope).
 
+    Fidelity: reconstruction. Neither training code nor a readable copy of the paper's §3 could be found. Searched:
+    official repository ``zibojia/MiniMax-Remover`` (newest snapshot, commit 28e12b4 of 2025-07-27: inference only
+    — ``pipeline_minimax_remover.py``, ``transformer_minimax_remover.py``, ``test_minimax_remover.py``, Gradio demo
+    with SAM2; no "grad", "adversar" or minimax code), its issues #12, #17, #43, #55 (maintainer: training code
+    awaiting approval, still unreleased in March 2026), the fork ``knightyxp/MiniMax-Remover`` (parallel inference
+    scripts), the project page ``MiniMax-Remover/minimax-remover.github.io`` ``index.html`` (abstract and a method
+    figure only); code search "minimax remover stage 2 bad noise adversarial noise gradient"; web pages for
+    arXiv:2505.24873 (grokipedia, Chinese summaries from "AI生成未来" on l024.net / CSDN: stored copies stop before
+    the method section). Only the abstract's min–max structure is confirmed.
+
     Reference:
         Bojia Zi, Weixuan Peng, Xianbiao Qi, Jianan Wang, Shihao Zhao, Rong Xiao, Kam-Fai Wong, "MiniMax-Remover:
         Taming Bad Noise Helps Video Object Removal", 2025, arXiv:2505.24873 (§3.3, stage-2 minimax). The
