@@ -10,7 +10,7 @@ from common_regs.representation.intrinsic_normal_prototypes import (
     soft_mining_loss,
 )
 from common_regs.representation.msb_reg import MSBReg, brownian_loss, multiview_centroid_loss, singular_value_loss
-from common_regs.representation.neural_collapse import neural_collapse_metrics
+from common_regs.representation.neural_collapse import NeuralCollapseMonitor, neural_collapse_metrics
 from common_regs.representation.t_jepa import (
     TJEPA,
     RegularizationTokens,
@@ -19,16 +19,24 @@ from common_regs.representation.t_jepa import (
     feature_masks,
     jepa_loss,
 )
-from common_regs.representation.vicinity_ufm import VicinityUFM, ufm_features_step, ufm_objective, ufm_weights_step
+from common_regs.representation.vicinity_ufm import (
+    VicinityUFM,
+    collapsed_ufm_minimizer,
+    ufm_features_step,
+    ufm_objective,
+    ufm_weights_step,
+)
 
 __all__ = [
     "TJEPA",
     "FilterInit",
     "IntrinsicNormalPrototypes",
     "MSBReg",
+    "NeuralCollapseMonitor",
     "RegularizationTokens",
     "VicinityUFM",
     "brownian_loss",
+    "collapsed_ufm_minimizer",
     "dct_bank",
     "ema_momentum",
     "ema_update",
