@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from scipy import stats
 from torch import nn
 
 from common_regs.api import TrainContext
@@ -10,31 +9,9 @@ from common_regs.generative import (
     AdaptiveGuidance,
     AdaptThenUnlearnRepulsion,
     CrossInitialization,
-    GeneralizedGaussianPrior,
     StepVariationRegularizer,
 )
-from common_regs.generative.generalized_gaussian_prior import generalized_gaussian_, gg_scale_for_std
 from common_regs.generative.step_variation_regularizer import jacobian_vector_norms
-
-
-@pytest.mark.parametrize("beta", [1.0, 1.5, 2.0])
-def test_gg_sampler_matches_scipy_gennorm(beta: float) -> None:
-    w = generalized_gaussian_(torch.empty(50_000, dtype=torch.float64), beta, 0.5, torch.Generator().manual_seed(0))
-    alpha = gg_scale_for_std(beta, 0.5)
-    assert stats.kstest(w.numpy(), stats.gennorm(beta, scale=alpha).cdf).pvalue > 0.01
-    assert float(w.std()) == pytest.approx(0.5, rel=0.02)
-
-
-def test_gg_penalty_value_and_gradient() -> None:
-    prior = GeneralizedGaussianPrior(beta=1.5, std=0.3)
-    layer = nn.Linear(4, 3)
-    value = prior(TrainContext(model=layer))
-    (grad,) = torch.autograd.grad(value, layer.weight)
-    w = layer.weight.detach().clone()
-    torch.testing.assert_close(value.detach(), ((w.abs() / prior.alpha) ** 1.5).sum())
-    torch.testing.assert_close(grad, torch.sign(w) * 1.5 * w.abs() ** 0.5 / prior.alpha**1.5)
-    prior.initialize(layer, torch.Generator().manual_seed(1))
-    assert torch.isfinite(layer.weight).all() and not torch.equal(layer.weight.detach(), w)
 
 
 def test_cross_initialization_anchor() -> None:
