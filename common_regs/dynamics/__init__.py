@@ -8,7 +8,7 @@ double-descent / generalization-dynamics diagnostics.
 
 from __future__ import annotations
 
-from common_regs.dynamics.double_descent import DoubleDescentDiagnostics
+from common_regs.dynamics.double_descent import ConditioningMonitor, DoubleDescentDiagnostics
 from common_regs.dynamics.generalization_dynamics import LinearGradientFlow
 from common_regs.dynamics.global_solver_regularizer import GlobalSolverRegularizer
 from common_regs.dynamics.hessian_alignment import HessianAlignment
@@ -18,6 +18,7 @@ from common_regs.dynamics.self_tuning_network import SelfTuningNetwork, STNLinea
 from common_regs.dynamics.stablemax_cross_entropy import StableMaxCrossEntropy
 
 __all__ = [
+    "ConditioningMonitor",
     "DoubleDescentDiagnostics",
     "GlobalSolverRegularizer",
     "HessianAlignment",

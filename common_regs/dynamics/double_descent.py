@@ -1,9 +1,9 @@
-"""Double-descent diagnostics: data-covariance spectrum, min-norm random-features risk, learning-rate scans."""
+"""Double-descent diagnostics: feature-covariance spectrum, random-features risk, lr scans, a conditioning callback."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -14,7 +14,13 @@ from common_regs.registry import register
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DoubleDescentDiagnostics", "covariance_spectrum", "effective_lr_scan", "random_features_curve"]
+__all__ = [
+    "ConditioningMonitor",
+    "DoubleDescentDiagnostics",
+    "covariance_spectrum",
+    "effective_lr_scan",
+    "random_features_curve",
+]
 
 
 def covariance_spectrum(features: Tensor) -> Tensor:
@@ -84,10 +90,14 @@ class DoubleDescentDiagnostics(ConfigFromKeys):
     ΦᵀΦ/n going to 0 (condition number blow-up); ridge or early-stopped (small effective learning rate)
     optimization flattens it. Use these to diagnose a model family before tuning regularization.
 
+    The paper is analytical/empirical (an explanation of when the peak appears) and proposes no training method;
+    its measurement, the conditioning of the problem the optimizer faces, is also given as a training callback for
+    any loop, :class:`ConditioningMonitor`.
+
     Reference:
-        Chris Yuhao Liu, Jeffrey Flanigan, "Understanding the Role of Optimization in Double Descent", 2023,
-        arXiv:2312.03951 (analysis paper; arXiv id and venue recalled, unconfirmed). No equation of the paper is
-        implemented; these are the standard quantities it studies.
+        Chris Yuhao Liu, Jeffrey Flanigan, "Understanding the Role of Optimization in Double Descent", NeurIPS 2023
+        workshop poster (OpenReview 8vggUWDeLF), arXiv:2312.03951. No equation of the paper is implemented; these
+        are the standard quantities it studies (keywords: double descent, optimization, condition number).
 
     Math:
         .. math::
@@ -130,3 +140,59 @@ class DoubleDescentDiagnostics(ConfigFromKeys):
     def __call__(self, n_train: int, widths: Sequence[int]) -> dict[str, list[float]]:
         return random_features_curve(n_train, widths, dim=self.dim, noise=self.noise, ridge=self.ridge,
                                      seed=self.seed)
+
+
+class ConditioningMonitor:
+    r"""Training callback: the conditioning of the least-squares problem on a model's features, as training goes.
+
+    Liu & Flanigan tie the height of the double-descent peak to whether the optimizer can reach a low-loss
+    minimum, which the condition number of the problem decides. Call it in any loop with the step and the current
+    features Φ (n, p) of a fixed probe set (penultimate activations, random features) and, optionally, the learning
+    rate; every ``every``-th step it records κ, λ_max and the effective learning rate η·λ_max of ΦᵀΦ/n in
+    :attr:`history` and logs them at INFO as ``reg/conditioning/<quantity>``.
+
+    Math:
+        .. math::
+            \kappa = \lambda_{\max}/\lambda_{\min>0}(\Phi^\top\Phi/n),\quad
+            \text{GD on } \tfrac{1}{2n}\lVert\Phi w - y\rVert^2 \text{ converges iff } \eta\lambda_{\max} < 2
+
+        λ_min>0 is the smallest eigenvalue above ``λ_max · 1e-12`` (the non-zero spectrum).
+
+    Args:
+        every: measure when ``step % every == 0``. Default 1.
+
+    Example:
+        >>> import torch
+        >>> monitor = ConditioningMonitor()
+        >>> out = monitor(0, torch.eye(4, dtype=torch.float64) * torch.tensor([1.0, 1.0, 2.0, 2.0]), lr=0.5)
+        >>> round(out["condition_number"], 6), round(out["effective_lr"], 6)
+        (4.0, 0.5)
+    """
+
+    def __init__(self, every: int = 1) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"`every` must be a positive integer, got {every!r}.")
+        self.every = every
+        self.history: list[dict[str, float]] = []
+
+    def __call__(self, step: int, features: Tensor, lr: float | None = None) -> dict[str, float] | None:
+        """Measure at ``step`` (None when ``step`` is not a multiple of ``every``); features are detached."""
+        if step % self.every:
+            return None
+        spectrum = covariance_spectrum(features.detach())
+        nonzero = spectrum[spectrum > spectrum[0] * 1e-12]
+        lam_max = float(spectrum[0])
+        out = {"condition_number": float(nonzero[0] / nonzero[-1]) if len(nonzero) else float("inf"),
+               "lambda_max": lam_max}
+        if lr is not None:
+            out["effective_lr"] = float(lr) * lam_max
+        self.history.append({"step": step, **out})
+        logger.info("step %d: %s", step, ", ".join(f"reg/conditioning/{k}={v:.4g}" for k, v in out.items()))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"every": self.every, "history": [dict(entry) for entry in self.history]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.every = int(state["every"])
+        self.history = [dict(entry) for entry in state["history"]]

@@ -62,6 +62,12 @@ class LinearGradientFlow(ConfigFromKeys):
     small-eigenvalue modes (which fit noise) come last, and the null-space component never moves (so the
     initialization scale sets an error floor). Use as a test fixture or diagnostic for regularization studies.
 
+    The paper is analytical; what it prescribes for training is to start from small initial weights (the frozen
+    subspace keeps whatever the initialization put there) and to stop early when the effective number of
+    parameters is close to the number of samples. The exact curves returned here give that error floor and the
+    best stopping time; both are shown acting in plain gradient-descent runs in
+    ``tests/common_regs/dynamics/test_generalization_dynamics.py``.
+
     Reference:
         Madhu S. Advani, Andrew M. Saxe, "High-dimensional dynamics of generalization error in neural networks",
         Neural Networks 132, 2020, arXiv:1710.03667 (§2–3, linear student–teacher gradient flow).
