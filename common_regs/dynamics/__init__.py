@@ -3,7 +3,7 @@
 StableMax, ⊥Grad, Hessian alignment, solver-heuristic regularizers for neural ODEs, self-tuning networks, and
 double-descent / generalization-dynamics diagnostics.
 
-``_rk`` holds the one differentiable Dormand–Prince stepper shared by both solver-heuristic regularizers.
+``_rk`` holds the differentiable Dormand–Prince and Tsit5 steppers shared by both solver-heuristic regularizers.
 """
 
 from __future__ import annotations
