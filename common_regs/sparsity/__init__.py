@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from common_regs.sparsity._masks import MaskSchedulerBase
 from common_regs.sparsity.beta_rank import BetaRank
-from common_regs.sparsity.dare import DARE, DeltaL2
+from common_regs.sparsity.dare import DARE, AdamR
 from common_regs.sparsity.dsl import DSL
 from common_regs.sparsity.dsnot import DSnoT
 from common_regs.sparsity.fire_together_wire_together import FireTogetherWireTogether, FTWTLayer
@@ -24,10 +24,10 @@ from common_regs.sparsity.sparse_ift import SparseIFT
 __all__ = [
     "DARE",
     "DSL",
+    "AdamR",
     "BetaRank",
     "ConsensusGate",
     "DSnoT",
-    "DeltaL2",
     "FTWTLayer",
     "FireTogetherWireTogether",
     "GroupEnvelopeProx",

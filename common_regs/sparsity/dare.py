@@ -1,4 +1,4 @@
-"""DARE / DAREx: random delta-parameter pruning with rescaling, the DAREx-q rescale search and the AdamR-L2 term."""
+"""DARE / DAREx: random delta-parameter pruning with rescaling, the DAREx-q rescale search and AdamR (DAREx-L2)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from common_regs.api import ConfigFromKeys, TrainContext
+from common_regs.api import ConfigFromKeys
 from common_regs.registry import register
 from common_regs.sparsity._masks import check_fraction
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DARE", "DeltaL2", "dare_delta", "output_change_score"]
+__all__ = ["DARE", "AdamR", "dare_delta", "output_change_score"]
 
 
 def dare_delta(
@@ -84,13 +84,16 @@ class DARE(ConfigFromKeys):
     DARE (Yu et al. 2024) rescales the kept deltas by ``1/(1-p)`` so the pruned delta is unbiased; DAREx-q
     replaces the factor by ``1/q`` with q chosen on data (:meth:`select_q`: labeled validation metric, or the
     unlabeled output-change proxy :func:`output_change_score`), which matters at extreme p (0.99). Use to compress
-    or merge fine-tunes; pair with :class:`DeltaL2` (AdamR-L2) during fine-tuning to shrink δ first.
+    or merge fine-tunes; fine-tune with :class:`AdamR` first (DAREx-L2) to shrink δ.
 
     Reference:
         Deng et al., "DARE the Extreme: Revisiting Delta-Parameter Pruning For Fine-Tuned Models", ICLR 2025,
         arXiv:2410.09344. DARE: Yu, Yu, Yu, Huang, Li, "Language Models are Super Mario", ICML 2024,
-        arXiv:2311.03099. Mask drawn as PEFT's ``merge_utils.random_pruning``. **Equation unconfirmed** for the
-        DAREx-q objective details (global q only; the paper's per-layer q is not provided).
+        arXiv:2311.03099. Mask drawn as PEFT's ``merge_utils.random_pruning``. DAREx-q: global q as in the official
+        github.com/vengdeng/DAREx ``find_q_encoder.py`` (``rescale_v`` divides the kept deltas by q, the best
+        validation score wins); that script refines its grid coarse-to-fine and averages the output-change score
+        over 4 mask seeds, here the caller passes the grid and one mask seed is used. The per-layer analytical q
+        (``utils/analyticalq.py``) is not provided.
 
     Math:
         .. math::
@@ -155,55 +158,147 @@ class DARE(ConfigFromKeys):
 
 @register(
     "darex_l2",
-    fidelity="reconstruction",
-    verified_by="tests/common_regs/sparsity/test_dare.py::test_delta_l2_with_zero_task_gradient_returns_to_anchor",
-    kind="loss",
+    fidelity="official-code",
+    verified_by="tests/common_regs/sparsity/test_dare.py::test_adamr_two_steps_match_hand_computed_official_update",
+    kind="solver",
     paper="Deng et al., DARE the Extreme: Revisiting Delta-Parameter Pruning For Fine-Tuned Models, ICLR 2025, "
-    "arXiv:2410.09344 (AdamR-L2)",
+    "arXiv:2410.09344 (AdamR, for DAREx-L2)",
     seed=62,
 )
-class DeltaL2(ConfigFromKeys):
-    r"""``Σ ‖θ - θ_pre‖²``: the L2 pull toward the pretrained weights used (as AdamR-L2) before DARE.
+class AdamR(ConfigFromKeys, torch.optim.Optimizer):
+    r"""AdamR: Adam with a decoupled, stable-scaled decay of the delta ``θ - θ_pre`` (DAREx-L2's fine-tuner).
 
-    Shrinks the deltas' mean and variance during fine-tuning so delta pruning afterwards loses less. The anchor
-    θ_pre is captured from the model on the first call unless given.
+    Fine-tune with this optimizer in place of Adam(W) so that the deltas stay small in mean and variance, then prune
+    them with :class:`DARE`. The decay is not a loss term: as in AdamW it is applied to the weights directly, and as
+    in AdamS (Xie et al., "On the overlooked pitfalls of weight decay", "stable weight decay") it is divided by the
+    square root of the mean, over all updated entries of all groups, of Adam's bias-corrected second moment. It is
+    applied before the Adam step, to the weights as they were before that step.
 
     Reference:
-        Deng et al., ICLR 2025, arXiv:2410.09344 (AdamR-L2). **Equation unconfirmed**: the paper applies the
-        regularization inside the optimizer (AdamR, decoupled like AdamW); here it is a coupled loss term.
+        Deng et al., "DARE the Extreme: Revisiting Delta-Parameter Pruning For Fine-Tuned Models", ICLR 2025,
+        arXiv:2410.09344. Official code: github.com/vengdeng/DAREx, ``AdamR.py``, ``AdamR.step`` (commit deb69f8),
+        read and re-written here from its update rule; defaults are the code's (``weight_decay=1e-4``,
+        ``lr=1e-3``, betas (0.9, 0.999), eps 1e-8, ``L1=False``). The coupled loss ``mean((θ - θ_pre)²)`` left
+        commented out in the repository's ``utils/customized_trainers.py`` is not the method and is not provided.
 
     Math:
-        .. math:: L_{reg} = \sum_i \lVert \theta_i - \theta_{pre,i} \rVert_2^2
+        .. math::
+            m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2,\quad
+            \hat v_t = v_t / (1-\beta_2^t) \;(\text{AMSGrad: running max of } v_t, \text{ then } /(1-\beta_2^t))
+
+            \bar v = \tfrac{1}{N}\textstyle\sum_{\text{entries with a gradient}} \hat v_t
+            \;(\sqrt{\bar v} := 1 \text{ if } \bar v = 0)
+
+            \theta \leftarrow \theta - \frac{\lambda\,\eta}{\sqrt{\bar v}}\,r(\theta - \theta_{pre}),\quad
+            r(d) = d \;(\text{L2}) \text{ or } \operatorname{sign}(d) \;(\text{L1})
+
+            \theta \leftarrow \theta - \frac{\eta}{1-\beta_1^t}\,\frac{m_t}{\sqrt{\hat v_t} + \epsilon}
 
     Args:
-        weight: multiplier used by ``RegHooks``. Default 1e-2 (regkit default).
-        anchor: ``{name: θ_pre}``; default: the model's parameters at the first call.
+        params: parameters (or parameter groups) to optimize, as for ``torch.optim.Adam``.
+        anchor: θ_pre, one tensor per parameter in the order the groups list them; default: a copy of the
+            parameters at construction (build the optimizer on the pretrained model before fine-tuning).
+        lr: η. Default 1e-3.
+        betas: (β1, β2). Default (0.9, 0.999).
+        eps: ε. Default 1e-8.
+        weight_decay: λ, the delta-regularization strength. Default 1e-4 (official default).
+        amsgrad: AMSGrad second moment. Default False.
+        l1: decay by ``sign(θ - θ_pre)`` (the code's ``L1`` switch, DAREx-L1) instead of ``θ - θ_pre``. Default False.
+
+    Note:
+        Parameters without a gradient at a step are neither decayed nor counted in the mean (as in the code).
+        θ_pre is kept in the optimizer state (``state[p]["anchor"]``), so it is saved with ``state_dict``.
+        Registered as a ``solver``: build it as the training optimizer (the ``optimizer`` of ``RegHooks``), not a
+        hook.
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = ("weight",)
-    runtime_keys: ClassVar[tuple[str, ...]] = ("anchor",)
+    config_keys: ClassVar[tuple[str, ...]] = ("lr", "betas", "eps", "weight_decay", "amsgrad", "l1")
+    runtime_keys: ClassVar[tuple[str, ...]] = ("params", "anchor")
 
-    def __init__(self, weight: float = 1e-2, anchor: Mapping[str, Tensor] | None = None) -> None:
-        if weight < 0:
-            raise ValueError(f"`weight` must be >= 0, got {weight}.")
-        self.weight = float(weight)
-        self.anchor = {k: v.detach().clone() for k, v in anchor.items()} if anchor is not None else None
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        anchor: Sequence[Tensor] | None = None,
+        lr: float = 1e-3,
+        betas: Sequence[float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-4,
+        amsgrad: bool = False,
+        l1: bool = False,
+    ) -> None:
+        if lr < 0:
+            raise ValueError(f"`lr` must be >= 0, got {lr}.")
+        if eps < 0:
+            raise ValueError(f"`eps` must be >= 0, got {eps}.")
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"`betas` must be two values in [0, 1), got {betas}.")
+        if weight_decay < 0:
+            raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay}.")
+        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
+        self.weight_decay, self.amsgrad, self.l1 = float(weight_decay), bool(amsgrad), bool(l1)
+        defaults = {"lr": self.lr, "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay,
+                    "amsgrad": self.amsgrad, "l1": self.l1}
+        super().__init__(params, defaults)
+        held = [p for group in self.param_groups for p in group["params"]]
+        anchors = [p.detach() for p in held] if anchor is None else list(anchor)
+        if len(anchors) != len(held):
+            raise ValueError(f"`anchor` must hold one tensor per parameter ({len(held)}), got {len(anchors)}.")
+        for p, a in zip(held, anchors, strict=True):
+            if a.shape != p.shape:
+                raise ValueError(f"`anchor` tensor of shape {tuple(a.shape)} != parameter shape {tuple(p.shape)}.")
+            self.state[p]["anchor"] = a.detach().to(p).clone()
 
     @classmethod
     def example_kwargs(cls) -> dict[str, Any]:
-        return {"anchor": {"0.weight": torch.ones(2, 3)}}
+        return {"params": [nn.Parameter(torch.ones(2, 3))], "anchor": [torch.zeros(2, 3)]}
 
-    def __call__(self, ctx: TrainContext) -> Tensor:
-        params = dict(ctx.model.named_parameters())
-        if self.anchor is None:
-            self.anchor = {k: v.detach().clone() for k, v in params.items()}
-        terms = [((params[k] - v.to(params[k])) ** 2).sum() for k, v in self.anchor.items() if k in params]
-        if not terms:
-            raise ValueError("DeltaL2: no anchor name matches a model parameter.")
-        return torch.stack(terms).sum()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"anchor": self.anchor}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.anchor = state["anchor"]
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One AdamR step; ``closure`` re-evaluates the loss, as for ``torch.optim.Adam``."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        count, v_hat_sum = 0, 0.0
+        v_hats: dict[Tensor, Tensor] = {}
+        # First pass: moments of every parameter, so that the decay scale sees all groups' second moments.
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("AdamR does not support sparse gradients.")
+                state = self.state[p]
+                if "step" not in state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    if group["amsgrad"]:
+                        state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                state["exp_avg"].mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                second = state["exp_avg_sq"]
+                if group["amsgrad"]:
+                    torch.maximum(state["max_exp_avg_sq"], second, out=state["max_exp_avg_sq"])
+                    second = state["max_exp_avg_sq"]
+                v_hats[p] = second / (1 - beta2 ** state["step"])
+                count += p.numel()
+                v_hat_sum += float(v_hats[p].sum())
+        if count == 0:
+            return loss
+        scale = (v_hat_sum / count) ** 0.5 or 1.0  # the code's guard against an all-zero second moment
+        for group in self.param_groups:
+            beta1 = group["betas"][0]
+            for p in group["params"]:
+                if p not in v_hats:
+                    continue
+                state = self.state[p]
+                if group["weight_decay"] != 0:
+                    delta = p - state["anchor"]
+                    decay = torch.sign(delta) if group["l1"] else delta
+                    p.add_(decay, alpha=-group["weight_decay"] * group["lr"] / scale)
+                step_size = group["lr"] / (1 - beta1 ** state["step"])
+                p.addcdiv_(state["exp_avg"], v_hats[p].sqrt().add_(group["eps"]), value=-step_size)
+        return loss

@@ -1,13 +1,14 @@
-"""DARE/DAREx (#62): unbiasedness, variance, q-bias, PEFT equivalence, AdamR-L2 pulls back to θ_pre."""
+"""DARE/DAREx (#62): unbiasedness, variance, q-bias, PEFT equivalence, AdamR against the official update."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 from torch import nn
 
-from common_regs.api import TrainContext
-from common_regs.sparsity.dare import DARE, DeltaL2, dare_delta, output_change_score
+from common_regs.sparsity.dare import DARE, AdamR, dare_delta, output_change_score
 
 
 def test_mean_and_variance_of_rescaled_delta() -> None:
@@ -47,15 +48,68 @@ def test_apply_and_select_q() -> None:
     assert scores[20.0] < scores[best]
 
 
-def test_delta_l2_with_zero_task_gradient_returns_to_anchor() -> None:
-    model = nn.Linear(3, 2)
-    anchor = {k: v.detach().clone() for k, v in model.named_parameters()}
-    with torch.no_grad():
-        model.weight.add_(1.0)
-    reg = DeltaL2(weight=1.0, anchor=anchor)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(200):
-        opt.zero_grad()
-        reg(TrainContext(model=model)).backward()
+def _official_adamr(theta, anchor, grads, lr, wd, betas=(0.9, 0.999), eps=1e-8, l1=False):
+    """AdamR.step of github.com/vengdeng/DAREx (AdamR.py) in plain Python floats, one list per parameter."""
+    beta1, beta2 = betas
+    theta = [list(t) for t in theta]
+    m = [[0.0] * len(t) for t in theta]
+    v = [[0.0] * len(t) for t in theta]
+    for step, grad in enumerate(grads, start=1):
+        v_hat_sum, count = 0.0, 0
+        for i, g_row in enumerate(grad):
+            for j, g in enumerate(g_row):
+                m[i][j] = beta1 * m[i][j] + (1 - beta1) * g
+                v[i][j] = beta2 * v[i][j] + (1 - beta2) * g * g
+                v_hat_sum += v[i][j] / (1 - beta2**step)
+                count += 1
+        scale = math.sqrt(v_hat_sum / count) or 1.0
+        for i in range(len(theta)):
+            for j in range(len(theta[i])):
+                d = theta[i][j] - anchor[i][j]
+                theta[i][j] -= wd * lr / scale * ((d > 0) - (d < 0) if l1 else d)
+                v_hat = v[i][j] / (1 - beta2**step)
+                theta[i][j] -= lr / (1 - beta1**step) * m[i][j] / (math.sqrt(v_hat) + eps)
+    return theta
+
+
+@pytest.mark.parametrize("l1", [False, True])
+def test_adamr_two_steps_match_hand_computed_official_update(l1: bool) -> None:
+    theta = [[0.5, -1.0, 2.0], [0.3]]
+    anchor = [[0.0, 0.0, 1.0], [-0.2]]
+    grads = [[[0.1, -0.4, 0.0], [2.0]], [[-0.3, 0.2, 0.5], [0.0]]]
+    # wd · lr / sqrt(mean v̂) is made O(0.1) so that the decay moves the weights far more than the tolerance.
+    lr, wd = 0.1, 0.5
+    expected = _official_adamr(theta, anchor, grads, lr, wd, l1=l1)
+    params = [nn.Parameter(torch.tensor(t, dtype=torch.float64)) for t in theta]
+    opt = AdamR(params, anchor=[torch.tensor(a, dtype=torch.float64) for a in anchor], lr=lr, weight_decay=wd, l1=l1)
+    for grad in grads:
+        for p, g in zip(params, grad, strict=True):
+            p.grad = torch.tensor(g, dtype=torch.float64)
         opt.step()
-    torch.testing.assert_close(model.weight.detach(), anchor["weight"], atol=1e-6, rtol=0)
+    for p, e in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.detach(), torch.tensor(e, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    without_decay = _official_adamr(theta, anchor, grads, lr, 0.0)
+    assert abs(expected[0][0] - without_decay[0][0]) > 1e-3  # the decay term is really exercised
+
+
+def test_adamr_without_decay_is_adam_and_anchor_defaults_to_initial_weights() -> None:
+    torch.manual_seed(0)
+    model, reference = nn.Linear(4, 3), nn.Linear(4, 3)
+    reference.load_state_dict(model.state_dict())
+    opt, adam = AdamR(model.parameters(), lr=1e-2, weight_decay=0.0), torch.optim.Adam(reference.parameters(), lr=1e-2)
+    x = torch.randn(8, 4)
+    for _ in range(5):
+        for net, o in ((model, opt), (reference, adam)):
+            o.zero_grad()
+            net(x).pow(2).sum().backward()
+            o.step()
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    start = nn.Linear(4, 3)
+    decayed = AdamR(start.parameters(), lr=0.1, weight_decay=1.0)
+    initial = start.weight.detach().clone()
+    with torch.no_grad():
+        start.weight.add_(1.0)
+    start.weight.grad, start.bias.grad = torch.zeros_like(start.weight), torch.zeros_like(start.bias)
+    decayed.step()  # zero gradient: v̂ = 0, scale 1, the delta shrinks by (1 - λη) and Adam does not move it
+    torch.testing.assert_close(start.weight.detach() - initial, torch.full_like(initial, 0.9), rtol=0, atol=1e-6)
