@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 CONFIG: dict[str, Any] = {
     "ot": {"n": 300, "eps": 0.002, "tol": 1e-8, "sinkhorn_iters": 20, "density": 0.05, "seed": 0},
     "node": {"steps": 300, "batch": 64, "lr": 1e-2, "train_tol": 1e-4, "eval_tol": 1e-6, "seed": 0,
-             "global_weights": [0.1, 0.3, 1.0], "local_weights": [0.1, 0.3]},
+             "global_weights": [0.3, 1.0, 3.0, 10.0], "local_weights": [0.3, 1.0, 2.5]},
 }
 
 
