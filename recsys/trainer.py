@@ -146,16 +146,11 @@ class TrainResult:
 def fit_closed_form(
     model: ClosedFormRecommender, interactions: Interactions, *, evaluate: EvaluateFn | None = None
 ) -> TrainResult:
-    """Fit a baseline in one pass (:meth:`ClosedFormRecommender.fit`), then evaluate it once when asked.
-
-    The result reads like a one-epoch training run (epoch 0, the evaluation as its history and best metrics), so
-    validation, refit and reports treat baselines and trained models alike.
-    """
+    """Fit a baseline in one pass; evaluated once when asked, it reads as a one-epoch run (epoch 0 the best)."""
     started = time.perf_counter()
     model.fit(interactions)
     seconds = time.perf_counter() - started
     result = TrainResult(steps=0, epochs=1, train_seconds=seconds, examples=len(interactions))
-    logger.info("%s fitted on %d interactions in %.1f s", model.name, len(interactions), seconds)
     if evaluate is not None:
         model.eval()
         with torch.no_grad():

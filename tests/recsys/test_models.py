@@ -70,7 +70,7 @@ def test_mf_scores_and_cold_users():
     torch.testing.assert_close(out.user, model.user_table.weight[1:2])
     cold = model.user_embeddings(torch.tensor([0, 1]), cold=torch.tensor([True, False]))
     torch.testing.assert_close(cold[0], model.user_table.weight[3])  # the OOV row
-    assert model_names() == ["lightgcn", "mf", "two_tower"]
+    assert model_names() == ["als", "ease", "item_knn", "lightgcn", "mf", "most_popular", "two_tower"]
     with pytest.raises(ValueError, match="`model.name` must be one of"):
         build_model("nope", {}, users=None, items=None)
 

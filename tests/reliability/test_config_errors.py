@@ -168,8 +168,8 @@ def test_a_billion_laughs_is_refused_under_a_memory_limit(tmp_path):
                           "string: a float needs a dot and a signed exponent; write 0.001)."),
         ("train.epochs=yes", "--set train.epochs=yes: `train.epochs` must be an integer, got True (YAML reads "
                              "yes / no / true / false as booleans)."),
-        ("model.name=mff", "--set model.name=mff: `model.name` must be one of ['lightgcn', 'mf', 'two_tower'], "
-                           "got 'mff' (did you mean `mf`?)."),
+        ("model.name=mff", "--set model.name=mff: `model.name` must be one of ['als', 'ease', 'item_knn', 'lightgcn', "
+                           "'mf', 'most_popular', 'two_tower'], got 'mff' (did you mean `mf`?)."),
     ],
 )
 def test_each_wrong_value_names_its_key(tmp_path, capsys, override, expected):
