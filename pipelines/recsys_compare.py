@@ -29,7 +29,7 @@ from pipelines.evaluation.qrels import load_qrels
 from pipelines.recsys_data import input_files
 from pipelines.recsys_run import train_run
 from pipelines.recsys_split import TEST_QRELS, TEST_RUN
-from pipelines.recsys_tune import default_space, load_search_space, tune
+from pipelines.recsys_tune import default_space, load_search_space, search_identity, tune
 from pipelines.report import Report, bar_plot
 from pipelines.run_config import RecsysRunConfig, recsys_config
 from pipelines.run_guard import guarded_run_dir
@@ -58,8 +58,7 @@ def _tuned_config(name: str, config: RecsysRunConfig, out: Path, trials: int, se
     space_path = default_space(config.model.name)
     space = load_search_space(space_path)
     folder = out / "tune" / name
-    identity = {"config": config.identity(), "space": {k: v.model_dump() for k, v in space.items()},
-                "trials": trials, "seed": seed}
+    identity = {**search_identity(config, space, metric=None, seed=seed), "trials": trials}
     _step(folder, identity, [*input_files(config), space_path],
           lambda: tune(config, space, folder, trials=trials, seed=seed, space_file=str(space_path)),
           overwrite=overwrite, job="recsys tune")

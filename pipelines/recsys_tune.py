@@ -52,7 +52,15 @@ from pipelines.run_config._schema import Section
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SPACES_DIR", "SearchParameter", "TuneResult", "default_space", "load_search_space", "tune"]
+__all__ = [
+    "SPACES_DIR",
+    "SearchParameter",
+    "TuneResult",
+    "default_space",
+    "load_search_space",
+    "search_identity",
+    "tune",
+]
 
 SPACES_DIR = Path(__file__).resolve().parent / "configs" / "spaces"
 STUDY_FILE = "study.db"
@@ -171,6 +179,14 @@ def _check_space(base: RecsysRunConfig, space: Mapping[str, SearchParameter], wh
                 raise ConfigError(f"{where}: `{key}` = {value!r} does not give a valid run config: {err}") from None
 
 
+def search_identity(
+    base: RecsysRunConfig, space: Mapping[str, SearchParameter], *, metric: str | None, seed: int
+) -> dict[str, Any]:
+    """What a search computes (its study's name and its run folder's identity): config, space, metric and seed."""
+    searched = {key: parameter.model_dump(exclude_defaults=True) for key, parameter in space.items()}
+    return {"config": base.identity(), "space": searched, "metric": metric or base.train.monitor, "seed": seed}
+
+
 @dataclass
 class TuneResult:
     """What a search found: the best trial's value, parameters and config, and every trial's record."""
@@ -268,14 +284,13 @@ def tune(
         raise ConfigError("tuning scores trials on a validation split, and `data.validation` is none: set e.g. "
                           "data.validation={method: random_holdout, fraction: 0.1} (never the test split).")
     _check_space(base, space, space_file)
-    metric = metric or base.train.monitor
+    identity = search_identity(base, space, metric=metric, seed=seed)
+    metric = identity["metric"]
     if not space:
         logger.info("the search space is empty: one trial scores the config as it is")
         trials = 1
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    searched = {key: parameter.model_dump(exclude_defaults=True) for key, parameter in space.items()}
-    identity = {"config": base.identity(), "space": searched, "metric": metric, "seed": seed}
     study = optuna.create_study(
         study_name=f"{base.model.name}-{config_sha256(identity)[:12]}",
         storage=f"sqlite:///{(out / STUDY_FILE).resolve()}",
@@ -298,7 +313,7 @@ def tune(
     best = {"value": study.best_value, "params": study.best_params}
     best_config = trial_config(base, study.best_params)
     atomic_write_text(out / "trials.json", json.dumps(records, indent=2) + "\n")
-    atomic_write_text(out / "space.yaml", yaml.safe_dump(searched, sort_keys=False))
+    atomic_write_text(out / "space.yaml", yaml.safe_dump(identity["space"], sort_keys=False))
     atomic_write_text(out / "best_config.yaml", yaml.safe_dump(best_config.to_dict(), sort_keys=False))
     seconds = time.perf_counter() - started
     summary = {"metric": metric, "best": best, "trials": len(records), "study": study.study_name,

@@ -84,7 +84,7 @@ def tune(
     ``regkit recsys train --config <out>/best_config.yaml --output-dir <run>``.
     """
     from pipelines.recsys_data import input_files
-    from pipelines.recsys_tune import STUDY_FILE, default_space, load_search_space
+    from pipelines.recsys_tune import STUDY_FILE, default_space, load_search_space, search_identity
     from pipelines.recsys_tune import tune as run_tune
     from pipelines.run_config import load_recsys_config
     from pipelines.run_guard import guarded_run_dir
@@ -92,8 +92,7 @@ def tune(
     base = load_recsys_config(config, overrides)
     space_path = space or default_space(base.model.name)
     searched = load_search_space(space_path)
-    identity = {"config": base.identity(), "space": {k: v.model_dump() for k, v in searched.items()},
-                "metric": metric, "seed": seed}
+    identity = search_identity(base, searched, metric=metric, seed=seed)
     with guarded_run_dir(out, config=identity, inputs=[*input_files(base), space_path], overwrite=overwrite,
                          extra={"job": "recsys tune"}):
         if overwrite:

@@ -78,9 +78,7 @@ class ALS(ClosedFormRecommender):
         self.item_factors = torch.as_tensor(solver.item_factors, dtype=torch.float32)
 
     def user_embeddings(self, users: Tensor, *, cold: Tensor | None = None) -> Tensor:
-        known = users < self.num_users
-        if cold is not None:
-            known = known & ~cold
+        known = self.embeddable(users, cold)
         vectors = torch.zeros(users.numel(), self.factors)
         vectors[known] = self.user_factors[users[known]]
         return vectors

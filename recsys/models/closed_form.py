@@ -48,6 +48,11 @@ class ClosedFormRecommender(Recommender, abc.ABC):
     def fit(self, interactions: Interactions) -> None:
         """Set the weights from the training ``interactions`` (indexed by this model's vocabularies)."""
 
+    def embeddable(self, users: Tensor, cold: Tensor | None) -> Tensor:
+        """Users with a fitted vector: known ids not marked ``cold`` (the others get the zero vector)."""
+        known = users < self.num_users  # the OOV bucket was never fitted
+        return known if cold is None else known & ~cold
+
     def forward(self, batch: RecBatch) -> RecOutput:
         items = self.item_embeddings()
         negatives = None if batch.negatives is None else items[batch.negatives]
@@ -85,9 +90,7 @@ class HistoryRecommender(ClosedFormRecommender, abc.ABC):
         self.weights = torch.from_numpy(np.asarray(self.item_weights(matrix), dtype=np.float32))
 
     def user_embeddings(self, users: Tensor, *, cold: Tensor | None = None) -> Tensor:
-        known = users < self.num_users  # the OOV bucket has no history
-        if cold is not None:
-            known = known & ~cold
+        known = self.embeddable(users, cold)
         safe = torch.where(known, users, torch.zeros_like(users))
         starts = self.history_indptr[safe]
         counts = torch.where(known, self.history_indptr[safe + 1] - starts, torch.zeros_like(starts))
