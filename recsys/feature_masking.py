@@ -315,6 +315,10 @@ class CorrelatedFeatureMasking(_FeatureMasking):
         dropout: p. Default 0.1 (source: SELFRec / RecBole-GNN ``drop_ratio``; paper value not recovered).
         batch_size: SSL items per step. Default None = the main batch size (source: LibRecommender two_tower).
         seed: seed of the per-call generator. Default 0 (convention).
+        exclude: features left out of the MI grouping (e.g. the item id, every feature's top-MI partner): never
+            the seed nor a partner, so they are always kept in view A and masked in view B; the seed, the partners
+            and m are drawn among the k' other features (m = ⌈r k'⌉ clamped to [1, k' − 1]). Default () (the
+            paper's grouping over all features).
 
     Shape:
         N SSL items per call; ``mi`` is (k, k).
@@ -343,7 +347,7 @@ class CorrelatedFeatureMasking(_FeatureMasking):
         True
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = ("mask_ratio", "dropout", "batch_size", "seed")
+    config_keys: ClassVar[tuple[str, ...]] = ("mask_ratio", "dropout", "batch_size", "seed", "exclude")
     runtime_keys: ClassVar[tuple[str, ...]] = ("items", "mi")
 
     def __init__(
@@ -354,12 +358,23 @@ class CorrelatedFeatureMasking(_FeatureMasking):
         dropout: float = 0.1,
         batch_size: int | None = None,
         seed: int = 0,
+        exclude: Sequence[str] = (),
     ) -> None:
         super().__init__(items, mask_ratio=mask_ratio, dropout=dropout, batch_size=batch_size, seed=seed)
         if not isinstance(mi, MIMatrix):
             raise TypeError(f"`mi` must be a recsys.feature_mi.MIMatrix, got {type(mi).__name__}.")
         mi.check_features(self.keys)
-        self.mi = mi
+        unknown = sorted(set(exclude) - set(self.keys))
+        if unknown:
+            raise ValueError(f"`exclude` names features {unknown} that are not item features {list(self.keys)}.")
+        self.mi, self.exclude = mi, tuple(exclude)
+        # Indices of the features that take part in the MI grouping; excluded ones always stay in the complement.
+        self.grouped = [i for i, key in enumerate(self.keys) if key not in self.exclude]
+        if len(self.grouped) < 2:
+            raise ValueError(
+                f"`exclude`={list(self.exclude)} leaves {len(self.grouped)} item feature(s) to group; CFM needs >= 2."
+            )
+        self.count = masked_count(len(self.grouped), mask_ratio)
 
     @classmethod
     def example_kwargs(cls) -> dict[str, Any]:
@@ -368,5 +383,7 @@ class CorrelatedFeatureMasking(_FeatureMasking):
         return {**kwargs, "mi": MIMatrix(keys, np.eye(len(keys)) + 0.1, "custom", "")}
 
     def masked_set(self, generator: torch.Generator) -> tuple[list[int], int | None]:
-        seed = int(torch.randint(len(self.keys), (1,), generator=generator))
-        return cfm_masked_set(self.mi.values, seed, self.count), seed
+        grouped = np.asarray(self.grouped)
+        local = int(torch.randint(len(grouped), (1,), generator=generator))
+        chosen = cfm_masked_set(self.mi.values[np.ix_(grouped, grouped)], local, self.count)
+        return [int(grouped[i]) for i in chosen], int(grouped[local])

@@ -181,6 +181,11 @@ class SSLConfig:
         mi_weighting: ``"catalogue"`` (every item once; matches the uniform SSL items) or ``"interactions"``
             (items weighted by training count, as LibRecommender). Default "catalogue" (regkit choice).
         mi_cache_dir: where the MI matrix is cached (None = ``<run output>/cache``).
+        cfm_exclude_id: CFM only: leave the item's id feature(s) (kind ``id``) out of the MI grouping. The id
+            determines every other feature, so it is every feature's top-MI partner and raw-MI CFM always groups
+            the seed with it; excluded, the id is kept in view A and masked in view B while the seed and its
+            partners are drawn among the other features (:class:`CorrelatedFeatureMasking` ``exclude``).
+            Default False (the paper's definition: MI over all item features).
     """
 
     mode: Literal["none", "rfm", "cfm"] = "none"
@@ -191,6 +196,7 @@ class SSLConfig:
     batch_size: int | None = None
     mi_weighting: Literal["catalogue", "interactions"] = "catalogue"
     mi_cache_dir: str | None = None
+    cfm_exclude_id: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("none", "rfm", "cfm"):
@@ -199,6 +205,8 @@ class SSLConfig:
             raise ValueError(f"`ssl.mi_weighting` must be 'catalogue' or 'interactions', got {self.mi_weighting!r}.")
         if self.alpha < 0:
             raise ValueError(f"`ssl.alpha` must be >= 0, got {self.alpha}.")
+        if self.cfm_exclude_id and self.mode != "cfm":
+            raise ValueError(f"`ssl.cfm_exclude_id` applies to mode 'cfm' only, got mode {self.mode!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -228,15 +236,17 @@ def build_ssl_hooks(
         transform: RandomFeatureMasking | CorrelatedFeatureMasking = RandomFeatureMasking(items, **options)
     else:
         mi = ssl_mutual_information(config, items, item_counts=item_counts, cache_dir=cache_dir)
-        transform = CorrelatedFeatureMasking(items, mi, **options)
+        exclude = [name for name, f in items.features.items() if f.spec.kind == "id"] if config.cfm_exclude_id else []
+        transform = CorrelatedFeatureMasking(items, mi, **options, exclude=exclude)
     logger.info(
-        "SSL %s: alpha=%s tau=%s mask_ratio=%s (m=%d of %d features) dropout=%s batch=%s",
+        "SSL %s: alpha=%s tau=%s mask_ratio=%s (m=%d of %d features%s) dropout=%s batch=%s",
         config.mode,
         config.alpha,
         config.temperature,
         config.mask_ratio,
         transform.count,
         len(transform.keys),
+        f", {list(transform.exclude)} outside the MI grouping" if getattr(transform, "exclude", ()) else "",
         config.dropout,
         config.batch_size or "main batch",
     )

@@ -208,6 +208,49 @@ def test_cfm_masks_the_seed_and_its_top_mi_partners() -> None:
         CorrelatedFeatureMasking(table, MIMatrix(tuple(reversed(keys)), values, "custom", ""))
 
 
+def test_cfm_with_the_id_excluded_groups_the_other_features_by_hand() -> None:
+    table = _five_feature_table()
+    keys = table.keys  # item_id, a, b, tags, year
+    values = np.array(  # the id is every feature's top partner, as with data-computed MI
+        [
+            [9.0, 2.0, 2.0, 2.0, 2.0],
+            [2.0, 9.0, 0.8, 0.5, 0.0],
+            [2.0, 0.8, 9.0, 0.1, 0.6],
+            [2.0, 0.5, 0.1, 9.0, 0.7],
+            [2.0, 0.0, 0.6, 0.7, 9.0],
+        ]
+    )
+    mi = MIMatrix(tuple(keys), values, "custom", "")
+    # k' = 4 grouped features, m = 2: the seed + its top partner among a, b, tags, year (rows read by hand)
+    expected = {"a": {"a", "b"}, "b": {"b", "a"}, "tags": {"tags", "year"}, "year": {"year", "tags"}}
+    masking = CorrelatedFeatureMasking(table, mi, seed=3, exclude=["item_id"])
+    assert masking.count == 2 and masking.get_config_dict()["exclude"] == ["item_id"]
+    seeds = set()
+    for call in range(100):
+        views = masking.views(torch.arange(10), torch.Generator().manual_seed(call))
+        _check_views(table, views, 2)
+        assert set(views.masked_a) == expected[views.seed_feature]
+        assert "item_id" in views.masked_b  # kept in view A, masked in view B
+        seeds.add(views.seed_feature)
+    assert seeds == {"a", "b", "tags", "year"}
+    # without the exclusion the id joins every group (the raw-MI behaviour the option removes)
+    raw = CorrelatedFeatureMasking(table, mi, seed=3)
+    assert all("item_id" in raw.views(torch.arange(4), torch.Generator().manual_seed(c)).masked_a for c in range(20))
+    with pytest.raises(ValueError, match="not item features"):
+        CorrelatedFeatureMasking(table, mi, exclude=["title"])
+    with pytest.raises(ValueError, match="CFM needs >= 2"):
+        CorrelatedFeatureMasking(table, mi, exclude=["item_id", "a", "b", "tags"])
+
+
+def test_ssl_config_cfm_exclude_id_reaches_the_masking_hook() -> None:
+    table = _five_feature_table()
+    transform, _ = build_ssl_hooks(SSLConfig(mode="cfm", cfm_exclude_id=True), table)
+    assert transform.exclude == ("item_id",) and transform.count == 2
+    assert build_ssl_hooks(SSLConfig(mode="cfm"), table)[0].exclude == ()
+    with pytest.raises(ValueError, match="cfm_exclude_id"):
+        SSLConfig(mode="rfm", cfm_exclude_id=True)
+
+
 def test_cfm_on_data_mi_never_separates_a_feature_from_its_top_partner() -> None:
     table = _five_feature_table()
     mi = mutual_information_matrix(table)
