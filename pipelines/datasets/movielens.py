@@ -26,7 +26,7 @@ from common_regs.io import atomic_dir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AGE_BUCKETS", "MovieLensFormatError", "convert_movielens_100k"]
+__all__ = ["AGE_BUCKETS", "MovieLensFormatError", "convert_movielens_100k", "title_tokens", "with_title_tokens"]
 
 #: Age buckets of MovieLens-1M's ``users.dat`` (lower bounds), applied to ML-100K's exact ages.
 AGE_BUCKETS: tuple[tuple[int, str], ...] = (
@@ -83,6 +83,32 @@ def _read_items(raw: Path) -> pl.DataFrame:
         rows.append({"item_id": int(parts[0]), "title": parts[1], "year": _year(parts[2], parts[1]), "genres": genres})
     schema = {"item_id": pl.Int64, "title": pl.String, "year": pl.Int32, "genres": pl.List(pl.String)}
     return pl.DataFrame(rows, schema=schema).sort("item_id")
+
+
+#: Function words dropped from title tokens: they carry no content and would be every title's shared value.
+TITLE_STOPWORDS = frozenset({"a", "an", "and", "the", "of", "in", "on", "to", "for", "with", "at", "la", "le", "les",
+                             "de", "du", "des", "il", "el", "der", "die", "das", "l", "d", "s"})
+
+
+def title_tokens(title: str) -> list[str]:
+    """The content words of a ``u.item`` title: lower-cased alphanumeric runs, without the trailing "(1995)" year,
+    parenthesised alternative titles kept, stopwords dropped, each word once (first-seen order).
+
+    >>> title_tokens("Shawshank Redemption, The (1994)")
+    ['shawshank', 'redemption']
+    >>> title_tokens("City of Lost Children, The (Cité des enfants perdus, La) (1995)")
+    ['city', 'lost', 'children', 'cité', 'enfants', 'perdus']
+    """
+    text = re.sub(r"\(\d{4}\)\s*$", "", title).lower()
+    return list(dict.fromkeys(w for w in re.findall(r"[^\W_]+", text) if w not in TITLE_STOPWORDS))
+
+
+def with_title_tokens(items: pl.DataFrame) -> pl.DataFrame:
+    """``items`` (the ``items.parquet`` table) with a ``title_tokens`` list column (:func:`title_tokens`)."""
+    if "title" not in items.columns:
+        raise MovieLensFormatError(f"items table has no `title` column (columns: {items.columns}).")
+    tokens = [title_tokens(t or "") for t in items["title"].to_list()]
+    return items.with_columns(pl.Series("title_tokens", tokens, dtype=pl.List(pl.String)))
 
 
 def _age_bucket(age: int) -> str:

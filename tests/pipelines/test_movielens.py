@@ -6,10 +6,12 @@ import shutil
 
 import polars as pl
 import pytest
+import torch
 
 from pipelines.cli import main
-from pipelines.datasets.movielens import MovieLensFormatError, convert_movielens_100k
-from recsys.data import validate_log
+from pipelines.datasets.movielens import MovieLensFormatError, convert_movielens_100k, title_tokens, with_title_tokens
+from recsys.data import Vocabulary, validate_log
+from recsys.features import FeatureSpec, FeatureTable
 
 
 def test_cli_conversion_matches_published_counts(ml100k_raw, tmp_path, capsys):
@@ -61,3 +63,25 @@ def test_malformed_raw_file_leaves_no_output(ml100k_raw, tmp_path):
 
 def test_missing_raw_folder(tmp_path):
     assert main(["data", "movielens", "--raw", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_title_tokens_feed_a_multi_valued_item_feature():
+    items = pl.DataFrame(
+        {
+            "item_id": [1, 2, 3],
+            "title": ["Shawshank Redemption, The (1994)", "Toy Story 2 (1999)", "Story of Us, The (1999)"],
+        }
+    )
+    tokens = with_title_tokens(items)["title_tokens"].to_list()
+    assert tokens == [["shawshank", "redemption"], ["toy", "story", "2"], ["story", "us"]]
+    spec = FeatureSpec("title", "multi_categorical", "title_tokens", min_count=2)
+    table = FeatureTable.build(Vocabulary.from_values("item_id", items["item_id"]), [spec], with_title_tokens(items))
+    values, lengths = table.lookup(torch.arange(3))["title"]
+    assert lengths.tolist() == [2, 3, 2]  # one value per token; tokens seen once share the OOV row
+    oov, story = int(values[0]), int(values[3])
+    assert story != oov and values.tolist() == [oov, oov, oov, story, oov, story, oov]
+    assert title_tokens("(1994)") == [] and with_title_tokens(items.drop("title").with_columns(title=pl.lit(None)))[
+        "title_tokens"
+    ].to_list() == [[], [], []]
+    with pytest.raises(MovieLensFormatError, match="no `title` column"):
+        with_title_tokens(items.drop("title"))
