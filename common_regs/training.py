@@ -14,6 +14,7 @@ yourself (see :func:`fit`).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +106,7 @@ class RegHooks:
         _give_to_optimizer(self.new_parameters, optimizer, replaced=existing - now)
         self.last_terms: dict[str, float] = {}
         self.last_weights: dict[str, float] = {}
+        self.last_loss = 0.0
         self.last_task_loss = 0.0
 
     def transform(self, batch: Any) -> Any:
@@ -118,7 +120,7 @@ class RegHooks:
         The unweighted values are kept in ``last_terms``, the weights in ``last_weights`` (both keyed by the term's
         registry name).
         """
-        total = torch.zeros((), device=_device_of(self.model))
+        total: Tensor | None = None
         self.last_terms, self.last_weights = {}, {}
         for term, weight in zip(self.by_kind["loss"], self.loss_weights, strict=True):
             value = term(ctx)
@@ -126,8 +128,8 @@ class RegHooks:
             coefficient = weight(ctx.step)
             self.last_terms[name], self.last_weights[name] = float(value.detach()), coefficient
             if coefficient != 0.0:
-                total = total + coefficient * value
-        return total
+                total = coefficient * value if total is None else total + coefficient * value
+        return torch.zeros((), device=_device_of(self.model)) if total is None else total
 
     def before_optimizer_step(self, ctx: TrainContext) -> None:
         for transform in self.by_kind["grad_transform"]:
@@ -163,7 +165,8 @@ class RegHooks:
     ) -> Tensor:
         """One full optimizer step; returns the total loss (detached).
 
-        The task loss is kept in ``last_task_loss`` and the unweighted loss terms in ``last_terms``.
+        The total and the task loss are kept as floats in ``last_loss`` and ``last_task_loss``, the unweighted loss
+        terms in ``last_terms``.
 
         Args:
             batch: the training batch, before the batch transforms.
@@ -199,8 +202,9 @@ class RegHooks:
             ctx.extras.setdefault("targets", provider.targets(ctx))
         task = task_loss(outputs, batch)
         loss = task + self.penalty(ctx)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {float(loss.detach())} at step {step} (epoch {epoch}).")
+        self.last_loss = float(loss.detach())  # one read serves the finite check and the caller's logging
+        if not math.isfinite(self.last_loss):
+            raise FloatingPointError(f"non-finite loss {self.last_loss} at step {step} (epoch {epoch}).")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.before_optimizer_step(ctx)

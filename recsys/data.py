@@ -286,9 +286,11 @@ class InMemoryBatches:
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[IndexBatch]:
         order = torch.from_numpy(_epoch_generator(self.seed, epoch).permutation(len(self.interactions)))
+        # one gather per epoch; the batches are slices (views) of it
+        users, items = self._users[order], self._items[order]
         for number in range(start, len(self)):
-            rows = order[number * self.batch_size : (number + 1) * self.batch_size]
-            yield IndexBatch(users=self._users[rows], items=self._items[rows], rows=rows)
+            window = slice(number * self.batch_size, (number + 1) * self.batch_size)
+            yield IndexBatch(users=users[window], items=items[window], rows=order[window])
 
 
 def iter_record_batches(

@@ -125,7 +125,8 @@ def bpr_loss(query: Tensor, positives: Tensor, negatives: Tensor, *, scale: Tens
     # B independent dot products, not a matmul: as an einsum they became a batched matmul of 1 x D by D x N
     # matrices, about 3x slower forward and backward at N = 1
     negative = (query.unsqueeze(1) * negatives).sum(-1)
-    return -F.logsigmoid(scale * (positive - negative)).mean()
+    margin = positive - negative
+    return -F.logsigmoid(margin if isinstance(scale, float) and scale == 1.0 else scale * margin).mean()
 
 
 def log_q_from_counts(counts: np.ndarray | Tensor, *, min_count: float = 1.0) -> Tensor:

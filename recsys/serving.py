@@ -1,17 +1,6 @@
 """Serve a trained recommender: item embeddings in a FAISS index, top-k per user with seen items excluded.
 
-Index types (all inner product, so ranking equals the training score ⟨u, i⟩ up to the model's positive scale):
-
-* ``"flat"`` (default): ``faiss.IndexFlatIP``, exact;
-* ``"ivf"``: ``faiss.IndexIVFFlat`` with ``nlist`` k-means cells, ``nprobe`` searched;
-* ``"ivfpq"``: ``faiss.IndexIVFPQ``: ``nlist`` cells, each vector stored as ``pq_m`` codes of ``pq_nbits`` bits
-  (``pq_m · pq_nbits / 8`` bytes instead of ``4 D``), ``nprobe`` searched; for catalogues too large for flat
-  vectors in memory. ``refine_factor`` > 0 re-ranks the ``k · refine_factor`` IVF-PQ candidates by their exact
-  inner product (``faiss.IndexRefineFlat``, index_factory suffix ``RFlat``), which keeps the full vectors too;
-* ``"hnsw"``: ``faiss.IndexHNSWFlat`` with ``hnsw_m`` links per node, ``ef_construction`` and ``ef_search``.
-
-Measured recall@10 / QPS trade-offs on a generated 1M-item catalogue: ``pipelines/bench/bench_faiss_scale.py``
-(docs/scaling.md).
+Index types and the exact ranking of a flat index: :mod:`recsys.faiss_index`.
 
 Cold start: a user with no training interactions (unknown id, or known with an empty history) is served from
 its features when the model has a user-feature tower (two-tower with user features: the id bag is emptied), and
@@ -29,9 +18,9 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +29,7 @@ from common_regs.checkpoint import sha256_file
 from common_regs.io import atomic_dir
 from common_regs.safe_load import UnsafeFileError, load_tensors
 from recsys.data import Interactions, Vocabulary
+from recsys.faiss_index import IndexConfig, build_faiss_index, exact_top_k, flat_vectors
 from recsys.features import FeatureTable
 from recsys.models import build_model
 from recsys.models.base import Recommender as RecModel
@@ -53,83 +43,6 @@ _FORMAT_VERSION = 2  # 2: serving.json records each file's size and SHA-256 and 
 
 class ServedModelError(ValueError):
     """A saved recommender folder is damaged or mixed with files of another model; the message names the file."""
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    """FAISS index options.
-
-    Defaults: exact flat inner product; IVF ``nlist=100, nprobe=8`` and HNSW ``M=32, efSearch=128`` are common FAISS
-    starting points (FAISS wiki "Guidelines to choose an index"); ``ef_construction=40`` is FAISS's own ``IndexHNSW``
-    default; IVF-PQ ``pq_m=8`` sub-quantizers of ``pq_nbits=8`` bits follow the FAISS wiki tutorial ("Getting started",
-    ``IndexIVFPQ(quantizer, d, nlist, 8, 8)``). ``pq_m`` must divide the embedding dimension (checked when the index is
-    built). ``refine_factor=0`` (off, regkit convention) applies to ``ivfpq`` only.
-    """
-
-    kind: Literal["flat", "ivf", "ivfpq", "hnsw"] = "flat"
-    nlist: int = 100
-    nprobe: int = 8
-    pq_m: int = 8
-    pq_nbits: int = 8
-    refine_factor: int = 0
-    hnsw_m: int = 32
-    ef_construction: int = 40
-    ef_search: int = 128
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("flat", "ivf", "ivfpq", "hnsw"):
-            raise ValueError(f"`index.kind` must be 'flat', 'ivf', 'ivfpq' or 'hnsw', got {self.kind!r}.")
-        for name in ("nlist", "nprobe", "pq_m", "hnsw_m", "ef_construction", "ef_search"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`index.{name}` must be >= 1, got {getattr(self, name)}.")
-        if not 1 <= self.pq_nbits <= 16:
-            raise ValueError(f"`index.pq_nbits` must be in [1, 16], got {self.pq_nbits}.")
-        if self.refine_factor < 0 or (self.refine_factor and self.kind != "ivfpq"):
-            raise ValueError(
-                f"`index.refine_factor` must be >= 0 and is only used with kind 'ivfpq'; got {self.refine_factor} "
-                f"with kind {self.kind!r}."
-            )
-
-
-def build_faiss_index(vectors: np.ndarray, config: IndexConfig | None = None) -> Any:
-    """An inner-product FAISS index over ``vectors`` ``(N, D)`` float32 (IVF is trained on them first)."""
-    import faiss
-
-    config = config or IndexConfig()
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[0] == 0:
-        raise ValueError(f"`vectors` must be a non-empty (N, D) array, got shape {vectors.shape}.")
-    dim = vectors.shape[1]
-    if config.kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif config.kind == "ivf":
-        nlist = min(config.nlist, vectors.shape[0])
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors)
-        index.nprobe = min(config.nprobe, nlist)
-    elif config.kind == "ivfpq":
-        if dim % config.pq_m:
-            raise ValueError(f"`index.pq_m` must divide the embedding dimension {dim}, got {config.pq_m}.")
-        nlist = min(config.nlist, vectors.shape[0])
-        if vectors.shape[0] < 2**config.pq_nbits:
-            raise ValueError(
-                f"`index.pq_nbits`={config.pq_nbits} needs at least {2**config.pq_nbits} vectors to train the "
-                f"product quantizer, got {vectors.shape[0]}; lower `index.pq_nbits` or use kind 'ivf'."
-            )
-        index = faiss.IndexIVFPQ(
-            faiss.IndexFlatIP(dim), dim, nlist, config.pq_m, config.pq_nbits, faiss.METRIC_INNER_PRODUCT
-        )
-        index.train(vectors)
-        index.nprobe = min(config.nprobe, nlist)
-        if config.refine_factor:
-            index = faiss.IndexRefineFlat(index)
-            index.k_factor = float(config.refine_factor)
-    else:
-        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = config.ef_construction
-        index.hnsw.efSearch = config.ef_search
-    index.add(vectors)
-    return index
 
 
 def _csr(interactions: Interactions) -> tuple[np.ndarray, np.ndarray]:
@@ -306,6 +219,14 @@ class Recommender:
         seen_counts = np.zeros(users.size, dtype=np.int64)
         if exclude_seen:
             seen_counts[known] = self.seen_indptr[users[known] + 1] - self.seen_indptr[users[known]]
+        vectors = flat_vectors(self.index)
+        if vectors is not None:
+            first = self.seen_indptr[np.minimum(users, self.users.size - 1)]
+            offsets = np.arange(int(seen_counts.sum())) - np.repeat(np.cumsum(seen_counts) - seen_counts, seen_counts)
+            excluded = (np.concatenate([[0], np.cumsum(seen_counts)]),
+                        self.seen_items[np.repeat(first, seen_counts) + offsets])
+            out_items[rows], out_scores[rows] = exact_top_k(queries_np, vectors, k, excluded=excluded)
+            return
         # each user's search returns k + its own seen count (rounded up to a power of two, so a batch makes a few
         # searches): the first k unseen items are then among them, without fetching the heaviest user's count for all
         fetch = np.minimum(2 ** np.ceil(np.log2(k + seen_counts)).astype(np.int64), self.index.ntotal)

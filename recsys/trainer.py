@@ -236,20 +236,16 @@ class Trainer:
         dense = [p for p in self.model.parameters() if p.requires_grad and id(p) not in sparse_ids]
         groups = []
         if sparse:
-            groups.append(
-                {
-                    "name": "sparse",
-                    "params": [p for p in sparse.values() if p.requires_grad],
-                    "lr": config.sparse_lr or config.lr,
-                    "weight_decay": config.sparse_weight_decay,
-                }
-            )
+            groups.append({"name": "sparse", "params": [p for p in sparse.values() if p.requires_grad],
+                           "lr": config.sparse_lr or config.lr, "weight_decay": config.sparse_weight_decay})
         if dense:
             groups.append({"name": "dense", "params": dense, "lr": config.lr, "weight_decay": config.weight_decay})
         if not groups:
             raise ValueError("the model has no trainable parameters.")
         optimizers = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
-        return optimizers[config.optimizer](groups)
+        # one fused kernel per parameter instead of ~10 elementwise ops: a fifth of a small model's step on CPU
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+        return optimizers[config.optimizer](groups, fused=fused or None)
 
     def _show_progress(self) -> bool:
         if self.config.show_progress is not None:
@@ -299,13 +295,13 @@ class Trainer:
         Returns the loss components (``loss/task``, ``loss/<hook>``, ``loss/total``).
         """
         batch = self._make_batch(index_batch)
-        total = self.reg_hooks.step(
+        self.reg_hooks.step(
             batch, self.model, self.task_loss, step=self.step, epoch=self.epoch, sample_indices=batch.rows,
             extras={"total_steps": self.total_steps},  # schedules over the whole run (DSL's cosine decay) read it
             max_grad_norm=self.config.grad_clip,
         )
         self.step += 1
-        components = {"loss/task": self.reg_hooks.last_task_loss, "loss/total": float(total)}
+        components = {"loss/task": self.reg_hooks.last_task_loss, "loss/total": self.reg_hooks.last_loss}
         components.update({f"loss/{name}": value for name, value in self.reg_hooks.last_terms.items()})
         return components
 
@@ -462,10 +458,11 @@ class Trainer:
             steps_here += 1
             for key, value in components.items():
                 sums[key] = sums.get(key, 0.0) + value
-            elapsed = time.perf_counter() - started
             bar.update(1)
-            throughput = self.result.examples / max(self.result.train_seconds + elapsed, 1e-9)
-            bar.set_postfix(loss=f"{components['loss/total']:.4f}", ex_s=f"{throughput:.0f}", refresh=False)
+            if not bar.disable:
+                elapsed = time.perf_counter() - started
+                throughput = self.result.examples / max(self.result.train_seconds + elapsed, 1e-9)
+                bar.set_postfix(loss=f"{components['loss/total']:.4f}", ex_s=f"{throughput:.0f}", refresh=False)
             if config.max_steps is not None and self.step >= config.max_steps:
                 capped = True
                 break

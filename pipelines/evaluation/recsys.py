@@ -27,6 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,8 +41,8 @@ from recsys.serving import Recommender
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "evaluate_recommendations", "head_items", "make_evaluator", "qrels_from_log", "rank_users", "run_from_lists",
-    "unknown_users_warnings",
+    "EncodedTest", "encode_test", "evaluate_encoded", "evaluate_recommendations", "head_items", "make_evaluator",
+    "qrels_from_log", "rank_users", "run_from_lists", "unknown_users_warnings",
 ]
 
 
@@ -100,6 +101,45 @@ def _measures(ks: Sequence[int]) -> list[str]:
     return [f"{name}@{k}" for name in ("R", "nDCG") for k in ks]
 
 
+@dataclass(frozen=True)
+class EncodedTest:
+    """A raw-id test log as the index arrays evaluation needs, for one recommender's vocabularies and seen items.
+
+    Built once by :func:`encode_test` (id checks, vocabulary lookups, distinct pairs, cold / unknown counts) and
+    reused by every :func:`evaluate_encoded` call, e.g. once per epoch during training (:func:`make_evaluator`).
+    """
+
+    raw_users: np.ndarray  # test users in order of first appearance
+    user_index: np.ndarray  # their vocabulary indices (OOV for unknown users)
+    rows: np.ndarray  # each distinct (user, item) test pair: the user's position in raw_users ...
+    pair_items: np.ndarray  # ... and the item's index (OOV for items outside the catalogue)
+    cold: np.ndarray  # users without training interactions
+    unknown_users: int
+    unknown_items: int  # test interactions (rows of the log) whose item is outside the catalogue
+    warnings: tuple[str, ...]
+
+
+def encode_test(
+    service: Recommender, test: pl.DataFrame | pl.LazyFrame, *, where: str = "test log", warn: bool = True
+) -> EncodedTest:
+    """Check and encode a raw-id test log against ``service`` (its vocabularies and seen items).
+
+    ``where`` names the test log in errors (its file); ``warn=False`` leaves the warnings unlogged.
+    """
+    frame = test.collect() if isinstance(test, pl.LazyFrame) else test
+    _check_id_columns(frame, service, where)
+    if frame.height == 0:
+        raise ValueError("the test split is empty: no held-out items to evaluate against.")
+    raw_users, rows, pair_items = _test_pairs(frame, service)
+    user_index = service.users.encode(raw_users)
+    cold = service.is_cold(user_index)
+    unknown_users = int((user_index == service.users.oov_index).sum())
+    warnings = unknown_users_warnings(len(raw_users), unknown_users, log=warn)
+    unknown_items = _log_unknown_items_and_cold_users(frame, service, cold)
+    return EncodedTest(raw_users, user_index, rows, pair_items, cold, unknown_users, int(unknown_items.sum()),
+                       tuple(warnings))
+
+
 def evaluate_recommendations(
     service: Recommender,
     test: pl.DataFrame | pl.LazyFrame,
@@ -116,44 +156,59 @@ def evaluate_recommendations(
     ``where`` names the test log in errors (its file); ``warn=False`` leaves the ``warnings`` unlogged (for a caller
     that pools several calls). Returns flat metrics (``R@10``, ``nDCG@20``, ``coverage@20``,
     ``tail/R@20``, ...) plus ``users``, ``cold_users``, ``unknown_test_users``, ``unknown_test_items`` and
-    ``seconds`` (ranking + scoring time); ``warnings`` lists what makes the metrics misleading (every test user
-    unknown: the lists are the popularity fallback, not the model's), also logged; ``per_user`` adds the per-user
-    values under ``"per_user"``.
+    ``seconds`` (encoding + ranking + scoring time); ``warnings`` lists what makes the metrics misleading (every
+    test user unknown: the lists are the popularity fallback, not the model's), also logged; ``per_user`` adds the
+    per-user values under ``"per_user"``.
     """
-    if not ks or min(ks) < 1:
-        raise ValueError(f"`ks` must be positive cut-offs, got {list(ks)}.")
-    frame = test.collect() if isinstance(test, pl.LazyFrame) else test
-    _check_id_columns(frame, service, where)
+    _check_ks(ks)
     started = time.perf_counter()
-    if frame.height == 0:
-        raise ValueError("the test split is empty: no held-out items to evaluate against.")
-    raw_users, rows, pair_items = _test_pairs(frame, service)
-    user_index = service.users.encode(raw_users)
-    cold = service.is_cold(user_index)
-    unknown_users = int((user_index == service.users.oov_index).sum())
-    warnings = unknown_users_warnings(len(raw_users), unknown_users, log=warn)
-    unknown_items = _log_unknown_items_and_cold_users(frame, service, cold)
-    items, _ = service.recommend_indices(user_index, max(ks), exclude_seen=exclude_seen)
+    metrics = evaluate_encoded(service, encode_test(service, test, where=where, warn=warn), ks=ks,
+                               head_fraction=head_fraction, exclude_seen=exclude_seen, per_user=per_user)
+    metrics["seconds"] = time.perf_counter() - started
+    return metrics
+
+
+def evaluate_encoded(
+    service: Recommender,
+    test: EncodedTest,
+    *,
+    ks: Sequence[int] = (10, 20),
+    head_fraction: float = 0.2,
+    exclude_seen: bool = True,
+    per_user: bool = False,
+) -> dict[str, Any]:
+    """:func:`evaluate_recommendations` of a test log already encoded by :func:`encode_test`.
+
+    ``seconds`` is the ranking and scoring time only.
+    """
+    _check_ks(ks)
+    started = time.perf_counter()
+    items, _ = service.recommend_indices(test.user_index, max(ks), exclude_seen=exclude_seen)
     head = head_items(service.popularity, head_fraction)
     # one pass over the lists for the three slices; the same values as trec_eval on qrels and runs (binary_metrics)
-    overall, slices = _sliced_metrics(items, rows, pair_items, service.items.oov_index, head, ks)
+    overall, slices = _sliced_metrics(items, test.rows, test.pair_items, service.items.oov_index, head, ks)
     metrics: dict[str, Any] = {
         **{name: mean_over_users(values) for name, values in overall.items()},
         **_catalogue_metrics(items, service, head, ks),
         **slices,
-        "users": len(raw_users),
-        "cold_users": int(cold.sum()),
-        "unknown_test_users": unknown_users,
-        "unknown_test_items": int(unknown_items.sum()),
-        **({"warnings": warnings} if warnings else {}),
+        "users": len(test.raw_users),
+        "cold_users": int(test.cold.sum()),
+        "unknown_test_users": test.unknown_users,
+        "unknown_test_items": test.unknown_items,
+        **({"warnings": list(test.warnings)} if test.warnings else {}),
         "seconds": time.perf_counter() - started,
     }
     if per_user:
         metrics["per_user"] = {
             f"u:{user}": {name: float(values[row]) for name, values in overall.items()}
-            for row, user in enumerate(raw_users.tolist())
+            for row, user in enumerate(test.raw_users.tolist())
         }
     return metrics
+
+
+def _check_ks(ks: Sequence[int]) -> None:
+    if not ks or min(ks) < 1:
+        raise ValueError(f"`ks` must be positive cut-offs, got {list(ks)}.")
 
 
 def _test_pairs(frame: pl.DataFrame, service: Recommender) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -249,12 +304,13 @@ def make_evaluator(
     service: Recommender, test: pl.DataFrame, *, ks: Sequence[int] = (10, 20), head_fraction: float = 0.2
 ) -> Callable[[RecModel], dict[str, float]]:
     """The trainer's ``evaluate`` callback: re-index the catalogue with the current weights, then evaluate."""
+    encoded = encode_test(service, test)
 
     def evaluate_model(model: RecModel) -> dict[str, float]:
         if model is not service.model:
             raise ValueError("the evaluator was built for a different model object.")
         service.refresh()
-        metrics = evaluate_recommendations(service, test, ks=ks, head_fraction=head_fraction)
+        metrics = evaluate_encoded(service, encoded, ks=ks, head_fraction=head_fraction)
         return {key: float(value) for key, value in metrics.items() if isinstance(value, int | float)}
 
     return evaluate_model

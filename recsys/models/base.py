@@ -66,7 +66,7 @@ class RecOutput:
 
     user: Tensor
     item: Tensor
-    scale: Tensor
+    scale: Tensor | float
     negatives: Tensor | None = None
     regularized: list[Tensor] = field(default_factory=list)
 
@@ -95,12 +95,25 @@ class Similarity(nn.Module):
             self.log_scale = nn.Parameter(log_scale)
         else:
             self.register_buffer("log_scale", log_scale)
+        self._fixed_scale: float | None = None
 
     def embed(self, x: Tensor) -> Tensor:
         return F.normalize(x, dim=-1) if self.normalize else x
 
-    def scale(self) -> Tensor:
-        return self.log_scale.clamp(max=math.log(self.max_scale)).exp()
+    def scale(self) -> Tensor | float:
+        """``1/τ``: a tensor when τ is learnable, else the same float32 value as a Python float.
+
+        A fixed scale is read once (not recomputed, and not multiplied in at all when it is 1, in every step).
+        """
+        if isinstance(self.log_scale, nn.Parameter):
+            return self.log_scale.clamp(max=math.log(self.max_scale)).exp()
+        if self._fixed_scale is None:
+            self._fixed_scale = float(self.log_scale.clamp(max=math.log(self.max_scale)).exp())
+        return self._fixed_scale
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._fixed_scale = None  # the buffer may change
+        super()._load_from_state_dict(*args, **kwargs)
 
 
 R = TypeVar("R", bound="Recommender")

@@ -9,7 +9,13 @@ import polars as pl
 import pytest
 import torch
 
-from pipelines.evaluation.recsys import evaluate_recommendations, head_items, make_evaluator
+from pipelines.evaluation.recsys import (
+    encode_test,
+    evaluate_encoded,
+    evaluate_recommendations,
+    head_items,
+    make_evaluator,
+)
 from recsys.data import Vocabulary, encode_interactions
 from recsys.features import FeatureSpec, FeatureTable
 from recsys.models import MatrixFactorization
@@ -70,3 +76,19 @@ def test_evaluator_callback_and_bad_input(service):
         evaluate_recommendations(service, TEST.head(0))
     with pytest.raises(ValueError, match="no `item_id` column"):
         evaluate_recommendations(service, TEST.select("user_id"))
+
+
+def test_an_encoded_test_log_is_reused_after_the_model_changes(service):
+    # make_evaluator encodes the log once; each call ranks with the current weights. Item 4 first for everyone:
+    # user 1 (cold, popularity) keeps [1, 2]; user 2 -> [4, 2] (R@2 = 0), user 3 -> [4, 1] (R@2 = 1)
+    encoded = encode_test(service, TEST)
+    evaluate = make_evaluator(service, TEST, ks=(2,))
+    with torch.no_grad():
+        service.model.item_table.weight[3, 0] = 10.0
+    after = evaluate(service.model)
+    assert after["R@2"] == pytest.approx((0.5 + 0 + 1) / 3)
+    direct = evaluate_encoded(service, encoded, ks=(2,))
+    assert {k: v for k, v in direct.items() if k != "seconds"} == {
+        k: v for k, v in evaluate_recommendations(service, TEST, ks=(2,)).items() if k != "seconds"
+    }
+    assert direct["R@2"] == after["R@2"]

@@ -75,6 +75,15 @@ def test_mf_scores_and_cold_users():
         build_model("nope", {}, users=None, items=None)
 
 
+def test_a_fixed_temperature_is_read_once_and_again_after_loading_weights():
+    model = MatrixFactorization(3, 4, embedding_dim=2, normalize=True, temperature=0.2)
+    assert model.similarity.scale() == float(torch.tensor(5.0).log().exp())  # the float32 value, as a float
+    model.load_state_dict(MatrixFactorization(3, 4, embedding_dim=2, normalize=True, temperature=0.5).state_dict())
+    assert model.similarity.scale() == pytest.approx(2.0)
+    learnable = MatrixFactorization(3, 4, embedding_dim=2, temperature=0.5, learnable_temperature=True)
+    assert isinstance(learnable.similarity.scale(), torch.Tensor) and learnable.similarity.scale().requires_grad
+
+
 def test_a_new_model_is_one_decorated_class(planted, monkeypatch):
     """``@register_model`` makes a Recommender buildable by name; a second model of an existing name is refused."""
     monkeypatch.setattr("recsys.models.base.MODELS", dict(MODELS))  # the registration is undone after the test

@@ -85,3 +85,22 @@ def test_save_load_round_trip(planted, tmp_path):
         service.save(tmp_path / "lightgcn")
     with pytest.raises(FileNotFoundError, match="not a saved regkit recommender"):
         Recommender.load(tmp_path)
+
+
+@pytest.mark.parametrize("block", [1 << 22, 7])  # one score block, and many blocks of a few users
+def test_exhaustive_flat_ranking_equals_faiss_search_of_k_plus_seen(planted, monkeypatch, block):
+    """A flat index is ranked by one masked matrix product; FAISS's own search (an IVF probing every list is exact)
+    fetching k + the user's seen count must give the same lists, also when k exceeds the unseen items (-1 pads)."""
+    import recsys.faiss_index
+
+    monkeypatch.setattr(recsys.faiss_index, "_SCORE_BLOCK", block * planted.items.height)
+    flat, train = _service(planted)
+    searched, _ = _service(planted, index=IndexConfig(kind="ivf", nlist=4, nprobe=4))
+    users = np.arange(train.num_users + 1)  # the two users without history and the OOV index too
+    for k in (10, train.num_items):
+        flat_items, flat_scores = flat.recommend_indices(users, k)
+        searched_items, searched_scores = searched.recommend_indices(users, k)
+        np.testing.assert_array_equal(flat_items, searched_items)
+        np.testing.assert_allclose(flat_scores, searched_scores, rtol=1e-5, atol=1e-6)
+    unseen = train.num_items - np.diff(flat.seen_indptr)
+    assert np.array_equal((flat_items[: train.num_users] >= 0).sum(1), unseen[: train.num_users])
