@@ -29,8 +29,9 @@ Protocol (``run(out_dir)``):
   process on the same batches; the ratio of median epoch seconds, and the share of the DSL epoch spent in the
   update steps.
 
-``REGKIT_DSL_FULL_DATASETS``, ``REGKIT_DSL_FULL_MODELS``, ``REGKIT_DSL_FULL_SEEDS`` (comma lists) shrink the grid.
-Every finished stage is appended to ``out_dir/stages.jsonl`` and skipped when the benchmark is started again.
+``REGKIT_DSL_FULL_DATASETS``, ``REGKIT_DSL_FULL_MODELS``, ``REGKIT_DSL_FULL_SEEDS`` (comma lists) shrink the grid;
+``REGKIT_DSL_FULL_REPORT_ONLY=1`` trains nothing and reports every finished run. Every finished stage is appended to
+``out_dir/stages.jsonl`` and skipped when the benchmark is started again.
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ CONFIG: dict[str, Any] = {
     "seeds": [0],
     "validation_fraction": 0.1,
     "max_epochs": 300,
-    "eval_every": 10,
-    "patience": 3,
+    "eval_every": 5,
+    "patience": 5,
     "updates_per_run": 400,
     "ratio": 0.5,
     "ratio_min": 0.005,
@@ -337,8 +338,12 @@ def _run(out: Path) -> dict[str, Any]:
     variants = [Variant(*v) for v in CONFIG["variants"]]
     log = out / "stages.jsonl"
     done = {(r["stage"], r["dataset"], r["model"], r["variant"], r["seed"]): r for r in _stages(log)}
+    report_only = os.environ.get("REGKIT_DSL_FULL_REPORT_ONLY") == "1"
+    if report_only:  # summarize every finished run, train nothing
+        tested = [k for k in done if k[0] == "test"]
+        datasets, models, seeds = (sorted({k[i] for k in tested}) for i in (1, 2, 4))
     overhead: dict[str, Any] = {}
-    for seed in seeds:
+    for seed in [] if report_only else seeds:
         for dataset in datasets:
             data = _load(dataset, out)
             for model_key in models:
@@ -358,10 +363,9 @@ def _run(out: Path) -> dict[str, Any]:
                         _append(log, row)
                         done[("test",) + key] = row
                         logger.info("dsl_full test %s: R@20 %.4f", key, row["R@20"])
-    for dataset in datasets:
-        for model_key in models:
-            overhead[f"{dataset} / {model_key}"] = _overhead(_load(dataset, out), model_key)
     rows = [r for k, r in done.items() if k[0] == "test" and k[1] in datasets and k[2] in models and k[4] in seeds]
+    for dataset, model_key in sorted({(r["dataset"], r["model"]) for r in rows}):
+        overhead[f"{dataset} / {model_key}"] = _overhead(_load(dataset, out), model_key)
     table = _summary(rows)
     markdown = _markdown(table, overhead)
     atomic_write_text(out / "table.md", markdown)

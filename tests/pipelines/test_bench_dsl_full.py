@@ -44,3 +44,8 @@ def test_bench_runs_resumes_and_compares_at_equal_memory(lastfm_raw, tmp_path, m
     assert "| lastfm | mf_bpr | dsl d=0.5 2xD |" in (tmp_path / "table.md").read_text()
     bench_dsl_full.run(tmp_path)  # every stage is in the log: nothing is retrained
     assert len((tmp_path / "stages.jsonl").read_text().splitlines()) == 4
+    monkeypatch.setenv("REGKIT_DSL_FULL_REPORT_ONLY", "1")
+    monkeypatch.setitem(bench_dsl_full.CONFIG, "variants", [("dsl", 0.2, 1)])  # would train a new run
+    report = bench_dsl_full.run(tmp_path)
+    assert len((tmp_path / "stages.jsonl").read_text().splitlines()) == 4
+    assert [e["variant"] for e in report["table"]] == ["dense", "dsl d=0.5 2xD"]
