@@ -137,10 +137,11 @@ def exact_top_k(
             indptr, items = excluded
             counts = np.diff(indptr[start : stop + 1])
             scores[np.repeat(np.arange(stop - start), counts), items[indptr[start] : indptr[stop]]] = -np.inf
-        top = np.sort(np.argpartition(-scores, depth - 1, axis=1)[:, :depth], axis=1)
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        top, top_scores = np.take_along_axis(top, order, 1), np.take_along_axis(top_scores, order, 1)
+        np.negative(scores, out=scores)  # ascending partial sort of the negated scores, without a copy
+        top = np.sort(np.argpartition(scores, depth - 1, axis=1)[:, :depth], axis=1)
+        negated = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(negated, axis=1, kind="stable")
+        top, top_scores = np.take_along_axis(top, order, 1), -np.take_along_axis(negated, order, 1)
         found = np.isfinite(top_scores)
         out_items[start:stop, :depth] = np.where(found, top, -1)
         out_scores[start:stop, :depth] = np.where(found, top_scores, -np.inf)

@@ -44,7 +44,10 @@ from retrieval.resumable_encoding import DEFAULT_SHARD_SIZE, encode_documents_re
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["flops", "index_vectors", "index_with_model", "search_with_model", "write_opensearch_bulk"]
+__all__ = [
+    "InferenceFreeSearcher", "flops", "index_vectors", "index_with_model", "search_with_model",
+    "write_opensearch_bulk",
+]
 
 
 def flops(query_vectors: Mapping[str, Mapping[str, float]], doc_vectors: Mapping[str, Mapping[str, float]]) -> float:
@@ -161,25 +164,50 @@ def index_with_mixture(
     return vectors, stats, info
 
 
-def search_with_model(
-    model: Any, index_dir: str | os.PathLike[str], queries: Mapping[str, str], *, k: int = 1000, threads: int = 2
-) -> dict[str, dict[str, float]]:
-    """Inference-free search: IDF weights of each query's wordpieces against the impact index.
+class InferenceFreeSearcher:
+    """Inference-free search of one impact index, kept open: IDF weights of each query's wordpieces.
 
     An index built with a document mixture (:func:`index_with_mixture`) also gets each query's analyzed terms
     weighted by count × the IDF stored in the index (:func:`retrieval.document_mixture.lexical_query_weights`).
+    The index, its IDF table and the analyzer are opened once, so a query per call costs only its own search.
     """
-    weights = query_weights(model, queries)
-    idf_file = Path(index_dir) / LEXICAL_IDF_FILE
-    if idf_file.is_file():
-        try:
-            idf = json.loads(idf_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{idf_file}: corrupt lexical IDF table ({err}); rebuild the index.") from None
-        lexical = lexical_query_weights(queries, lucene_analyzer(), idf)
-        weights = {qid: {**weights[qid], **lexical[qid]} for qid in weights}
-    with ImpactSearcher(index_dir) as searcher:
-        return searcher.search(weights, k=k, threads=threads)
+
+    def __init__(self, model: Any, index_dir: str | os.PathLike[str]) -> None:
+        self.model = model
+        self._idf: dict[str, float] | None = None
+        idf_file = Path(index_dir) / LEXICAL_IDF_FILE
+        if idf_file.is_file():
+            try:
+                self._idf = json.loads(idf_file.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"{idf_file}: corrupt lexical IDF table ({err}); rebuild the index.") from None
+            self._analyzer = lucene_analyzer()
+        self._searcher = ImpactSearcher(index_dir)
+
+    def search(self, queries: Mapping[str, str], *, k: int = 1000, threads: int = 2) -> dict[str, dict[str, float]]:
+        """Top-``k`` ``{qid: {doc_id: score}}`` of every query."""
+        weights = query_weights(self.model, queries)
+        if self._idf is not None:
+            lexical = lexical_query_weights(queries, self._analyzer, self._idf)
+            weights = {qid: {**weights[qid], **lexical[qid]} for qid in weights}
+        return self._searcher.search(weights, k=k, threads=threads)
+
+    def close(self) -> None:
+        self._searcher.close()
+
+    def __enter__(self) -> InferenceFreeSearcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def search_with_model(
+    model: Any, index_dir: str | os.PathLike[str], queries: Mapping[str, str], *, k: int = 1000, threads: int = 2
+) -> dict[str, dict[str, float]]:
+    """One :meth:`InferenceFreeSearcher.search` of ``queries`` (opens and closes the index)."""
+    with InferenceFreeSearcher(model, index_dir) as searcher:
+        return searcher.search(queries, k=k, threads=threads)
 
 
 def write_opensearch_bulk(

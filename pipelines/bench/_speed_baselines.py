@@ -1,4 +1,5 @@
-"""The plain loops regkit's speed is measured against: torch training loops and a numpy full-ranking evaluation.
+"""The plain loops regkit's speed is measured against: torch training loops, a numpy full-ranking evaluation, and
+raw Pyserini indexing and search.
 
 Written as someone would without regkit, on the same shapes, optimizer and negatives distribution as the regkit
 run they are compared with (:mod:`pipelines.bench.bench_speed`), so anyone can re-run the ratios.
@@ -6,8 +7,11 @@ run they are compared with (:mod:`pipelines.bench.bench_speed`), so anyone can r
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,3 +119,29 @@ def numpy_full_ranking(
         metrics[f"R@{cut}"] = sum((hits[:, :cut].sum(1) / count).tolist()) / count.size
         metrics[f"nDCG@{cut}"] = sum((dcg[:, cut - 1] / ideal[np.minimum(count, cut) - 1]).tolist()) / count.size
     return metrics
+
+
+def pyserini_index(contents: dict[str, str], collection: Path, index: Path, threads: int) -> None:
+    """BM25 index as a Pyserini user builds one: JSONL shards (one per thread), then ``IndexCollection``.
+
+    The arguments of Pyserini's BEIR "flat" regressions (positions, document vectors and raw text stored).
+    """
+    from jnius import autoclass
+
+    collection.mkdir(parents=True)
+    files = [open(collection / f"part-{i}.jsonl", "w", encoding="utf-8") for i in range(threads)]
+    for number, (doc_id, text) in enumerate(contents.items()):
+        files[number % threads].write(json.dumps({"id": doc_id, "contents": text}) + "\n")
+    for file in files:
+        file.close()
+    autoclass("io.anserini.index.IndexCollection").main([
+        "-collection", "JsonCollection", "-input", str(collection), "-index", str(index),
+        "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads),
+        "-storePositions", "-storeDocvectors", "-storeRaw", "-quiet",
+    ])
+
+
+def pyserini_search(searcher: Any, queries: dict[str, str], k: int, threads: int) -> dict[str, dict[str, float]]:
+    """``LuceneSearcher.batch_search`` of every query, hits read into ``{qid: {docid: score}}``."""
+    hits = searcher.batch_search(list(queries.values()), list(queries), k=k, threads=threads)
+    return {qid: {hit.docid: hit.score for hit in found} for qid, found in hits.items()}

@@ -18,7 +18,9 @@ returns no rows.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -156,6 +158,138 @@ def _evaluation_row(data: Any) -> dict[str, Any]:
                 regkit_encode_test_ms=encoding_ms)
 
 
+def _two_tower_row(config: Any, data: Any) -> dict[str, Any]:
+    """Trainer throughput of the feature two-tower on torchrec's EmbeddingBagCollection vs plain nn.EmbeddingBag."""
+    from recsys.data import InMemoryBatches
+    from recsys.models import build_model
+    from recsys.trainer import TrainConfig, Trainer
+
+    def train(backend: str, steps: int = 40) -> float:
+        torch.manual_seed(0)
+        model = build_model("two_tower", {**config.model.options(), "embedding_backend": backend},
+                            users=data.user_features, items=data.item_features, interactions=data.train)
+        train_config = TrainConfig(epochs=steps, max_steps=steps, batch_size=1024, loss="softmax", lr=0.005,
+                                   show_progress=False, eval_every=0)
+        trainer = Trainer(model, InMemoryBatches(data.train, 1024, seed=0), train_config,
+                          item_counts=data.train.item_counts())
+        started = time.perf_counter()
+        result = trainer.fit(resume=False)
+        return result.examples / (time.perf_counter() - started)
+
+    torch.set_num_threads(1)
+    regkit, peer = _interleaved(lambda: train("torchrec"), lambda: train("torch"))
+    return _row("two-tower training (ml100k_two_tower_features.yaml), batch 1024, 1 thread: torchrec EBC",
+                regkit, peer, "examples/s", 1.0, True, peer_name="the same model on plain nn.EmbeddingBag")
+
+
+def _bm25_rows(out_dir: Path) -> list[dict[str, Any]]:
+    """BM25 indexing (docs/s) and search (ms/query) of SciFact: regkit against raw Pyserini on the same engine."""
+    import shutil
+
+    from pipelines.bench._speed_baselines import pyserini_index, pyserini_search
+    from retrieval.beir import load_beir
+    from retrieval.index import build_bm25_index
+    from retrieval.jvm import ensure_jvm
+    from retrieval.search import Bm25Searcher
+
+    folder = Path(os.environ.get("REGKIT_SHARED_DATA", "/work/shared/data")) / "beir" / "scifact"
+    if not folder.is_dir():
+        logger.warning("BM25 speed rows skipped: %s not found", folder)
+        return []
+    dataset = load_beir(folder)
+    ensure_jvm()
+    contents = {doc_id: doc.contents for doc_id, doc in dataset.corpus.items()}
+    work = out_dir / "bm25"
+    rows = []
+    for threads in (1, 2):
+        def regkit_index(threads: int = threads) -> float:
+            shutil.rmtree(work, ignore_errors=True)
+            started = time.perf_counter()
+            build_bm25_index(dataset.corpus, work / "regkit", threads=threads, show_progress=False)
+            return len(contents) / (time.perf_counter() - started)
+
+        def raw_index(threads: int = threads) -> float:
+            shutil.rmtree(work, ignore_errors=True)
+            started = time.perf_counter()
+            pyserini_index(contents, work / "collection", work / "raw", threads)
+            return len(contents) / (time.perf_counter() - started)
+
+        regkit, peer = _interleaved(regkit_index, raw_index)
+        rows.append(_row(f"BM25 indexing, SciFact ({len(contents)} docs), {threads} thread(s)", regkit, peer,
+                         "docs/s", 0.95, True, peer_name="raw Pyserini (JSONL shards + IndexCollection)"))
+    build_bm25_index(dataset.corpus, work / "regkit", threads=2, show_progress=False, overwrite=True)
+    from pyserini.search.lucene import LuceneSearcher
+
+    raw = LuceneSearcher(str(work / "regkit"))
+    with Bm25Searcher(work / "regkit") as searcher:
+        raw.set_bm25(searcher.k1, searcher.b)
+        for k in (1000, 100):
+            def regkit_search(k: int = k) -> float:
+                started = time.perf_counter()
+                searcher.search(dataset.queries, k=k, threads=1, show_progress=False)
+                return (time.perf_counter() - started) * 1e3 / len(dataset.queries)
+
+            def raw_search(k: int = k) -> float:
+                started = time.perf_counter()
+                pyserini_search(raw, dataset.queries, k, threads=1)
+                return (time.perf_counter() - started) * 1e3 / len(dataset.queries)
+
+            regkit, peer = _interleaved(regkit_search, raw_search)
+            rows.append(_row(f"BM25 search, SciFact ({len(dataset.queries)} queries), k = {k}, 1 thread", regkit,
+                             peer, "ms/query", 1.05, False, peer_name="raw Pyserini LuceneSearcher.batch_search"))
+    raw.close()
+    shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def _sparse_latency_rows(label_free: Path) -> list[dict[str, Any]]:
+    """Latency of the adapted inference-free sparse models (``--only label_free``, seed 0) against BM25.
+
+    Per collection, k = 10 / 100 / 1000, one query per call and all test queries in one call, 1 Lucene thread;
+    each searcher opened once (:class:`retrieval.sparse_index.InferenceFreeSearcher`, whose time includes the
+    query's tokenisation and IDF lookup; :class:`retrieval.search.Bm25Searcher`).
+    """
+    from retrieval.beir import load_beir
+    from retrieval.encoder import load_sparse_encoder
+    from retrieval.search import Bm25Searcher
+    from retrieval.sparse_index import InferenceFreeSearcher
+
+    summary = json.loads((label_free.parent / "label_free.json").read_text())["results"] \
+        if (label_free.parent / "label_free.json").is_file() else {}
+    rows = []
+    for name in ("scifact", "nfcorpus", "cranfield", "cisi"):
+        folder = label_free / name
+        if not (folder / "sparse-s0-index").is_dir():
+            logger.warning("sparse latency rows skipped for %s: run `python -m pipelines.bench --only label_free` "
+                           "first", name)
+            continue
+        dataset = load_beir(Path(os.environ.get("REGKIT_SHARED_DATA", "/work/shared/data")) / "beir" / name)
+        queries = {qid: dataset.queries[qid] for qid in dataset.qrels}
+        active = summary.get(name, {}).get("rows", {}).get("adapted seed 0", {}).get("active_terms")
+        model = load_sparse_encoder(str(folder / "adapt-s0" / "model"))
+        with InferenceFreeSearcher(model, folder / "sparse-s0-index") as sparse, \
+                Bm25Searcher(folder / "bm25-index") as bm25:
+            for k in (10, 100, 1000):
+                for batched in (False, True):
+                    def timed(searcher: Any, k: int = k, batched: bool = batched,
+                              queries: dict[str, str] = queries) -> float:
+                        started = time.perf_counter()
+                        if batched:
+                            searcher.search(queries, k=k, threads=1)
+                        else:
+                            for qid, text in queries.items():
+                                searcher.search({qid: text}, k=k, threads=1)
+                        return (time.perf_counter() - started) * 1e3 / len(queries)
+
+                    regkit, peer = _interleaved(lambda: timed(sparse), lambda: timed(bm25))
+                    rows.append(_row(f"learned sparse search, {name} ({len(queries)} queries), k = {k}, "
+                                     f"{'batched' if batched else 'one query per call'}, 1 thread", regkit, peer,
+                                     "ms/query", 1.1, False, peer_name="BM25 on the same engine",
+                                     doc_active_terms=active))
+                    logger.info("%s", rows[-1])
+    return rows
+
+
 def run(out_dir: Path) -> list[dict[str, Any]]:
     from pipelines.bench.bench_recsys import REPO, _data
     from pipelines.recsys_data import RunData
@@ -171,6 +305,12 @@ def run(out_dir: Path) -> list[dict[str, Any]]:
     threads = torch.get_num_threads()
     try:
         rows = _training_rows(data.train) + [_evaluation_row(data)]
+        features = load_recsys_config(REPO / "pipelines" / "configs" / "ml100k_two_tower_features.yaml",
+                                      [f"data.dir={data_dir}"])
+        rows.append(_two_tower_row(features, RunData(features.data.model_copy(
+            update={"validation": ValidationConfig(method="none")}))))
+        rows += _bm25_rows(Path(out_dir))
+        rows += _sparse_latency_rows(Path(out_dir).parent / "label_free")
     finally:
         torch.set_num_threads(threads)
     for row in rows:
