@@ -91,8 +91,10 @@ TITLE_STOPWORDS = frozenset({"a", "an", "and", "the", "of", "in", "on", "to", "f
 
 
 def title_tokens(title: str) -> list[str]:
-    """The content words of a ``u.item`` title: lower-cased alphanumeric runs, without the trailing "(1995)" year,
-    parenthesised alternative titles kept, stopwords dropped, each word once (first-seen order).
+    """The content words of a ``u.item`` title, each once (first-seen order).
+
+    Lower-cased alphanumeric runs of the title without its trailing "(1995)" year; parenthesised alternative titles
+    are kept, stopwords dropped.
 
     >>> title_tokens("Shawshank Redemption, The (1994)")
     ['shawshank', 'redemption']
