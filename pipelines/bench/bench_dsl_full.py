@@ -16,12 +16,14 @@ Protocol (``run(out_dir)``):
   efficiency claim, DSL d = 0.5 at 2D and d = 0.25 at 4D (the same count of active entries as dense at D);
   DSL on both embedding tables, uniform init, r 0.5 → 0.005 cosine over the whole run (the official code's
   ``CosineDecay``), ΔT = total steps / ``updates_per_run`` (the official LightGCN run, 1000 epochs of ~1,200
-  steps with ΔT = 3000, makes ~400 updates);
+  steps with ΔT = 3000, makes ~400 updates), at least ``min_update_interval`` steps (the smallest ΔT of
+  ``bench_dsl_interval``'s validation table; shorter intervals churn the masks and cost an update per step);
 * run length, chosen without the test split: stage 1 trains on 90 % of each user's training interactions
-  (:func:`recsys.splits.random_holdout_split`, seed 0) for up to ``max_epochs`` epochs (DSL schedule over
-  ``max_epochs``), validation Recall@20 every ``eval_every`` epochs, early stopping after ``patience``
-  evaluations without improvement; stage 2 refits on the whole training split for the best epoch count, DSL
-  schedule and ΔT rescaled to that run, and is tested once;
+  (:func:`recsys.splits.random_holdout_split`, seed 0) one complete run per length of ``lengths`` (epochs; the
+  DSL schedule spans each run, so every candidate ends annealed), and scores the final model's validation
+  Recall@20; the sweep stops at the first length that scores below the one before (doubling the run no longer
+  helps); stage 2 refits on the whole training split for the best length and is tested once. Early stopping inside
+  a run is not used: it would score DSL models whose mask schedule has not finished;
 * reported per (dataset, model, variant), mean ± population std over seeds: test R@20 / NDCG@20, the ratio to the
   dense model's R@20, chosen epochs, active entries, bytes of the exported tables (CSR: float32 values + int32
   indices, :func:`common_regs.sparsity.sparse_table.memory_report`; float32 dense for dense), training seconds;
@@ -86,10 +88,9 @@ CONFIG: dict[str, Any] = {
     "batch_size": 1024,
     "seeds": [0],
     "validation_fraction": 0.1,
-    "max_epochs": 300,
-    "eval_every": 5,
-    "patience": 5,
+    "lengths": [10, 20, 40, 80, 160],
     "updates_per_run": 400,
+    "min_update_interval": 10,
     "ratio": 0.5,
     "ratio_min": 0.005,
     "overhead_epochs": 3,
@@ -110,11 +111,14 @@ class Variant:
         return "dense" if self.method == "dense" else f"dsl d={self.density} {self.dim_factor}xD"
 
 
-def dsl_schedule(total_steps: int, updates_per_run: int) -> int:
-    """ΔT for a run of ``total_steps``: ``updates_per_run`` mask updates spread over the run (at least every step)."""
-    if total_steps < 1 or updates_per_run < 1:
-        raise ValueError(f"`total_steps` and `updates_per_run` must be >= 1, got {total_steps}, {updates_per_run}.")
-    return max(1, round(total_steps / updates_per_run))
+def dsl_schedule(total_steps: int, updates_per_run: int, min_interval: int = 1) -> int:
+    """ΔT for a run of ``total_steps``: ``updates_per_run`` updates spread over the run, at least ``min_interval``."""
+    if min(total_steps, updates_per_run, min_interval) < 1:
+        raise ValueError(
+            f"`total_steps`, `updates_per_run` and `min_interval` must be >= 1, got {total_steps}, {updates_per_run}, "
+            f"{min_interval}."
+        )
+    return max(min_interval, round(total_steps / updates_per_run))
 
 
 # -- data --------------------------------------------------------------------------------------------------------
@@ -182,14 +186,13 @@ def _trainer(data: _Data, model_key: str, variant: Variant, seed: int, epochs: i
     hooks: list[Any] = [EmbeddingL2(spec["l2"])] if spec["l2"] else []
     if variant.method == "dsl":
         total = len(batches) * schedule_epochs
-        scheduler = DSL(density=variant.density, update_interval=dsl_schedule(total, CONFIG["updates_per_run"]),
+        interval = dsl_schedule(total, CONFIG["updates_per_run"], CONFIG["min_update_interval"])
+        scheduler = DSL(density=variant.density, update_interval=interval,
                         ratio=CONFIG["ratio"], ratio_min=CONFIG["ratio_min"], total_steps=total, seed=seed,
                         targets=list(TABLES))
         hooks.append(scheduler)
-    config = TrainConfig(epochs=epochs, batch_size=CONFIG["batch_size"], optimizer="adam", seed=seed,
-                         eval_every=CONFIG["eval_every"] if validation else 0,
-                         patience=CONFIG["patience"] if validation else None, restore_best=False,
-                         show_progress=False, **spec["train"])
+    config = TrainConfig(epochs=epochs, batch_size=CONFIG["batch_size"], optimizer="adam", seed=seed, eval_every=0,
+                         restore_best=False, show_progress=False, **spec["train"])
     trainer = Trainer(
         model, batches, config, hooks=hooks, item_counts=data.train.item_counts(),
         negative_sampler=NegativeSampler.from_interactions(data.train, seed=seed),
@@ -205,15 +208,20 @@ def _evaluate(data: _Data, model: RecModel) -> dict[str, float]:
 
 
 def _choose_epochs(data: _Data, model_key: str, variant: Variant, seed: int) -> dict[str, Any]:
-    """Stage 1: early stopping on the validation carve; the best epoch count (1-based)."""
+    """Stage 1: one complete run per length on the validation carve; the length whose final model scores best."""
     carve = data.carve(CONFIG["validation_fraction"])
-    trainer, _, _ = _trainer(carve, model_key, variant, seed, CONFIG["max_epochs"],
-                             schedule_epochs=CONFIG["max_epochs"], validation=True)
-    result = trainer.fit(resume=False)
-    best = result.best_epoch if result.best_epoch is not None else result.epochs - 1
-    return {"epochs": best + 1, "validation_R@20": result.best_metrics.get("R@20"),
-            "validation_curve": [(h["epoch"] + 1, h.get("R@20")) for h in result.history if "R@20" in h],
-            "stage1_epochs_run": result.epochs, "stage1_seconds": result.train_seconds}
+    curve: list[tuple[int, float]] = []
+    seconds = 0.0
+    for length in CONFIG["lengths"]:
+        trainer, _, _ = _trainer(carve, model_key, variant, seed, length, schedule_epochs=length, validation=True)
+        result = trainer.fit(resume=False)
+        curve.append((length, float(result.history[-1]["R@20"])))
+        seconds += result.train_seconds
+        logger.info("dsl_full %s %s: %d epochs, validation R@20 %.4f", model_key, variant.label, *curve[-1])
+        if len(curve) > 1 and curve[-1][1] < curve[-2][1]:
+            break
+    best = max(curve, key=lambda point: point[1])
+    return {"epochs": best[0], "validation_R@20": best[1], "validation_curve": curve, "stage1_seconds": seconds}
 
 
 def _refit(data: _Data, model_key: str, variant: Variant, seed: int, epochs: int) -> dict[str, Any]:

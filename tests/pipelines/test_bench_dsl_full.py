@@ -13,7 +13,7 @@ from pipelines.bench.bench_dsl_full import dsl_schedule
 
 def test_dsl_schedule_spreads_the_updates_over_the_run() -> None:
     assert dsl_schedule(1_209_000, 400) == 3022  # the official LightGCN run: ~1,209 steps x 1000 epochs, ΔT 3000
-    assert dsl_schedule(79 * 150, 400) == 30 and dsl_schedule(10, 400) == 1
+    assert dsl_schedule(79 * 150, 400) == 30 and dsl_schedule(10, 400) == 1 and dsl_schedule(79 * 10, 400, 10) == 10
     with pytest.raises(ValueError, match="updates_per_run"):
         dsl_schedule(100, 0)
 
@@ -24,7 +24,7 @@ def test_bench_runs_resumes_and_compares_at_equal_memory(lastfm_raw, tmp_path, m
     monkeypatch.setitem(bench_dsl_full.CONFIG, "models", {"mf_bpr": bench_dsl_full.CONFIG["models"]["mf_bpr"]})
     monkeypatch.setitem(bench_dsl_full.CONFIG, "variants", [("dense", 1.0, 1), ("dsl", 0.5, 2)])
     monkeypatch.setitem(bench_dsl_full.CONFIG, "embedding_dim", 8)
-    for key, value in {"max_epochs": 3, "eval_every": 1, "patience": 1, "updates_per_run": 5,
+    for key, value in {"lengths": [1, 2, 3], "updates_per_run": 5, "min_update_interval": 1,
                        "overhead_epochs": 1}.items():
         monkeypatch.setitem(bench_dsl_full.CONFIG, key, value)
     result = bench_dsl_full.run(tmp_path)
@@ -33,6 +33,11 @@ def test_bench_runs_resumes_and_compares_at_equal_memory(lastfm_raw, tmp_path, m
         ("choose", "dense"), ("test", "dense"), ("choose", "dsl d=0.5 2xD"), ("test", "dsl d=0.5 2xD")
     ]
     chosen = {s["variant"]: s for s in stages if s["stage"] == "choose"}
+    for row in chosen.values():  # one complete run per length until a longer one scores lower; the best is kept
+        lengths, scores = zip(*row["validation_curve"], strict=True)
+        assert list(lengths) == [1, 2, 3][: len(lengths)] and row["validation_R@20"] == max(scores)
+        assert len(lengths) == 3 or scores[-1] < scores[-2]
+        assert row["epochs"] == lengths[scores.index(max(scores))]
     tested = {s["variant"]: s for s in stages if s["stage"] == "test"}
     for variant, row in tested.items():
         assert row["epochs"] == chosen[variant]["epochs"] <= 3 and 0.0 < row["R@20"] < 1.0
