@@ -20,7 +20,13 @@ from retrieval.index import read_index_metadata
 from retrieval.mining import Candidates
 from retrieval.runs import read_trec_run
 from retrieval.search import Bm25Searcher
-from retrieval.sparse_index import flops, index_vectors, search_with_model, write_opensearch_bulk
+from retrieval.sparse_index import (
+    InferenceFreeSearcher,
+    flops,
+    index_vectors,
+    search_with_model,
+    write_opensearch_bulk,
+)
 
 pytestmark = pytest.mark.java
 
@@ -116,6 +122,10 @@ def test_cli_index_search_eval_and_opensearch_export(tiny) -> None:
     expected = search_with_model(load_sparse_encoder(model_dir), root / "impact", load_beir(data).split_queries, k=3)
     assert read_trec_run(run_file) == {q: {d: float(f"{s:.6f}") for d, s in docs.items()}
                                        for q, docs in expected.items() if docs}
+    # a searcher kept open answers one query per call as the one-shot batch search does
+    with InferenceFreeSearcher(load_sparse_encoder(model_dir), root / "impact") as searcher:
+        assert {qid: searcher.search({qid: text}, k=3)[qid] for qid, text in load_beir(data).split_queries.items()} \
+            == expected
     for idf in ("model", "corpus"):
         out = root / f"eval-{idf}"
         assert main(["beir", "eval", "--data", str(data), "--retriever", "sparse", "--model", str(model_dir),
