@@ -30,3 +30,11 @@ def test_bench_runs_the_variants_and_resumes(ml100k_raw, tmp_path, monkeypatch) 
     assert "| cfm_noid | own | 1 | 1 |" in (tmp_path / "table.md").read_text()
     bench_ssl_rich.run(tmp_path)  # every job is in the log: nothing is retrained
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 3
+
+
+def test_alpha_check_runs_for_its_seeds_at_its_own_length_only() -> None:
+    jobs = bench_ssl_rich._jobs([], [0, 1])
+    alpha = [job for job in jobs if "α" in job[0]]
+    assert alpha and {(seed, length) for _, seed, length in alpha} == {(0, "own")}
+    assert ("cfm_noid", 1, "equal") in jobs and ("none", 0, "equal") not in jobs
+    assert ("rfm", 0, "own") not in bench_ssl_rich._jobs([{"variant": "rfm", "seed": 0, "length": "own"}], [0])
