@@ -88,7 +88,7 @@ CONFIG: dict[str, Any] = {
     "batch_size": 1024,
     "seeds": [0],
     "validation_fraction": 0.1,
-    "lengths": [10, 20, 40, 80, 160],
+    "lengths": [5, 10, 20, 40, 80, 160],
     "updates_per_run": 400,
     "min_update_interval": 10,
     "ratio": 0.5,
