@@ -17,7 +17,7 @@ Protocol (``run(out_dir)``):
 * variants (``CONFIG["variants"]``): ``none``, ``rfm``, ``cfm`` (MI over all four features: the paper's
   definition), ``cfm_noid`` (``cfm_exclude_id``: the id is never the seed or a partner, always kept in view A and
   masked in view B); SSL defaults of :class:`recsys.ssl.SSLConfig` (α 0.1, τ 0.1, mask ratio 0.5, dropout 0.1),
-  fixed a priori; an α check (``cfm_noid`` at α 0.01 / 0.03 / 0.3) for the ``alpha_seeds`` only;
+  fixed a priori; an α check (``cfm_noid`` at α 0.01 / 0.03 / 0.3, the ``alpha_seeds``, own length only);
 * run length: per variant, chosen on a 10 % per-user validation carve of ``u1.base`` (seed 0 of the model;
   validation R@20 every ``eval_every`` epochs, patience 2), then refit on all of ``u1.base``; the other seeds reuse
   seed 0's epoch count (at most ``max_epochs``); the test split is never used for a choice. ``equal_length`` rows
@@ -69,7 +69,7 @@ CONFIG: dict[str, Any] = {
         "cfm_noid α=0.3": {"mode": "cfm", "cfm_exclude_id": True, "alpha": 0.3},
     },
     "seeds": [0, 1, 2],
-    "alpha_seeds": [0],
+    "alpha_seeds": [0, 1, 2],
     "eval_every": 2,
     "max_epochs": 40,
     "title_min_count": 2,

@@ -32,7 +32,8 @@ def test_bench_runs_the_variants_and_resumes(ml100k_raw, tmp_path, monkeypatch) 
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 3
 
 
-def test_alpha_check_runs_for_its_seeds_at_its_own_length_only() -> None:
+def test_alpha_check_runs_for_its_seeds_at_its_own_length_only(monkeypatch) -> None:
+    monkeypatch.setitem(bench_ssl_rich.CONFIG, "alpha_seeds", [0])
     jobs = bench_ssl_rich._jobs([], [0, 1])
     alpha = [job for job in jobs if "α" in job[0]]
     assert alpha and {(seed, length) for _, seed, length in alpha} == {(0, "own")}
