@@ -109,6 +109,8 @@ def _training_rows(train: Any) -> list[dict[str, Any]]:
 
 def _evaluation_row(data: Any) -> dict[str, Any]:
     """Time of regkit's full evaluation vs the numpy baseline on one model's embeddings (short MF-BPR training)."""
+    from threadpoolctl import threadpool_limits
+
     from pipelines.evaluation.recsys import encode_test, evaluate_encoded
     from recsys.data import InMemoryBatches, NegativeSampler
     from recsys.models import MatrixFactorization
@@ -149,7 +151,8 @@ def _evaluation_row(data: Any) -> dict[str, Any]:
         return time.perf_counter() - started
 
     torch.set_num_threads(1)
-    regkit_s, numpy_s = _interleaved(regkit, numpy_baseline)
+    with threadpool_limits(1):  # numpy's BLAS too (both sides' matrix products), else it takes every core
+        regkit_s, numpy_s = _interleaved(regkit, numpy_baseline)
     names = [f"{m}@{k}" for m in ("R", "nDCG") for k in KS]
     identical = all(results["regkit"][name] == results["numpy"][name] for name in names)
     return _row(f"full-catalogue evaluation, {len(order)} users x {train.num_items} items, 1 thread", regkit_s * 1e3,

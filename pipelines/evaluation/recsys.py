@@ -117,6 +117,7 @@ class EncodedTest:
     unknown_users: int
     unknown_items: int  # test interactions (rows of the log) whose item is outside the catalogue
     warnings: tuple[str, ...]
+    relevant_keys: np.ndarray  # sorted ``row * (OOV + 1) + item`` of the pairs with known items: hit lookups
 
 
 def encode_test(
@@ -136,8 +137,10 @@ def encode_test(
     unknown_users = int((user_index == service.users.oov_index).sum())
     warnings = unknown_users_warnings(len(raw_users), unknown_users, log=warn)
     unknown_items = _log_unknown_items_and_cold_users(frame, service, cold)
+    known = pair_items != service.items.oov_index
+    relevant_keys = np.sort(rows[known] * (service.items.oov_index + 1) + pair_items[known])
     return EncodedTest(raw_users, user_index, rows, pair_items, cold, unknown_users, int(unknown_items.sum()),
-                       tuple(warnings))
+                       tuple(warnings), relevant_keys)
 
 
 def evaluate_recommendations(
@@ -186,7 +189,7 @@ def evaluate_encoded(
     items, _ = service.recommend_indices(test.user_index, max(ks), exclude_seen=exclude_seen)
     head = head_items(service.popularity, head_fraction)
     # one pass over the lists for the three slices; the same values as trec_eval on qrels and runs (binary_metrics)
-    overall, slices = _sliced_metrics(items, test.rows, test.pair_items, service.items.oov_index, head, ks)
+    overall, slices = _sliced_metrics(items, test, service.items.oov_index, head, ks)
     metrics: dict[str, Any] = {
         **{name: mean_over_users(values) for name, values in overall.items()},
         **_catalogue_metrics(items, service, head, ks),
@@ -226,16 +229,15 @@ def _test_pairs(frame: pl.DataFrame, service: Recommender) -> tuple[np.ndarray, 
 
 
 def _sliced_metrics(
-    items: np.ndarray, rows: np.ndarray, pair_items: np.ndarray, oov: int, head: np.ndarray, ks: Sequence[int]
+    items: np.ndarray, test: EncodedTest, oov: int, head: np.ndarray, ks: Sequence[int]
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Per-user overall metrics and the ``head/…`` / ``tail/…`` means.
 
     A slice restricts each user's test items to its items (users with none are left out); the lists are unchanged.
     """
-    width = oov + 1
+    rows, pair_items, relevant_keys = test.rows, test.pair_items, test.relevant_keys
     known = pair_items != oov
-    relevant_keys = np.sort(rows[known] * width + pair_items[known])
-    list_keys = np.arange(items.shape[0])[:, None] * width + items
+    list_keys = np.arange(items.shape[0])[:, None] * (oov + 1) + items
     position = np.minimum(np.searchsorted(relevant_keys, list_keys), max(relevant_keys.size - 1, 0))
     hits = (items >= 0) & (relevant_keys[position] == list_keys) if relevant_keys.size else np.zeros_like(items, bool)
     users = items.shape[0]
