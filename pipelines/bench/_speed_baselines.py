@@ -1,5 +1,5 @@
-"""The plain loops regkit's speed is measured against: torch training loops, a numpy full-ranking evaluation, and
-raw Pyserini indexing and search.
+"""The plain loops regkit's speed is measured against: torch training loops, a numpy full-ranking evaluation,
+``implicit`` ALS used directly, and raw Pyserini indexing and search.
 
 Written as someone would without regkit, on the same shapes, optimizer and negatives distribution as the regkit
 run they are compared with (:mod:`pipelines.bench.bench_speed`), so anyone can re-run the ratios.
@@ -119,6 +119,39 @@ def numpy_full_ranking(
         metrics[f"R@{cut}"] = sum((hits[:, :cut].sum(1) / count).tolist()) / count.size
         metrics[f"nDCG@{cut}"] = sum((dcg[:, cut - 1] / ideal[np.minimum(count, cut) - 1]).tolist()) / count.size
     return metrics
+
+
+def implicit_als_full_ranking(
+    train: Any, test: Any, options: dict[str, Any], ks: tuple[int, ...]
+) -> dict[str, float]:
+    """``implicit`` ALS fitted on a raw-id ``train`` log, R@K / nDCG@K of :func:`numpy_full_ranking` on ``test``.
+
+    ``options``: ``factors``, ``regularization``, ``alpha``, ``iterations`` (e.g. ``ml100k_als.yaml``'s model).
+    Test pairs whose user or item is not in ``train`` are dropped.
+    """
+    import scipy.sparse as sp
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    users, user_index = np.unique(train["user_id"].to_numpy(), return_inverse=True)
+    items, item_index = np.unique(train["item_id"].to_numpy(), return_inverse=True)
+    matrix = sp.csr_matrix((np.ones(user_index.size, dtype=np.float32), (user_index, item_index)),
+                           shape=(users.size, items.size))
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    solver = AlternatingLeastSquares(factors=options["factors"], regularization=options["regularization"],
+                                     alpha=options["alpha"], iterations=options["iterations"], random_state=0)
+    with threadpool_limits(1, "blas"):
+        solver.fit(matrix, show_progress=False)
+    test_users, test_items = test["user_id"].to_numpy(), test["item_id"].to_numpy()
+    known = np.isin(test_users, users) & np.isin(test_items, items)
+    evaluated = np.unique(test_users[known])
+    row_of = {int(user): number for number, user in enumerate(evaluated)}
+    seen_rows = np.array([row_of.get(int(user), -1) for user in users[user_index]])
+    seen = (seen_rows[seen_rows >= 0], item_index[seen_rows >= 0])
+    pairs = (np.array([row_of[int(user)] for user in test_users[known]]), np.searchsorted(items, test_items[known]))
+    return numpy_full_ranking(solver.user_factors[np.searchsorted(users, evaluated)], solver.item_factors, seen,
+                              pairs, ks)
 
 
 def pyserini_index(contents: dict[str, str], collection: Path, index: Path, threads: int) -> None:

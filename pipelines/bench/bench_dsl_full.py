@@ -54,6 +54,7 @@ import torch
 from common_regs.io import atomic_write_text
 from common_regs.sparsity import DSL
 from common_regs.sparsity.sparse_table import memory_report, to_sparse_table
+from pipelines.bench import shared_data_dir
 from pipelines.bench._recsys_hook_bench import mean_and_std
 from pipelines.evaluation.recsys import evaluate_recommendations
 from pipelines.provenance import run_metadata
@@ -144,20 +145,16 @@ class _Data:
         return _Data(split.train.collect(), split.test.collect(), self.users, self.items)
 
 
-def _shared_data() -> Path:
-    return Path(os.environ.get("REGKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
 def _load(dataset: str, out_dir: Path) -> _Data:
     if dataset == "ml100k":
         from pipelines.datasets.movielens import convert_movielens_100k
 
-        root, raw, train, test = out_dir / "data" / "ml100k", _shared_data() / "ml-100k", "u1.base", "u1.test"
+        root, raw, train, test = out_dir / "data" / "ml100k", shared_data_dir() / "ml-100k", "u1.base", "u1.test"
         convert = convert_movielens_100k
     elif dataset == "lastfm":
         from pipelines.datasets.lastfm import convert_lastfm
 
-        root, raw, train, test = out_dir / "data" / "lastfm", _shared_data() / "lastfm", "train", "test"
+        root, raw, train, test = out_dir / "data" / "lastfm", shared_data_dir() / "lastfm", "train", "test"
         convert = convert_lastfm
     else:
         raise ValueError(f"`dataset` must be 'ml100k' or 'lastfm', got {dataset!r}.")

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.bench import shared_data_dir
 from pipelines.evaluation.ab import holm_adjust, paired_bootstrap_ci, paired_randomization_pvalue
 from pipelines.evaluation.metrics import evaluate
 from pipelines.retrieval_run import adapt_sparse
@@ -32,8 +33,7 @@ from retrieval.retriever import build_retriever
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data" / "beir"
+DATA = shared_data_dir() / "beir"
 COLLECTIONS = ("cranfield", "cisi", "nfcorpus", "scifact")  # smallest first
 SEEDS = (0, 1, 2)
 MEASURES = ("nDCG@10", "R@100")

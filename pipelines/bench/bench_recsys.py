@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from pipelines.bench import shared_data_dir
 from recsys.models.ease import ease_weights
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ KS = (10, 20)
 def _data(out_dir: Path) -> Path:
     from pipelines.datasets.movielens import convert_movielens_100k
 
-    shared = Path(os.environ.get("REGKIT_SHARED_DATA", REPO.parent / "shared" / "data")) / "ml-100k"
+    shared = shared_data_dir() / "ml-100k"
     if not shared.is_dir():
         raise FileNotFoundError(f"MovieLens-100K raw files not found at {shared} (set REGKIT_SHARED_DATA).")
     target = out_dir / "data" / "ml100k"

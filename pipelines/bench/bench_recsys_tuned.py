@@ -16,9 +16,10 @@ Needs ``$REGKIT_SHARED_DATA/ml-100k`` and ``$REGKIT_SHARED_DATA/lastfm``.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
+
+from pipelines.bench import shared_data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ MODELS = {
 def _lastfm(out_dir: Path) -> Path:
     from pipelines.datasets.lastfm import convert_lastfm
 
-    shared = Path(os.environ.get("REGKIT_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    shared = shared_data_dir()
     target = out_dir / "data" / "lastfm"
     if not (target / "manifest.json").is_file():
         convert_lastfm(shared / "lastfm", target, overwrite=True)

@@ -19,7 +19,6 @@ Run: ``python -m pipelines.bench --out runs/bench --only sparse_retrieval`` (abo
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Iterator
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipelines.bench import shared_data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ SAMPLE_DOCS = 200
 
 
 def _data_root() -> Path:
-    return Path(os.environ.get("REGKIT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "beir"
+    return shared_data_dir() / "beir"
 
 
 def _latency(fn, items: list[tuple[str, str]]) -> list[float]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipelines.bench import shared_data_dir
 from pipelines.bench._speed_baselines import PlainSetup, numpy_full_ranking, plain_torch_train
 
 logger = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def _bm25_rows(out_dir: Path) -> list[dict[str, Any]]:
     from retrieval.jvm import ensure_jvm
     from retrieval.search import Bm25Searcher
 
-    folder = Path(os.environ.get("REGKIT_SHARED_DATA", "/work/shared/data")) / "beir" / "scifact"
+    folder = shared_data_dir() / "beir" / "scifact"
     if not folder.is_dir():
         logger.warning("BM25 speed rows skipped: %s not found", folder)
         return []
@@ -258,8 +258,8 @@ def _sparse_latency_rows(label_free: Path) -> list[dict[str, Any]]:
     from retrieval.search import Bm25Searcher
     from retrieval.sparse_index import InferenceFreeSearcher
 
-    summary = json.loads((label_free.parent / "label_free.json").read_text())["results"] \
-        if (label_free.parent / "label_free.json").is_file() else {}
+    summary_file = label_free.parent / "label_free.json"  # active terms per document, measured while indexing
+    summary = json.loads(summary_file.read_text())["results"] if summary_file.is_file() else {}
     rows = []
     for name in ("scifact", "nfcorpus", "cranfield", "cisi"):
         folder = label_free / name
@@ -267,7 +267,7 @@ def _sparse_latency_rows(label_free: Path) -> list[dict[str, Any]]:
             logger.warning("sparse latency rows skipped for %s: run `python -m pipelines.bench --only label_free` "
                            "first", name)
             continue
-        dataset = load_beir(Path(os.environ.get("REGKIT_SHARED_DATA", "/work/shared/data")) / "beir" / name)
+        dataset = load_beir(shared_data_dir() / "beir" / name)
         queries = {qid: dataset.queries[qid] for qid in dataset.qrels}
         active = summary.get(name, {}).get("rows", {}).get("adapted seed 0", {}).get("active_terms")
         model = load_sparse_encoder(str(folder / "adapt-s0" / "model"))

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from common_regs.io import atomic_write_text
+from pipelines.bench import shared_data_dir
 from pipelines.bench._recsys_hook_bench import mean_and_std, step_time_ratios
 from pipelines.recsys_data import RunData
 from pipelines.recsys_run import train_run
@@ -65,7 +66,7 @@ METRICS = ("R@20", "nDCG@20", "tail/R@20", "tail/nDCG@20", "head/R@20")
 def _ml100k_data(out_dir: Path) -> Path:
     from pipelines.datasets.movielens import convert_movielens_100k
 
-    shared = Path(os.environ.get("REGKIT_SHARED_DATA", REPO.parent / "shared" / "data")) / "ml-100k"
+    shared = shared_data_dir() / "ml-100k"
     target = out_dir / "data" / "ml100k"
     if not (target / "manifest.json").is_file():
         if not shared.is_dir():
