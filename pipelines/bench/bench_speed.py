@@ -1,7 +1,8 @@
 """Framework tax: regkit against the plain loops underneath, measured side by side in one process.
 
-Each row times regkit and its peer interleaved (A B A B ...), ``REPEATS`` times, and compares the medians, so the
-ratio holds on a shared machine whose load drifts; absolute numbers from different runs are not comparable.
+Each row times regkit and its peer interleaved (A B A B ...), ``REPEATS`` times (``SHORT_RUN_REPEATS`` for rows
+of about a second), and compares the medians, so the ratio holds on a shared machine whose load drifts; absolute
+numbers from different runs are not comparable.
 
 * MF-BPR and MF softmax training throughput (positives/s) against a plain torch loop
   (:func:`pipelines.bench._speed_baselines.plain_torch_train`: same shapes, Adam, same loss, negatives from the
@@ -35,6 +36,7 @@ from pipelines.bench._speed_baselines import PlainSetup, numpy_full_ranking, pla
 logger = logging.getLogger(__name__)
 
 REPEATS = 3
+SHORT_RUN_REPEATS = 9  # rows whose single run lasts about a second swing ±15 % with the host's load
 KS = (10, 20)
 # the shapes and settings of pipelines/configs/ml100k_mf_bpr.yaml and ml100k_mf_softmax.yaml
 CONFIGS = {
@@ -45,11 +47,12 @@ CONFIGS = {
 STEPS = {("bpr", 1024): 80, ("bpr", 8192): 20, ("softmax", 1024): 40, ("softmax", 8192): 3}
 
 
-def _interleaved(first: Callable[[], float], second: Callable[[], float]) -> tuple[float, float]:
-    """Medians of ``REPEATS`` alternating calls of each (a warm-up call of each first)."""
+def _interleaved(first: Callable[[], float], second: Callable[[], float], repeats: int = REPEATS
+                 ) -> tuple[float, float]:
+    """Medians of ``repeats`` alternating calls of each (a warm-up call of each first)."""
     first(), second()
     a, b = [], []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         a.append(first())
         b.append(second())
     return statistics.median(a), statistics.median(b)
@@ -180,7 +183,7 @@ def _two_tower_row(config: Any, data: Any) -> dict[str, Any]:
         return result.examples / (time.perf_counter() - started)
 
     torch.set_num_threads(1)
-    regkit, peer = _interleaved(lambda: train("torchrec"), lambda: train("torch"))
+    regkit, peer = _interleaved(lambda: train("torchrec"), lambda: train("torch"), repeats=SHORT_RUN_REPEATS)
     return _row("two-tower training (ml100k_two_tower_features.yaml), batch 1024, 1 thread: torchrec EBC",
                 regkit, peer, "examples/s", 1.0, True, peer_name="the same model on plain nn.EmbeddingBag")
 
@@ -202,7 +205,6 @@ def _bm25_rows(out_dir: Path) -> list[dict[str, Any]]:
     dataset = load_beir(folder)
     queries = {qid: dataset.queries[qid] for qid in dataset.qrels}  # the 300 test queries
     ensure_jvm()
-    contents = {doc_id: doc.contents for doc_id, doc in dataset.corpus.items()}
     work = out_dir / "bm25"
     rows = []
     for threads in (1, 2):
@@ -210,16 +212,17 @@ def _bm25_rows(out_dir: Path) -> list[dict[str, Any]]:
             shutil.rmtree(work, ignore_errors=True)
             started = time.perf_counter()
             build_bm25_index(dataset.corpus, work / "regkit", threads=threads, show_progress=False)
-            return len(contents) / (time.perf_counter() - started)
+            return len(dataset.corpus) / (time.perf_counter() - started)
 
         def raw_index(threads: int = threads) -> float:
             shutil.rmtree(work, ignore_errors=True)
-            started = time.perf_counter()
-            pyserini_index(contents, work / "collection", work / "raw", threads)
-            return len(contents) / (time.perf_counter() - started)
+            started = time.perf_counter()  # both sides start from the loaded corpus (title and text apart)
+            pyserini_index({doc_id: doc.contents for doc_id, doc in dataset.corpus.items()}, work / "collection",
+                           work / "raw", threads)
+            return len(dataset.corpus) / (time.perf_counter() - started)
 
-        regkit, peer = _interleaved(regkit_index, raw_index)
-        rows.append(_row(f"BM25 indexing, SciFact ({len(contents)} docs), {threads} thread(s)", regkit, peer,
+        regkit, peer = _interleaved(regkit_index, raw_index, repeats=SHORT_RUN_REPEATS)
+        rows.append(_row(f"BM25 indexing, SciFact ({len(dataset.corpus)} docs), {threads} thread(s)", regkit, peer,
                          "docs/s", 0.95, True, peer_name="raw Pyserini (JSONL shards + IndexCollection)"))
     build_bm25_index(dataset.corpus, work / "regkit", threads=2, show_progress=False, overwrite=True)
     from pyserini.search.lucene import LuceneSearcher
@@ -238,7 +241,7 @@ def _bm25_rows(out_dir: Path) -> list[dict[str, Any]]:
                 pyserini_search(raw, queries, k, threads=1)
                 return (time.perf_counter() - started) * 1e3 / len(queries)
 
-            regkit, peer = _interleaved(regkit_search, raw_search)
+            regkit, peer = _interleaved(regkit_search, raw_search, repeats=SHORT_RUN_REPEATS)
             rows.append(_row(f"BM25 search, SciFact ({len(queries)} test queries), k = {k}, 1 thread", regkit,
                              peer, "ms/query", 1.05, False, peer_name="raw Pyserini LuceneSearcher.batch_search"))
     raw.close()

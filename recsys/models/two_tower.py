@@ -15,6 +15,7 @@ names (state dicts are interchangeable), used by the benchmark to measure torchr
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,12 +38,26 @@ Lookup = Mapping[str, tuple[Tensor, Tensor]]
 
 
 def to_kjt(lookup: Lookup, keys: Sequence[str]) -> Any:
-    """``{feature: (values, lengths)}`` → torchrec ``KeyedJaggedTensor`` (keys in ``keys`` order)."""
-    from torchrec import KeyedJaggedTensor
+    """``{feature: (values, lengths)}`` → torchrec ``KeyedJaggedTensor`` (keys in ``keys`` order).
 
-    values = torch.cat([lookup[key][0] for key in keys])
-    lengths = torch.cat([lookup[key][1] for key in keys])
-    return KeyedJaggedTensor.from_lengths_sync(keys=list(keys), values=values, lengths=lengths)
+    The per-key split is handed over as the KJT's cached ``jt_dict`` and the value counts as ``length_per_key``:
+    both are known here, so the EBC neither re-splits the values nor reads the lengths back (``from_lengths_sync``
+    does both: half of torchrec's time over plain ``nn.EmbeddingBag`` per training step, about 140 µs on ML-100K).
+    """
+    from torchrec import JaggedTensor, KeyedJaggedTensor
+
+    lookup = {key: lookup[key] for key in keys}
+    parts = list(lookup.values())
+    length_per_key = [int(values.numel()) for values, _ in parts]
+    return KeyedJaggedTensor(
+        keys=list(keys),
+        values=torch.cat([values for values, _ in parts]),
+        lengths=torch.cat([lengths for _, lengths in parts]),
+        stride=int(parts[0][1].numel()),
+        length_per_key=length_per_key,
+        offset_per_key=[0, *itertools.accumulate(length_per_key)],
+        jt_dict={key: JaggedTensor(values=values, lengths=lengths) for key, (values, lengths) in lookup.items()},
+    )
 
 
 class PlainEmbeddingBagCollection(nn.Module):

@@ -118,6 +118,31 @@ def _tables(planted):
     return user_table, item_table, encode_interactions(planted.train, users, items)
 
 
+def test_to_kjt_equals_torchrec_from_lengths(planted):
+    """The KJT built with its split precomputed is the one torchrec builds from the lengths (incl. an empty bag)."""
+    from torchrec import KeyedJaggedTensor
+
+    from recsys.models.two_tower import to_kjt
+
+    _, item_table, _ = _tables(planted)
+    lookup = item_table.lookup(torch.tensor([0, 3, 1, 0]))
+    values, lengths = lookup["genres"]
+    lookup["genres"] = (values[int(lengths[0]):], torch.cat([lengths.new_zeros(1), lengths[1:]]))  # an empty bag
+    keys = ["item_id", "genres", "year"]
+    ours = to_kjt(lookup, keys)
+    reference = KeyedJaggedTensor.from_lengths_sync(
+        keys=keys, values=torch.cat([lookup[k][0] for k in keys]), lengths=torch.cat([lookup[k][1] for k in keys])
+    )
+    assert ours.keys() == reference.keys() and ours.stride() == reference.stride() == 4
+    assert ours.length_per_key() == reference.length_per_key()
+    assert ours.offset_per_key() == reference.offset_per_key()
+    torch.testing.assert_close(ours.values(), reference.values())
+    torch.testing.assert_close(ours.lengths(), reference.lengths())
+    for key, jagged in reference.to_dict().items():
+        torch.testing.assert_close(ours[key].values(), jagged.values())
+        torch.testing.assert_close(ours[key].offsets(), jagged.offsets())
+
+
 def test_two_tower_torchrec_equals_plain_embedding_bag(planted):
     user_table, item_table, train = _tables(planted)
     torch.manual_seed(0)
