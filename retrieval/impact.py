@@ -16,9 +16,9 @@ and a Conceptual Framework for Information Retrieval Techniques", arXiv:2106.148
 the SPLADE reference export to Anserini (Formal et al., "SPLADE v2", arXiv:2109.10086; naver/splade
 ``create_anserini``, ``quantization_factor_document=100``, ``quantization_factor_query=100``). Tokens are indexed
 verbatim (``JsonVectorCollection -impact -pretokenized``: whitespace tokenizer, no lowercasing, no stemming), so
-they must be non-empty and contain no whitespace. Search goes through Pyserini's ``LuceneImpactSearcher`` with
-``min_idf=-1``: its default ``min_idf=0`` silently drops query tokens that occur in every document
-(idf = ln(N/df) = 0).
+they must be non-empty and contain no whitespace. Search over several threads goes through Pyserini's
+``LuceneImpactSearcher`` with ``min_idf=-1``: its default ``min_idf=0`` silently drops query tokens that occur in every
+document (idf = ln(N/df) = 0); one thread searches Lucene directly with every token (:mod:`retrieval.lucene_topk`).
 """
 
 from __future__ import annotations
@@ -40,8 +40,17 @@ from retrieval.index import (
     run_index_collection,
     write_collection_shards,
 )
-from retrieval.jvm import ensure_jvm, translate_java_errors
-from retrieval.search import IndexNotFoundError, Run, SearchError, check_index_dir, check_search_args, run_batches
+from retrieval.jvm import autoclass, ensure_jvm, translate_java_errors
+from retrieval.lucene_topk import LuceneTopK
+from retrieval.search import (
+    IndexNotFoundError,
+    Run,
+    SearchError,
+    check_index_dir,
+    check_search_args,
+    pyserini_run,
+    run_batches,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +188,10 @@ def build_impact_index(
 class ImpactSearcher:
     """Search an impact index with query weights the caller computed (e.g. IDF weights, a SPLADE query encoder).
 
+    One thread searches through Lucene directly (:class:`retrieval.lucene_topk.LuceneTopK`, Anserini's
+    ``ImpactSimilarity``); more threads go through Pyserini's ``LuceneImpactSearcher.batch_search``; both give the
+    same run.
+
     Args:
         index_dir: a folder written by :func:`build_impact_index` (or any Anserini impact index).
         query_scale: query weights are sent as ``round(query_scale * w)``. Default: the ``query_scale`` recorded in
@@ -198,18 +211,13 @@ class ImpactSearcher:
         logger.info("ImpactSearcher: %s, %s (%s)", self.index_dir, self.quantization,
                     "index metadata" if recorded else "no regkit metadata: doc_scale=1")
         ensure_jvm()
-        from pyserini.encode import QueryEncoder
-        from pyserini.search.lucene import LuceneImpactSearcher
-
-        # Pyserini's pre-encoded query path: encode(key) returns self.embedding[key]; we key by query id.
-        self._encoder = QueryEncoder()
-        self._encoder.embedding = {}
         with translate_java_errors(IndexNotFoundError, f"{self.index_dir}: cannot open impact index"):
-            self._searcher = LuceneImpactSearcher(str(self.index_dir), self._encoder, min_idf=-1)
+            self._lucene = LuceneTopK(self.index_dir, autoclass("io.anserini.search.similarity.ImpactSimilarity")())
+        self._batch_searcher: Any = None
 
     @property
     def num_docs(self) -> int:
-        return int(self._searcher.num_docs)
+        return self._lucene.num_docs
 
     def search(
         self,
@@ -232,10 +240,14 @@ class ImpactSearcher:
         }
         items = [(qid, weights) for qid, weights in quantized.items() if weights]
 
-        def search_batch(chunk: list[tuple[str, dict[str, int]]]) -> Mapping[str, Any]:
-            self._encoder.embedding = dict(chunk)
+        def search_batch(chunk: list[tuple[str, dict[str, int]]]) -> Run:
             with translate_java_errors(SearchError, f"impact search in {self.index_dir} failed"):
-                return self._searcher.batch_search([q for q, _ in chunk], [q for q, _ in chunk], k=k, threads=threads)
+                if threads == 1:
+                    return {qid: self._lucene.top_k(self._lucene.weighted_query(weights), k) for qid, weights in chunk}
+                searcher, encoder = self._batch()
+                encoder.embedding = dict(chunk)
+                return pyserini_run(searcher.batch_search([q for q, _ in chunk], [q for q, _ in chunk], k=k,
+                                                          threads=threads))
 
         found = run_batches(
             items, search_batch, batch_size=batch_size, desc="impact search", show_progress=show_progress
@@ -243,9 +255,26 @@ class ImpactSearcher:
         denominator = self.quantization.query_scale * self.quantization.doc_scale
         return {qid: {d: s / denominator for d, s in found.get(qid, {}).items()} for qid in quantized}
 
+    def _batch(self) -> tuple[Any, Any]:
+        """Pyserini's ``LuceneImpactSearcher`` and its query encoder (opened on the first search over several threads).
+
+        Queries go through Pyserini's pre-encoded path: ``encode(key)`` returns ``embedding[key]``, keyed by query id.
+        """
+        if self._batch_searcher is None:
+            from pyserini.encode import QueryEncoder
+            from pyserini.search.lucene import LuceneImpactSearcher
+
+            encoder = QueryEncoder()
+            encoder.embedding = {}
+            with translate_java_errors(IndexNotFoundError, f"{self.index_dir}: cannot open impact index"):
+                self._batch_searcher = (LuceneImpactSearcher(str(self.index_dir), encoder, min_idf=-1), encoder)
+        return self._batch_searcher
+
     def close(self) -> None:
-        """Release the Lucene reader."""
-        self._searcher.close()
+        """Release the Lucene readers."""
+        self._lucene.close()
+        if self._batch_searcher is not None:
+            self._batch_searcher[0].close()
 
     def __enter__(self) -> ImpactSearcher:
         return self

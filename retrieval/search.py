@@ -1,4 +1,4 @@
-"""Batch search over Lucene indexes through Pyserini; runs come back as ``{qid: {docid: score}}``.
+"""Batch search over Lucene indexes (Pyserini / Lucene); runs come back as ``{qid: {docid: score}}``.
 
 Every query id given comes back as a key: a query that is empty, made only of stopwords, or matches nothing gets
 an empty ``{}`` (evaluation then counts it as 0, as ``trec_eval -c``). Java failures are re-raised as Python
@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from retrieval.index import INDEX_METADATA_FILE, progress_enabled, read_index_metadata
-from retrieval.jvm import ensure_jvm, translate_java_errors
+from retrieval.jvm import autoclass, ensure_jvm, translate_java_errors
+from retrieval.lucene_topk import LuceneTopK
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ __all__ = [
     "SearchError",
     "check_index_dir",
     "check_search_args",
+    "pyserini_run",
     "run_batches",
 ]
 
@@ -63,24 +65,27 @@ def check_index_dir(index_dir: str | os.PathLike[str], *, kind: str | None = Non
 
 def run_batches(
     items: Sequence[tuple[str, Q]],
-    search_batch: Callable[[list[tuple[str, Q]]], Mapping[str, Any]],
+    search_batch: Callable[[list[tuple[str, Q]]], Run],
     *,
     batch_size: int,
     desc: str,
     show_progress: bool | None,
 ) -> Run:
-    """Call ``search_batch`` on consecutive chunks of ``(qid, query)`` and convert its Pyserini hits to a run."""
+    """Call ``search_batch`` on consecutive chunks of ``(qid, query)`` (a progress bar counts the queries)."""
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
     run: Run = {}
     with tqdm(total=len(items), desc=desc, unit="query", disable=not progress_enabled(show_progress)) as bar:
         for start in range(0, len(items), batch_size):
             chunk = list(items[start : start + batch_size])
-            hits = search_batch(chunk)
-            for qid, results in hits.items():
-                run[qid] = {hit.docid: float(hit.score) for hit in results}
+            run.update(search_batch(chunk))
             bar.update(len(chunk))
     return run
+
+
+def pyserini_run(hits: Mapping[str, Sequence[Any]]) -> Run:
+    """A Pyserini ``batch_search`` result ``{qid: [hit]}`` as a run."""
+    return {qid: {hit.docid: float(hit.score) for hit in results} for qid, results in hits.items()}
 
 
 def check_search_args(k: int, threads: int) -> None:
@@ -92,11 +97,13 @@ def check_search_args(k: int, threads: int) -> None:
 
 
 class Bm25Searcher:
-    """BM25 over a Lucene index (Pyserini ``LuceneSearcher``).
+    """BM25 over a Lucene index, as Pyserini's ``LuceneSearcher`` ranks it.
 
     Lucene's BM25: ``score(q, d) = Σ_{t ∈ q} ln(1 + (N − n_t + 0.5)/(n_t + 0.5)) · tf/(tf + k1 (1 − b + b·dl/avgdl))``
     (Robertson & Zaragoza, "The Probabilistic Relevance Framework: BM25 and Beyond", FnTIR 2009, with Lucene's
-    non-negative idf). Query text goes through the same analyzer as the documents.
+    non-negative idf). Query text goes through the same analyzer as the documents (Anserini's default English
+    analyzer). One thread searches through Lucene directly (:class:`retrieval.lucene_topk.LuceneTopK`); more threads
+    go through Pyserini's ``LuceneSearcher.batch_search``; both give the same run.
 
     Args:
         index_dir: a folder written by :func:`retrieval.index.build_bm25_index` (or any Anserini text index).
@@ -111,17 +118,17 @@ class Bm25Searcher:
             raise ValueError(f"`b` must be in [0, 1], got {b}.")
         self.index_dir = check_index_dir(index_dir, kind="bm25")
         ensure_jvm()
-        from pyserini.search.lucene import LuceneSearcher
-
         with translate_java_errors(IndexNotFoundError, f"{self.index_dir}: cannot open Lucene index"):
-            self._searcher = LuceneSearcher(str(self.index_dir))
-            self._searcher.set_bm25(float(k1), float(b))
+            similarity = autoclass("org.apache.lucene.search.similarities.BM25Similarity")(float(k1), float(b))
+            self._lucene = LuceneTopK(self.index_dir, similarity)
+            self._analyzer = autoclass("io.anserini.analysis.DefaultEnglishAnalyzer").newDefaultInstance()
+        self._batch_searcher: Any = None
         self.k1, self.b = k1, b
         logger.info("Bm25Searcher: %s, k1=%s, b=%s (defaults 0.9/0.4: Pyserini BEIR flat)", self.index_dir, k1, b)
 
     @property
     def num_docs(self) -> int:
-        return int(self._searcher.num_docs)
+        return self._lucene.num_docs
 
     def search(
         self,
@@ -142,20 +149,35 @@ class Bm25Searcher:
                 raise TypeError(f"query {qid!r}: text must be a string, got {type(text).__name__}.")
         items = [(str(qid), text) for qid, text in queries.items() if text.strip()]
 
-        def search_batch(chunk: list[tuple[str, str]]) -> Mapping[str, Any]:
+        def search_batch(chunk: list[tuple[str, str]]) -> Run:
             with translate_java_errors(SearchError, f"BM25 search in {self.index_dir} failed"):
-                return self._searcher.batch_search(
+                if threads == 1:
+                    return {qid: self._lucene.top_k(self._lucene.text_query(self._analyzer, text), k)
+                            for qid, text in chunk}
+                return pyserini_run(self._batch().batch_search(
                     [text for _, text in chunk], [qid for qid, _ in chunk], k=k, threads=threads
-                )
+                ))
 
         found = run_batches(
             items, search_batch, batch_size=batch_size, desc="BM25 search", show_progress=show_progress
         )
         return {str(qid): found.get(str(qid), {}) for qid in queries}
 
+    def _batch(self) -> Any:
+        """Pyserini's ``LuceneSearcher`` on the same index (opened on the first search over several threads)."""
+        if self._batch_searcher is None:
+            from pyserini.search.lucene import LuceneSearcher
+
+            with translate_java_errors(IndexNotFoundError, f"{self.index_dir}: cannot open Lucene index"):
+                self._batch_searcher = LuceneSearcher(str(self.index_dir))
+                self._batch_searcher.set_bm25(float(self.k1), float(self.b))
+        return self._batch_searcher
+
     def close(self) -> None:
-        """Release the Lucene reader."""
-        self._searcher.close()
+        """Release the Lucene readers."""
+        self._lucene.close()
+        if self._batch_searcher is not None:
+            self._batch_searcher.close()
 
     def __enter__(self) -> Bm25Searcher:
         return self

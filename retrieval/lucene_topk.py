@@ -1,0 +1,107 @@
+"""Top-k search through Lucene's ``IndexSearcher`` itself: one round trip per query, no stored document loaded.
+
+Pyserini's searchers (Anserini's ``SimpleSearcher`` / ``SimpleImpactSearcher``) load every hit's stored document
+and wrap it in a result object before Python reads its docid and score; at k = 1000 that costs two to three times
+the search itself. :class:`LuceneTopK` runs the same search on the calling thread and reads only what a run needs:
+
+* the same query: Anserini's ``BagOfWordsQueryGenerator`` (analyzed text for BM25; ``{token: weight}`` boosts for
+  impact indexes) under the similarity the caller gives (Lucene's ``BM25Similarity``, Anserini's
+  ``ImpactSimilarity``);
+* the same order: score, then collection docid ascending (Anserini's ``BREAK_SCORE_TIES_BY_DOCID`` sort);
+* the same scores: Anserini's ``ScoreTiesAdjusterReranker``, in float32 as Java computes it: each score rounded to
+  1e-4, and the n-th document of a run of tied scores lowered by n·1e-6, so any evaluation tool keeps this order;
+* each hit's collection docid read once from its stored ``id`` field, then cached.
+
+``tests/retrieval/test_lucene_topk.py`` checks runs equal to Pyserini's, ties included. Searches over several
+threads stay with Anserini's batch executor, which runs queries in parallel Java threads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from retrieval.jvm import autoclass
+
+__all__ = ["LuceneTopK", "adjust_score_ties"]
+
+_ID_FIELD = "id"  # Anserini's Constants.ID
+_CONTENTS_FIELD = "contents"  # Anserini's Constants.CONTENTS
+
+
+def adjust_score_ties(scores: np.ndarray) -> np.ndarray:
+    """Anserini's ``ScoreTiesAdjusterReranker`` on scores in rank order (float32, module docstring)."""
+    rounded = np.floor(scores.astype(np.float32) * np.float32(1e4) + np.float32(0.5)).astype(np.float32)
+    adjusted = rounded / np.float32(1e4)
+    duplicates = 0
+    for i in range(1, adjusted.size):
+        if adjusted[i - 1] - adjusted[i] > np.float32(1e-4):
+            duplicates = 0
+        else:
+            duplicates += 1
+            adjusted[i] -= np.float32(1e-6) * np.float32(duplicates)
+    return adjusted
+
+
+class LuceneTopK:
+    """An open Lucene index searched one query at a time (module docstring).
+
+    Args:
+        index_dir: a Lucene index folder (already checked by the caller).
+        similarity: a Java ``Similarity``, e.g. ``BM25Similarity(k1, b)``.
+
+    Java exceptions pass through; callers name the index (:func:`retrieval.jvm.translate_java_errors`).
+    """
+
+    def __init__(self, index_dir: str | os.PathLike[str], similarity: Any) -> None:
+        from jnius import cast
+
+        directory = autoclass("org.apache.lucene.store.FSDirectory").open(autoclass("java.nio.file.Paths").get(
+            str(index_dir)))
+        self._reader = autoclass("org.apache.lucene.index.DirectoryReader").open(directory)
+        self._searcher = autoclass("org.apache.lucene.search.IndexSearcher")(
+            cast("org.apache.lucene.index.IndexReader", self._reader))
+        self._searcher.setSimilarity(similarity)
+        sort_field = autoclass("org.apache.lucene.search.SortField")
+        by_docid = sort_field(_ID_FIELD, autoclass("org.apache.lucene.search.SortField$Type").STRING_VAL)
+        self._sort = autoclass("org.apache.lucene.search.Sort")(sort_field.FIELD_SCORE, by_docid)
+        self._generator = autoclass("io.anserini.search.query.BagOfWordsQueryGenerator")()
+        self._stored = self._reader.storedFields()
+        self._id_only = autoclass("java.util.Set").of(_ID_FIELD)
+        self._float = autoclass("java.lang.Float")
+        self._hash_map = autoclass("java.util.HashMap")
+        self._docids: dict[int, str] = {}  # Lucene doc number -> collection docid, valid for this reader
+
+    @property
+    def num_docs(self) -> int:
+        return int(self._reader.numDocs())
+
+    def text_query(self, analyzer: Any, text: str) -> Any:
+        """The bag-of-words query of ``text`` after ``analyzer`` (a Java ``Analyzer``)."""
+        return self._generator.buildQuery(_CONTENTS_FIELD, analyzer, text)
+
+    def weighted_query(self, weights: Mapping[str, int | float]) -> Any:
+        """The query ``Σ_t weight_t · [t in d]`` scored by the index similarity (tokens taken verbatim)."""
+        java_weights = self._hash_map()
+        for token, weight in weights.items():
+            java_weights.put(token, self._float(float(weight)))
+        return self._generator.buildQuery(_CONTENTS_FIELD, java_weights)
+
+    def top_k(self, query: Any, k: int) -> dict[str, float]:
+        """``{docid: score}`` of the top ``k`` documents, in rank order (module docstring)."""
+        hits = self._searcher.search(query, k, self._sort, True).scoreDocs
+        scores = adjust_score_ties(np.fromiter((hit.score for hit in hits), dtype=np.float32, count=len(hits)))
+        return dict(zip([self._docid(hit.doc) for hit in hits], scores.tolist(), strict=True))
+
+    def _docid(self, doc: int) -> str:
+        docid = self._docids.get(doc)
+        if docid is None:
+            docid = self._docids[doc] = self._stored.document(doc, self._id_only).get(_ID_FIELD)
+        return docid
+
+    def close(self) -> None:
+        """Release the Lucene reader."""
+        self._reader.close()
