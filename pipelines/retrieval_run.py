@@ -252,7 +252,7 @@ def _mine(config: SparseTrainConfig, source: TrainingSource, cache: HiddenStates
         queries, bm25_index=index_dir, doc_ids=cache.doc_ids, doc_embeddings=cache.dense,
         query_embeddings=dense_query_embeddings(list(queries.values())), k=config.candidates_k,
         include=source.positives, cache_path=cache_path,
-        fingerprint=fingerprint, threads=config.threads, show_progress=show_progress,
+        fingerprint=fingerprint, show_progress=show_progress,
     )
 
 

@@ -44,14 +44,20 @@ class Bm25Retriever:
     Args:
         k1: term-frequency saturation. Default 0.9 (source: Pyserini BEIR ``flat`` regressions).
         b: length normalisation. Default 0.4 (source: same).
-        threads: indexing and search threads. Default 2.
+        threads: indexing threads. Default 2.
+        search_threads: threads of each search call. Default 1: Lucene searched directly, the fastest way on
+            2 cores at every k (docs/speed.md); more go through Pyserini's batch executor (parallel Java threads, for
+            large collections on many cores).
     """
 
     index_folder: ClassVar[str] = "index"
 
-    def __init__(self, *, k1: float = DEFAULT_K1, b: float = DEFAULT_B, threads: int = 2) -> None:
+    def __init__(
+        self, *, k1: float = DEFAULT_K1, b: float = DEFAULT_B, threads: int = 2, search_threads: int = 1
+    ) -> None:
         _positive_int("threads", threads)
-        self.k1, self.b, self.threads = k1, b, threads
+        _positive_int("search_threads", search_threads)
+        self.k1, self.b, self.threads, self.search_threads = k1, b, threads, search_threads
 
     def index(self, corpus: Mapping[str, Document], index_dir: Path, *, overwrite: bool = False) -> dict[str, Any]:
         """:func:`retrieval.index.build_bm25_index`; returns the indexed document count."""
@@ -65,7 +71,7 @@ class Bm25Retriever:
         from retrieval.search import Bm25Searcher
 
         with Bm25Searcher(index_dir, k1=self.k1, b=self.b) as searcher:
-            return searcher.search(queries, k=k, threads=self.threads)
+            return searcher.search(queries, k=k, threads=self.search_threads)
 
 
 @register_retriever("dense")
@@ -132,7 +138,8 @@ class SparseImpactRetriever:
         idf: query weights: ``model`` (the IDF stored in the model) or ``corpus`` (BM25 IDF recomputed over the
             indexed corpus, e.g. zero-shot on a new collection; searches only the index this object built).
             Default "model".
-        threads: indexing and search threads. Default 2.
+        threads: indexing threads. Default 2.
+        search_threads: threads of each search call, as for ``bm25``. Default 1.
         shard_size: None encodes the corpus in memory; a number encodes it in resumable shards of that many
             documents beside the index (:mod:`retrieval.resumable_encoding`), so a killed build continues (not for a
             model with a document mixture, whose vectors depend on the whole corpus: indexed in one go, with a
@@ -155,6 +162,7 @@ class SparseImpactRetriever:
         model: str | os.PathLike[str] | None = None,
         idf: Literal["model", "corpus"] = "model",
         threads: int = 2,
+        search_threads: int = 1,
         shard_size: int | None = None,
         corpus_file: str | os.PathLike[str] | None = None,
         opensearch_bulk: str | os.PathLike[str] | None = None,
@@ -165,9 +173,11 @@ class SparseImpactRetriever:
         if idf not in ("model", "corpus"):
             raise ValueError(f"`idf` must be 'model' or 'corpus', got {idf!r}.")
         _positive_int("threads", threads)
+        _positive_int("search_threads", search_threads)
         if shard_size is not None:
             _positive_int("shard_size", shard_size)
         self.model, self.idf, self.threads, self.shard_size = Path(model), idf, threads, shard_size
+        self.search_threads = search_threads
         self.corpus_file = Path(corpus_file) if corpus_file is not None else None
         self.opensearch_bulk = Path(opensearch_bulk) if opensearch_bulk is not None else None
         self.states_dir = Path(states_dir) if states_dir is not None else None
@@ -226,4 +236,4 @@ class SparseImpactRetriever:
         if self.idf == "corpus" and not self._corpus_idf:
             raise ValueError("`idf='corpus'` recomputes the IDF over the corpus while indexing: index and search with "
                              "the same retriever (as `regkit beir eval --idf corpus` does), or use idf='model'.")
-        return search_with_model(self._sparse(), index_dir, queries, k=k, threads=self.threads)
+        return search_with_model(self._sparse(), index_dir, queries, k=k, threads=self.search_threads)

@@ -224,7 +224,7 @@ class ImpactSearcher:
         query_weights: Mapping[str, Mapping[str, float]],
         *,
         k: int = 1000,
-        threads: int = 2,
+        threads: int = 1,
         batch_size: int = 256,
         show_progress: bool | None = None,
     ) -> Run:

@@ -129,7 +129,7 @@ def mine_candidates(
     include: Mapping[str, Sequence[str]] | None = None,
     cache_path: str | os.PathLike[str] | None = None,
     fingerprint: Mapping[str, Any] | None = None,
-    threads: int = 2,
+    threads: int = 1,
     show_progress: bool | None = None,
 ) -> Candidates:
     """Union of BM25 and dense top-``k`` per query (+ ``include``), scored by both teachers; cached at ``cache_path``.
@@ -144,7 +144,7 @@ def mine_candidates(
         include: extra documents per query (e.g. judged positives for training).
         cache_path: JSON cache; reused when its ``meta.fingerprint`` equals ``fingerprint`` (written atomically).
         fingerprint: what identifies the inputs (dataset, split, models, k); stored in the cache.
-        threads: BM25 search threads.
+        threads: BM25 search threads (1: Lucene searched directly, :class:`retrieval.search.Bm25Searcher`).
         show_progress: progress bars (None = when the ``retrieval`` logger is at INFO or below).
     """
     meta = {"fingerprint": dict(fingerprint or {}), "k": k, "queries": len(queries)}

@@ -135,7 +135,7 @@ class Bm25Searcher:
         queries: Mapping[str, str],
         *,
         k: int = 1000,
-        threads: int = 2,
+        threads: int = 1,
         batch_size: int = 256,
         show_progress: bool | None = None,
     ) -> Run:

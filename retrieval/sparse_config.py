@@ -66,7 +66,7 @@ class SparseTrainConfig:
         compute_dtype: dtype of the vocabulary projection, ``float32`` or ``bfloat16``. Default "float32".
         cache_dir: where backbone states, the BM25 index and mined candidates are cached. Default
             ``<out_dir>/../cache``.
-        threads: torch and Lucene threads. Default 2.
+        threads: torch and Lucene indexing threads (searches run on one thread, through Lucene directly). Default 2.
         seed: random seed. Default 0.
         device: torch device of the training loop (``"cuda"``, ``"cuda:1"``, ``"cpu"``); None = CPU. Default None.
             The model and every batch tensor are moved there; candidate mining and caches stay on the CPU.

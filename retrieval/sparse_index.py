@@ -184,7 +184,7 @@ class InferenceFreeSearcher:
             self._analyzer = lucene_analyzer()
         self._searcher = ImpactSearcher(index_dir)
 
-    def search(self, queries: Mapping[str, str], *, k: int = 1000, threads: int = 2) -> dict[str, dict[str, float]]:
+    def search(self, queries: Mapping[str, str], *, k: int = 1000, threads: int = 1) -> dict[str, dict[str, float]]:
         """Top-``k`` ``{qid: {doc_id: score}}`` of every query."""
         weights = query_weights(self.model, queries)
         if self._idf is not None:
@@ -203,7 +203,7 @@ class InferenceFreeSearcher:
 
 
 def search_with_model(
-    model: Any, index_dir: str | os.PathLike[str], queries: Mapping[str, str], *, k: int = 1000, threads: int = 2
+    model: Any, index_dir: str | os.PathLike[str], queries: Mapping[str, str], *, k: int = 1000, threads: int = 1
 ) -> dict[str, dict[str, float]]:
     """One :meth:`InferenceFreeSearcher.search` of ``queries`` (opens and closes the index)."""
     with InferenceFreeSearcher(model, index_dir) as searcher:

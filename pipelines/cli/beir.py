@@ -40,7 +40,7 @@ def eval_command(
     k: int = typer.Option(1000, "--k", help="Hits per query."),
     k1: float = typer.Option(0.9, "--k1", help="BM25 k1 (Pyserini BEIR flat regression: 0.9)."),
     b: float = typer.Option(0.4, "--b", help="BM25 b (Pyserini BEIR flat regression: 0.4)."),
-    threads: int = typer.Option(2, "--threads", help="Indexing and search threads."),
+    threads: int = typer.Option(2, "--threads", help="Indexing threads (searches: one thread, Lucene directly)."),
     measures: str = typer.Option("nDCG@10,R@100,RR@10,AP,P@10", "--measures", help="Comma-separated measures."),
     model: str = typer.Option(
         None, "--model", help="dense: model (default bundled all-MiniLM-L6-v2); sparse: folder from retrieval train."

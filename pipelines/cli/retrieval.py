@@ -91,7 +91,9 @@ def search_command(
     k: int = typer.Option(1000, "--k", help="Hits per query."),
     k1: float = typer.Option(0.9, "--k1", help="BM25 k1."),
     b: float = typer.Option(0.4, "--b", help="BM25 b."),
-    threads: int = typer.Option(2, "--threads", help="Search threads."),
+    search_threads: int = typer.Option(
+        1, "--threads", help="Search threads: 1 searches Lucene directly; more use Pyserini's parallel batch search."
+    ),
     model: Path = typer.Option(None, "--model", help="Model of the retriever (sparse: the one that built --index)."),
 ) -> None:
     """Batch search of an index with its retriever; writes a TREC run (trec_eval order)."""
@@ -99,7 +101,7 @@ def search_command(
     from retrieval.retriever import build_retriever, check_run
     from retrieval.runs import write_trec_run
 
-    options = {"k1": k1, "b": b, "threads": threads, "model": model}
+    options = {"k1": k1, "b": b, "search_threads": search_threads, "model": model}
     retriever = _chosen(retriever, model)
     searcher = build_retriever(retriever, options, explicit=_set_by_user(ctx))
     texts = load_beir(queries, split=split).split_queries if queries.is_dir() else read_queries(queries)[0]

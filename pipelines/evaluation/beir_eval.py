@@ -57,7 +57,7 @@ class BeirEvalConfig:
         k: hits per query. Default 1000 (source: Pyserini/BEIR runs).
         measures: ir-measures names.
         k1, b: BM25 parameters. Defaults 0.9 / 0.4 (source: Pyserini BEIR ``flat`` regressions).
-        threads: indexing / search threads.
+        threads: indexing threads (searches run on one thread, through Lucene directly).
         model: sentence-transformers model for ``dense`` (None: the bundled all-MiniLM-L6-v2); required for
             ``sparse`` (a folder written by ``regkit retrieval train``).
         batch_size: dense encoding batch size.

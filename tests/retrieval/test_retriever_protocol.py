@@ -123,7 +123,7 @@ def test_the_built_in_retrievers_are_registered_and_satisfy_the_interface() -> N
     for name, retriever in built.items():
         assert isinstance(retriever, Retriever) and type(retriever) is get_retriever(name), name
     assert {type(r).index_folder for r in built.values()} == {"index", "dense-index", "impact-index"}
-    assert retriever_options(get_retriever("bm25")) == ["b", "k1", "threads"]
+    assert retriever_options(get_retriever("bm25")) == ["b", "k1", "search_threads", "threads"]
     assert "model" in retriever_options(get_retriever("dense")) and "idf" in retriever_options(get_retriever("sparse"))
 
 
