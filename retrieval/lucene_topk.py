@@ -10,7 +10,9 @@ the search itself. :class:`LuceneTopK` runs the same search on the calling threa
 * the same order: score, then collection docid ascending (Anserini's ``BREAK_SCORE_TIES_BY_DOCID`` sort);
 * the same scores: Anserini's ``ScoreTiesAdjusterReranker``, in float32 as Java computes it: each score rounded to
   1e-4, and the n-th document of a run of tied scores lowered by n·1e-6, so any evaluation tool keeps this order;
-* each hit's collection docid read once from its stored ``id`` field, then cached.
+* each hit's collection docid read once from its stored ``id`` field, then cached;
+* a weighted query crosses into Java as one JSON object that Jackson (bundled in Anserini's jar) reads into a
+  ``HashMap<String, Float>``, instead of two JNI calls per term (0.06 instead of 0.3 ms for a 29-term query).
 
 ``tests/retrieval/test_lucene_topk.py`` checks runs equal to Pyserini's, ties included. Searches over several
 threads stay with Anserini's batch executor, which runs queries in parallel Java threads.
@@ -18,6 +20,8 @@ threads stay with Anserini's batch executor, which runs queries in parallel Java
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -46,6 +50,35 @@ def adjust_score_ties(scores: np.ndarray) -> np.ndarray:
     return adjusted
 
 
+@functools.cache
+def _float_map_reader() -> Any:
+    """A Jackson ``ObjectReader`` of JSON objects into ``HashMap<String, Float>`` (one per process).
+
+    The two Jackson classes are declared with the one method signature used each, because pyjnius cannot choose
+    among Jackson's overloads (``readerFor(Class | JavaType | TypeReference)``, ``readValue`` of a string, bytes, a
+    file, ...). They are registered under other class parameters than ``autoclass`` uses, so an ``autoclass`` of the
+    same Java class elsewhere (Pyserini's indexer) still gets every method.
+    """
+    from jnius import JavaClass, JavaMethod, MetaJavaClass, cast
+
+    class ObjectReader(JavaClass, metaclass=MetaJavaClass, classparams=(False, False)):
+        __javaclass__ = "com/fasterxml/jackson/databind/ObjectReader"
+        readValue = JavaMethod("(Ljava/lang/String;)Ljava/lang/Object;")
+
+    class ObjectMapper(JavaClass, metaclass=MetaJavaClass, classparams=(False, False)):
+        __javaclass__ = "com/fasterxml/jackson/databind/ObjectMapper"
+        getTypeFactory = JavaMethod("()Lcom/fasterxml/jackson/databind/type/TypeFactory;")
+        readerFor = JavaMethod(
+            "(Lcom/fasterxml/jackson/databind/JavaType;)Lcom/fasterxml/jackson/databind/ObjectReader;")
+
+    mapper = ObjectMapper()
+    java_class = autoclass("java.lang.Class")
+    map_type = mapper.getTypeFactory().constructMapType(
+        java_class.forName("java.util.HashMap"), java_class.forName("java.lang.String"),
+        java_class.forName("java.lang.Float"))
+    return cast(ObjectReader, mapper.readerFor(cast("com.fasterxml.jackson.databind.JavaType", map_type)))
+
+
 class LuceneTopK:
     """An open Lucene index searched one query at a time (module docstring).
 
@@ -71,8 +104,7 @@ class LuceneTopK:
         self._generator = autoclass("io.anserini.search.query.BagOfWordsQueryGenerator")()
         self._stored = self._reader.storedFields()
         self._id_only = autoclass("java.util.Set").of(_ID_FIELD)
-        self._float = autoclass("java.lang.Float")
-        self._hash_map = autoclass("java.util.HashMap")
+        self._weights_reader = _float_map_reader()
         self._docids: dict[int, str] = {}  # Lucene doc number -> collection docid, valid for this reader
 
     @property
@@ -85,9 +117,9 @@ class LuceneTopK:
 
     def weighted_query(self, weights: Mapping[str, int | float]) -> Any:
         """The query ``Σ_t weight_t · [t in d]`` scored by the index similarity (tokens taken verbatim)."""
-        java_weights = self._hash_map()
-        for token, weight in weights.items():
-            java_weights.put(token, self._float(float(weight)))
+        from jnius import cast
+
+        java_weights = cast("java.util.Map", self._weights_reader.readValue(json.dumps(weights)))
         return self._generator.buildQuery(_CONTENTS_FIELD, java_weights)
 
     def top_k(self, query: Any, k: int) -> dict[str, float]:

@@ -10,6 +10,7 @@ import pytest
 from retrieval.beir import Document
 from retrieval.impact import ImpactQuantization, ImpactSearcher, build_impact_index
 from retrieval.index import build_bm25_index
+from retrieval.jvm import autoclass
 from retrieval.lucene_topk import adjust_score_ties
 from retrieval.search import Bm25Searcher
 
@@ -52,7 +53,7 @@ def test_bm25_one_thread_equals_pyserini_batch(tmp_path):
 
 def test_impact_one_thread_equals_pyserini_batch(tmp_path):
     rng = random.Random(3)
-    vocab = [f"t{i}" for i in range(25)]
+    vocab = [f"t{i}" for i in range(20)] + ["é", 'q"x', "b\\s", "##ing", "bm25:stem"]  # as JSON: escapes
     vectors = [{t: rng.choice([0.5, 1.0, 2.0]) for t in rng.sample(vocab, rng.randint(1, 6))} for _ in range(40)]
     docs = {f"doc{i:03d}": vectors[i % 40] for i in range(120)}  # each vector three times: tied scores
     queries = {f"q{j}": {t: rng.choice([0.3, 1.0]) for t in rng.sample(vocab, 3)} for j in range(15)}
@@ -65,4 +66,7 @@ def test_impact_one_thread_equals_pyserini_batch(tmp_path):
             batched = searcher.search(queries, k=k, threads=2, show_progress=False)
             _assert_same_run(direct, batched)
     assert direct["unknown"] == {}
+    assert {token for run in queries.values() for token in run} & {"é", 'q"x', "b\\s"}  # the escapes were used
+    # the query reader's Jackson declarations leave autoclass's full classes alone (Pyserini's indexer uses them)
+    assert len(autoclass("com.fasterxml.jackson.databind.ObjectReader").readValue.signatures()) > 1
     assert max(len(run) for run in direct.values()) > 10  # k = 200 reached past the ties at the cut-offs 1 and 10
