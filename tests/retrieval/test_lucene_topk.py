@@ -54,9 +54,11 @@ def test_bm25_one_thread_equals_pyserini_batch(tmp_path):
 def test_impact_one_thread_equals_pyserini_batch(tmp_path):
     rng = random.Random(3)
     vocab = [f"t{i}" for i in range(20)] + ["é", 'q"x', "b\\s", "##ing", "bm25:stem"]  # as JSON: escapes
-    vectors = [{t: rng.choice([0.5, 1.0, 2.0]) for t in rng.sample(vocab, rng.randint(1, 6))} for _ in range(40)]
+    # weights up to 23.1 × 4.71 per term: quantized scores past 2^24 / 1e4, where float32 rounding would go wrong
+    vectors = [{t: rng.choice([0.5, 1.0, 2.0, 7.37, 23.1]) for t in rng.sample(vocab, rng.randint(1, 6))}
+               for _ in range(40)]
     docs = {f"doc{i:03d}": vectors[i % 40] for i in range(120)}  # each vector three times: tied scores
-    queries = {f"q{j}": {t: rng.choice([0.3, 1.0]) for t in rng.sample(vocab, 3)} for j in range(15)}
+    queries = {f"q{j}": {t: rng.choice([0.3, 1.0, 4.71]) for t in rng.sample(vocab, 3)} for j in range(15)}
     queries["unknown"] = {"absent": 1.0}
     index = build_impact_index(docs, tmp_path / "impact", quantization=ImpactQuantization(), threads=2,
                                show_progress=False)
