@@ -249,12 +249,18 @@ def _bm25_rows(out_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _same_ranking(one: dict[str, dict[str, float]], other: dict[str, dict[str, float]]) -> bool:
+    """Equal runs: the same queries, documents in the same rank order, equal scores."""
+    return one.keys() == other.keys() and all(list(one[q].items()) == list(other[q].items()) for q in one)
+
+
 def _sparse_latency_rows(label_free: Path) -> list[dict[str, Any]]:
     """Latency of the adapted inference-free sparse models (``--only label_free``, seed 0) against BM25.
 
     Per collection, k = 10 / 100 / 1000, one query per call and all test queries in one call, 1 Lucene thread;
     each searcher opened once (:class:`retrieval.sparse_index.InferenceFreeSearcher`, whose time includes the
-    query's tokenisation and IDF lookup; :class:`retrieval.search.Bm25Searcher`).
+    query's tokenisation and IDF lookup; :class:`retrieval.search.Bm25Searcher`). Each row also records whether both
+    searchers' one-thread runs equal their Pyserini runs (``same_runs_as_pyserini``).
     """
     from retrieval.beir import load_beir
     from retrieval.encoder import load_sparse_encoder
@@ -277,6 +283,9 @@ def _sparse_latency_rows(label_free: Path) -> list[dict[str, Any]]:
         with InferenceFreeSearcher(model, folder / "sparse-s0-index") as sparse, \
                 Bm25Searcher(folder / "bm25-index") as bm25:
             for k in (10, 100, 1000):
+                # the one-thread path (Lucene directly) must return Pyserini's runs on this real collection
+                same = all(_same_ranking(searcher.search(queries, k=k, threads=1),
+                                         searcher.search(queries, k=k, threads=2)) for searcher in (sparse, bm25))
                 for batched in (False, True):
                     def timed(searcher: Any, k: int = k, batched: bool = batched,
                               queries: dict[str, str] = queries) -> float:
@@ -292,7 +301,7 @@ def _sparse_latency_rows(label_free: Path) -> list[dict[str, Any]]:
                     rows.append(_row(f"learned sparse search, {name} ({len(queries)} queries), k = {k}, "
                                      f"{'batched' if batched else 'one query per call'}, 1 thread", regkit, peer,
                                      "ms/query", 1.1, False, peer_name="BM25 on the same engine",
-                                     doc_active_terms=active))
+                                     doc_active_terms=active, same_runs_as_pyserini=same))
                     logger.info("%s", rows[-1])
     return rows
 
