@@ -7,11 +7,11 @@ the search itself. :class:`LuceneTopK` runs the same search on the calling threa
 * the same query: Anserini's ``BagOfWordsQueryGenerator`` (analyzed text for BM25; ``{token: weight}`` boosts for
   impact indexes) under the similarity the caller gives (Lucene's ``BM25Similarity``, Anserini's
   ``ImpactSimilarity``);
-* the same order: score, then collection docid ascending (Anserini's ``BREAK_SCORE_TIES_BY_DOCID`` sort), found
-  faster: Lucene collects the top ``k + 1`` by score alone and may skip documents that cannot enter them (its
-  default counts 1,000 hits before it skips any, which made k = 10 cost as much as k = 1000); every document tied
-  with the k-th score is then among them unless the (k + 1)-th ties too, in which case the search is repeated twice
-  as deep; the ties are ordered by docid here;
+* the same order: score, then collection docid ascending (Anserini's ``BREAK_SCORE_TIES_BY_DOCID`` sort). For
+  k < 1000 Lucene first collects the top ``k + 1`` by score alone, free to skip documents that cannot enter them
+  (a sorted search counts 1,000 hits before it skips any, so k = 10 cost nearly as much as k = 1000); unless the
+  (k + 1)-th score ties the k-th, those k hits are the top k, and their ties are ordered by docid here. Otherwise,
+  and for k ≥ 1000, Lucene sorts by score and docid itself, as Anserini searches;
 * the same scores: Anserini's ``ScoreTiesAdjusterReranker``, with Java's arithmetic: each score rounded to 1e-4,
   and the n-th document of a run of tied scores lowered by n·1e-6, so any evaluation tool keeps this order;
 * each hit's collection docid read once from its stored ``id`` field, then cached;
@@ -38,6 +38,7 @@ __all__ = ["LuceneTopK", "adjust_score_ties"]
 
 _ID_FIELD = "id"  # Anserini's Constants.ID
 _CONTENTS_FIELD = "contents"  # Anserini's Constants.CONTENTS
+_SORTED_SEARCH_HITS = 1000  # Lucene's IndexSearcher.TOTAL_HITS_THRESHOLD: from here a sorted search skips as well
 
 
 def adjust_score_ties(scores: np.ndarray) -> np.ndarray:
@@ -106,6 +107,9 @@ class LuceneTopK:
             cast("org.apache.lucene.index.IndexReader", self._reader))
         self._searcher.setSimilarity(similarity)
         self._collector = autoclass("org.apache.lucene.search.TopScoreDocCollector")
+        sort_field = autoclass("org.apache.lucene.search.SortField")
+        by_docid = sort_field(_ID_FIELD, autoclass("org.apache.lucene.search.SortField$Type").STRING_VAL)
+        self._sort = autoclass("org.apache.lucene.search.Sort")(sort_field.FIELD_SCORE, by_docid)
         self._generator = autoclass("io.anserini.search.query.BagOfWordsQueryGenerator")()
         self._stored = self._reader.storedFields()
         self._id_only = autoclass("java.util.Set").of(_ID_FIELD)
@@ -131,17 +135,18 @@ class LuceneTopK:
         """``{docid: score}`` of the top ``k`` documents, in rank order (module docstring)."""
         from jnius import cast
 
-        depth = k + 1
-        while True:
-            collector = self._collector.create(depth, depth)  # skipping allowed once `depth` hits are in
+        hits: list[tuple[float, str]] | None = None
+        if k < _SORTED_SEARCH_HITS:
+            collector = self._collector.create(k + 1, k + 1)  # skipping allowed once k + 1 hits are in
             self._searcher.search(query, cast("org.apache.lucene.search.Collector", collector))
-            hits = [(hit.score, hit.doc) for hit in collector.topDocs().scoreDocs]
-            if len(hits) < depth or hits[k - 1][0] > hits[-1][0]:  # every document tied with the k-th is here
-                break
-            depth *= 2
-        ranked = sorted(((score, self._docid(doc)) for score, doc in hits), key=lambda hit: (-hit[0], hit[1]))[:k]
-        scores = adjust_score_ties(np.array([score for score, _ in ranked], dtype=np.float32))
-        return dict(zip([docid for _, docid in ranked], scores.tolist(), strict=True))
+            found = [(hit.score, hit.doc) for hit in collector.topDocs().scoreDocs]
+            if len(found) <= k or found[k - 1][0] > found[k][0]:  # no tie across the cut-off
+                hits = sorted(((score, self._docid(doc)) for score, doc in found[:k]), key=lambda h: (-h[0], h[1]))
+        if hits is None:
+            ranked = self._searcher.search(query, k, self._sort, True).scoreDocs
+            hits = [(hit.score, self._docid(hit.doc)) for hit in ranked]
+        scores = adjust_score_ties(np.array([score for score, _ in hits], dtype=np.float32))
+        return dict(zip([docid for _, docid in hits], scores.tolist(), strict=True))
 
     def _docid(self, doc: int) -> str:
         docid = self._docids.get(doc)
