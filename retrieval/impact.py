@@ -230,7 +230,8 @@ class ImpactSearcher:
     ) -> Run:
         """Top-``k`` documents per query for ``{qid: {token: weight}}``; scores are de-quantized (see module doc).
 
-        A query with no weight left after quantization, or with only tokens absent from the index, gets ``{}``.
+        ``threads`` as in :meth:`retrieval.search.Bm25Searcher.search`. A query with no weight left after
+        quantization, or with only tokens absent from the index, gets ``{}``.
         """
         check_search_args(k, threads)
         scale = self.quantization.query_scale

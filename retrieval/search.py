@@ -139,9 +139,10 @@ class Bm25Searcher:
         batch_size: int = 256,
         show_progress: bool | None = None,
     ) -> Run:
-        """Top-``k`` documents per query, searched ``threads``-parallel in Lucene, ``batch_size`` queries per call.
+        """Top-``k`` documents per query, ``batch_size`` queries per progress step.
 
-        Empty, whitespace-only and stopword-only queries get an empty result.
+        ``threads=1`` searches Lucene directly on this thread; more run Pyserini's batch search on that many Java
+        threads (the same run). Empty, whitespace-only and stopword-only queries get an empty result.
         """
         check_search_args(k, threads)
         for qid, text in queries.items():

@@ -185,7 +185,7 @@ class InferenceFreeSearcher:
         self._searcher = ImpactSearcher(index_dir)
 
     def search(self, queries: Mapping[str, str], *, k: int = 1000, threads: int = 1) -> dict[str, dict[str, float]]:
-        """Top-``k`` ``{qid: {doc_id: score}}`` of every query."""
+        """Top-``k`` ``{qid: {doc_id: score}}`` of every query (``threads`` as in :meth:`ImpactSearcher.search`)."""
         weights = query_weights(self.model, queries)
         if self._idf is not None:
             lexical = lexical_query_weights(queries, self._analyzer, self._idf)
@@ -193,6 +193,7 @@ class InferenceFreeSearcher:
         return self._searcher.search(weights, k=k, threads=threads)
 
     def close(self) -> None:
+        """Release the Lucene readers."""
         self._searcher.close()
 
     def __enter__(self) -> InferenceFreeSearcher:

@@ -12,9 +12,17 @@ numbers from different runs are not comparable.
   popularity too; the test log encoded once beforehand, as the training loop's evaluator does) against
   :func:`pipelines.bench._speed_baselines.numpy_full_ranking` (matmul, argpartition, R/nDCG) on the same
   embeddings; target time ratio ≤ 1.5 with identical R@K / nDCG@K.
+* Two-tower training throughput (``ml100k_two_tower_features.yaml``) on torchrec's EmbeddingBagCollection against
+  the same model on plain ``nn.EmbeddingBag`` (``embedding_backend="torch"``); target ≥ 1.0.
+* BM25 indexing of SciFact (1 and 2 threads; target ≥ 0.95) and search of its test queries (k = 1000 and 100,
+  1 thread; target ≤ 1.05) against raw Pyserini (:func:`pipelines.bench._speed_baselines.pyserini_index`,
+  :func:`~pipelines.bench._speed_baselines.pyserini_search`).
+* Learned sparse search latency of the label-free adapted models against BM25 on the same engine and search path
+  (:func:`_sparse_latency_rows`); target ≤ 1.1.
 
-Needs the MovieLens-100K raw files (``$REGKIT_SHARED_DATA/ml-100k``); without them the benchmark says so and
-returns no rows.
+Needs the MovieLens-100K raw files (``$REGKIT_SHARED_DATA/ml-100k``), else the benchmark says so and returns no rows;
+the BM25 rows need BEIR SciFact there and the learned sparse rows the outputs of ``--only label_free``, else they are
+left out with a warning.
 """
 
 from __future__ import annotations
