@@ -90,7 +90,7 @@ def quantize_weights(weights: Mapping[str, float], scale: float, *, where: str, 
         raise TypeError(f"{where}: weights must be a mapping {{token: weight}}, got {type(weights).__name__}.")
     quantized: dict[str, int] = {}
     for token, weight in weights.items():
-        if not isinstance(token, str) or not token or any(ch.isspace() for ch in token):
+        if not isinstance(token, str) or token.split() != [token]:  # empty, or whitespace inside
             raise ValueError(f"{where}: token {token!r} must be a non-empty string without whitespace.")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) and not hasattr(weight, "__float__"):
             raise TypeError(f"{where}: weight of token {token!r} must be a number, got {type(weight).__name__}.")

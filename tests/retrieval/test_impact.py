@@ -112,6 +112,9 @@ def test_quantize_weights_rules():
     }
     with pytest.raises(ValueError, match="document 'd9': token 'two words' must be a non-empty string"):
         build_impact_index({"d9": {"two words": 1.0}}, "/nonexistent/never")
+    for token in ("", " a", "a\t", "a\u00a0b", "a\u2003"):  # empty; ASCII and Unicode whitespace anywhere
+        with pytest.raises(ValueError, match="must be a non-empty string without whitespace"):
+            quantize_weights({token: 1.0}, 100, where="q", limit=10)
     with pytest.raises(ValueError, match="weight of token 'a' must be finite and >= 0, got -1.0"):
         quantize_weights({"a": -1.0}, 100, where="q", limit=10)
     with pytest.raises(ValueError, match="must be finite"):
