@@ -73,10 +73,10 @@ def _throughput_row(ml100k: Path) -> dict[str, Any]:
         setup = PlainSetup(train.users, train.items, train.num_users, train.num_items, loss="bpr", batch_size=1024,
                            **CONFIGS["bpr"])
         steps = STEPS["bpr", 1024]
-        regkit, peer = _interleaved(lambda: _regkit_train(setup, train, steps), lambda: _plain_train(setup, steps))
+        paired = _interleaved(lambda: _regkit_train(setup, train, steps), lambda: _plain_train(setup, steps))
     finally:
         torch.set_num_threads(threads)
-    return _row("MF-BPR training, dim 64, batch 1024, 1 thread", regkit, peer, "positives/s", 1.0, True,
+    return _row("MF-BPR training, dim 64, batch 1024, 1 thread", paired, "positives/s", 1.0, True,
                 peer_name="plain torch loop")
 
 

@@ -1,8 +1,10 @@
 """Framework tax: regkit against the plain loops underneath, measured side by side in one process.
 
-Each row times regkit and its peer interleaved (A B A B ...), ``REPEATS`` times (``SHORT_RUN_REPEATS`` for rows
-of about a second), and compares the medians, so the ratio holds on a shared machine whose load drifts; absolute
-numbers from different runs are not comparable.
+Each row times regkit and its peer interleaved (A B A B ...) and compares the medians, so the ratio holds on a shared
+machine whose load drifts; absolute numbers from different runs are not comparable. A row repeats its pair as often
+as fits ``TIME_BUDGET_S`` judged by the warm-up pair (``MIN_REPEATS`` to ``MAX_REPEATS``): a run of a fraction of a
+second swings ±15 % with the host's load, so short rows take more pairs. Each row records its number of pairs and
+the quartiles of the per-pair ratios (``pair_ratio_quartiles``), which show how far a ratio near its target can move.
 
 * MF-BPR and MF softmax training throughput (positives/s) against a plain torch loop
   (:func:`pipelines.bench._speed_baselines.plain_torch_train`: same shapes, Adam, same loss, negatives from the
@@ -32,6 +34,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +46,8 @@ from pipelines.bench._speed_baselines import PlainSetup, numpy_full_ranking, pla
 
 logger = logging.getLogger(__name__)
 
-REPEATS = 3
-SHORT_RUN_REPEATS = 9  # rows whose single run lasts about a second swing ±15 % with the host's load
+TIME_BUDGET_S = 10.0  # per row, for the timed pairs after the warm-up pair
+MIN_REPEATS, MAX_REPEATS = 3, 25
 KS = (10, 20)
 # the shapes and settings of pipelines/configs/ml100k_mf_bpr.yaml and ml100k_mf_softmax.yaml
 CONFIGS = {
@@ -55,15 +58,26 @@ CONFIGS = {
 STEPS = {("bpr", 1024): 80, ("bpr", 8192): 20, ("softmax", 1024): 40, ("softmax", 8192): 3}
 
 
-def _interleaved(first: Callable[[], float], second: Callable[[], float], repeats: int = REPEATS
-                 ) -> tuple[float, float]:
-    """Medians of ``repeats`` alternating calls of each (a warm-up call of each first)."""
-    first(), second()
+@dataclass(frozen=True)
+class Paired:
+    """Medians of regkit's and its peer's interleaved runs, and the ratio (regkit ÷ peer) of each pair of runs."""
+
+    regkit: float
+    peer: float
+    pair_ratios: tuple[float, ...]
+
+
+def _interleaved(regkit: Callable[[], float], peer: Callable[[], float]) -> Paired:
+    """A warm-up call of each, then alternating calls: as many pairs as fit ``TIME_BUDGET_S`` (module docstring)."""
+    started = time.perf_counter()
+    regkit(), peer()
+    warm_up_s = time.perf_counter() - started
+    repeats = int(min(MAX_REPEATS, max(MIN_REPEATS, TIME_BUDGET_S // max(warm_up_s, 1e-3))))
     a, b = [], []
     for _ in range(repeats):
-        a.append(first())
-        b.append(second())
-    return statistics.median(a), statistics.median(b)
+        a.append(regkit())
+        b.append(peer())
+    return Paired(statistics.median(a), statistics.median(b), tuple(x / y for x, y in zip(a, b, strict=True)))
 
 
 def _regkit_train(setup: PlainSetup, train: Any, steps: int) -> float:
@@ -93,12 +107,13 @@ def _plain_train(setup: PlainSetup, steps: int) -> float:
     return positives / (time.perf_counter() - started)
 
 
-def _row(work: str, regkit: float, peer: float, unit: str, target: float, higher_is_better: bool,
-         **extra: Any) -> dict[str, Any]:
-    ratio = regkit / peer
+def _row(work: str, paired: Paired, unit: str, target: float, higher_is_better: bool, **extra: Any) -> dict[str, Any]:
+    ratio = paired.regkit / paired.peer
     met = ratio >= target if higher_is_better else ratio <= target
-    return {"work": work, "regkit": regkit, "peer": peer, "unit": unit, "ratio": ratio,
-            "target": f"{'>=' if higher_is_better else '<='} {target}", "met": bool(met), **extra}
+    low, _, high = statistics.quantiles(paired.pair_ratios, n=4)
+    return {"work": work, "regkit": paired.regkit, "peer": paired.peer, "unit": unit, "ratio": ratio,
+            "target": f"{'>=' if higher_is_better else '<='} {target}", "met": bool(met),
+            "pairs": len(paired.pair_ratios), "pair_ratio_quartiles": [low, high], **extra}
 
 
 def _training_rows(train: Any) -> list[dict[str, Any]]:
@@ -110,10 +125,10 @@ def _training_rows(train: Any) -> list[dict[str, Any]]:
                 steps = STEPS[loss, batch_size]
                 setup = PlainSetup(train.users, train.items, train.num_users, train.num_items, loss=loss,
                                    batch_size=batch_size, **options)
-                regkit, peer = _interleaved(lambda s=setup, n=steps: _regkit_train(s, train, n),
-                                            lambda s=setup, n=steps: _plain_train(s, n))
+                paired = _interleaved(lambda s=setup, n=steps: _regkit_train(s, train, n),
+                                      lambda s=setup, n=steps: _plain_train(s, n))
                 rows.append(_row(f"MF {loss} training, dim {setup.dim}, batch {batch_size}, {threads} thread(s)",
-                                 regkit, peer, "positives/s", 1.0, True, peer_name="plain torch loop"))
+                                 paired, "positives/s", 1.0, True, peer_name="plain torch loop"))
                 logger.info("%s", rows[-1])
     return rows
 
@@ -154,20 +169,20 @@ def _evaluation_row(data: Any) -> dict[str, Any]:
     def regkit() -> float:
         started = time.perf_counter()
         results["regkit"] = evaluate_encoded(service, encoded, ks=KS)
-        return time.perf_counter() - started
+        return (time.perf_counter() - started) * 1e3
 
     def numpy_baseline() -> float:
         started = time.perf_counter()
         results["numpy"] = numpy_full_ranking(user_vectors, item_vectors, seen, pairs, KS)
-        return time.perf_counter() - started
+        return (time.perf_counter() - started) * 1e3
 
     torch.set_num_threads(1)
     with threadpool_limits(1):  # numpy's BLAS too (both sides' matrix products), else it takes every core
-        regkit_s, numpy_s = _interleaved(regkit, numpy_baseline)
+        paired = _interleaved(regkit, numpy_baseline)
     names = [f"{m}@{k}" for m in ("R", "nDCG") for k in KS]
     identical = all(results["regkit"][name] == results["numpy"][name] for name in names)
-    return _row(f"full-catalogue evaluation, {len(order)} users x {train.num_items} items, 1 thread", regkit_s * 1e3,
-                numpy_s * 1e3, "ms", 1.5, False, peer_name="numpy (matmul, argpartition, R/nDCG)",
+    return _row(f"full-catalogue evaluation, {len(order)} users x {train.num_items} items, 1 thread", paired, "ms",
+                1.5, False, peer_name="numpy (matmul, argpartition, R/nDCG)",
                 metrics_identical=identical, metrics={name: results["regkit"][name] for name in names},
                 regkit_encode_test_ms=encoding_ms)
 
@@ -191,9 +206,9 @@ def _two_tower_row(config: Any, data: Any) -> dict[str, Any]:
         return result.examples / (time.perf_counter() - started)
 
     torch.set_num_threads(1)
-    regkit, peer = _interleaved(lambda: train("torchrec"), lambda: train("torch"), repeats=SHORT_RUN_REPEATS)
+    paired = _interleaved(lambda: train("torchrec"), lambda: train("torch"))
     return _row("two-tower training (ml100k_two_tower_features.yaml), batch 1024, 1 thread: torchrec EBC",
-                regkit, peer, "examples/s", 1.0, True, peer_name="the same model on plain nn.EmbeddingBag")
+                paired, "examples/s", 1.0, True, peer_name="the same model on plain nn.EmbeddingBag")
 
 
 def _bm25_rows(out_dir: Path) -> list[dict[str, Any]]:
@@ -229,9 +244,9 @@ def _bm25_rows(out_dir: Path) -> list[dict[str, Any]]:
                            work / "raw", threads)
             return len(dataset.corpus) / (time.perf_counter() - started)
 
-        regkit, peer = _interleaved(regkit_index, raw_index, repeats=SHORT_RUN_REPEATS)
-        rows.append(_row(f"BM25 indexing, SciFact ({len(dataset.corpus)} docs), {threads} thread(s)", regkit, peer,
-                         "docs/s", 0.95, True, peer_name="raw Pyserini (JSONL shards + IndexCollection)"))
+        rows.append(_row(f"BM25 indexing, SciFact ({len(dataset.corpus)} docs), {threads} thread(s)",
+                         _interleaved(regkit_index, raw_index), "docs/s", 0.95, True,
+                         peer_name="raw Pyserini (JSONL shards + IndexCollection)"))
     build_bm25_index(dataset.corpus, work / "regkit", threads=2, show_progress=False, overwrite=True)
     from pyserini.search.lucene import LuceneSearcher
 
@@ -249,9 +264,9 @@ def _bm25_rows(out_dir: Path) -> list[dict[str, Any]]:
                 pyserini_search(raw, queries, k, threads=1)
                 return (time.perf_counter() - started) * 1e3 / len(queries)
 
-            regkit, peer = _interleaved(regkit_search, raw_search, repeats=SHORT_RUN_REPEATS)
-            rows.append(_row(f"BM25 search, SciFact ({len(queries)} test queries), k = {k}, 1 thread", regkit,
-                             peer, "ms/query", 1.05, False, peer_name="raw Pyserini LuceneSearcher.batch_search"))
+            rows.append(_row(f"BM25 search, SciFact ({len(queries)} test queries), k = {k}, 1 thread",
+                             _interleaved(regkit_search, raw_search), "ms/query", 1.05, False,
+                             peer_name="raw Pyserini LuceneSearcher.batch_search"))
     raw.close()
     shutil.rmtree(work, ignore_errors=True)
     return rows
@@ -305,10 +320,10 @@ def _sparse_latency_rows(label_free: Path) -> list[dict[str, Any]]:
                                 searcher.search({qid: text}, k=k, threads=1)
                         return (time.perf_counter() - started) * 1e3 / len(queries)
 
-                    regkit, peer = _interleaved(lambda: timed(sparse), lambda: timed(bm25))
                     rows.append(_row(f"learned sparse search, {name} ({len(queries)} queries), k = {k}, "
-                                     f"{'batched' if batched else 'one query per call'}, 1 thread", regkit, peer,
-                                     "ms/query", 1.1, False, peer_name="BM25 on the same engine",
+                                     f"{'batched' if batched else 'one query per call'}, 1 thread",
+                                     _interleaved(lambda: timed(sparse), lambda: timed(bm25)), "ms/query", 1.1,
+                                     False, peer_name="BM25 on the same engine",
                                      doc_active_terms=active, same_runs_as_pyserini=same))
                     logger.info("%s", rows[-1])
     return rows
