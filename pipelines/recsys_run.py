@@ -274,7 +274,7 @@ def _prepare_output(
     out = Path(output_dir or config.output_dir)
     config = config.model_copy(update={"output_dir": str(out), "ssl": resolve_ssl_config(config.ssl, out)})
     if (out / "model").exists() and not overwrite:
-        raise FileExistsError(f"{out / 'model'} exists; pass overwrite=True (--overwrite) or another --output-dir.")
+        raise FileExistsError(f"{out / 'model'} exists; pass overwrite=True (--overwrite) or another output folder.")
     if overwrite:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # otherwise an unfinished run resumes from them
     if config.num_threads:

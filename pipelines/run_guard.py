@@ -77,14 +77,14 @@ def _check_unfinished(run_dir: Path, digest: str, inputs: Mapping[str, Any]) -> 
     if not (run_dir / STARTED_NAME).is_file():
         if (run_dir / "model").exists():  # a run folder written before completion markers existed
             raise FileExistsError(
-                f"{run_dir / 'model'} exists; pass overwrite=True (--overwrite) or another --output-dir."
+                f"{run_dir / 'model'} exists; pass overwrite=True (--overwrite) or another output folder."
             )
         return
     difference = _difference(_read_started(run_dir), digest, inputs)
     if difference is not None and any(run_dir.rglob("ckpt-*.pt")):
         raise FileExistsError(
             f"{run_dir} holds an unfinished run {difference}: pass --overwrite to discard it and start over, or use "
-            "another --output-dir."
+            "another output folder."
         )
     if difference is not None:
         logger.warning("%s holds an unfinished run %s, which stopped before its first checkpoint: nothing to "
@@ -133,7 +133,7 @@ def guarded_run_dir(
             if done is not None:
                 raise FileExistsError(
                     f"{run_dir} holds a finished run ({SUCCESS_NAME} of {done.get('time')}); pass --overwrite "
-                    "or another --output-dir."
+                    "or another output folder."
                 )
             _check_unfinished(run_dir, digest, fingerprints)
         record = {"config_sha256": digest, "inputs": fingerprints, "pid": os.getpid()}

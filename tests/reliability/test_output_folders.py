@@ -100,6 +100,7 @@ def test_beir_eval_refuses_a_finished_folder_and_overwrite_rewrites_it(tmp_path,
     assert main(argv) == 2  # used to replace index/ and metrics.json silently
     err = _one_line_error(capsys)
     assert str(out) in err and "finished run" in err and "--overwrite" in err
+    assert "another output folder" in err and "--output-dir" not in err  # beir eval's flag is --out
     assert _snapshot(out) == finished
 
     (out / "notes.txt").write_text("kept")  # --overwrite rewrites regkit's outputs and deletes nothing else
