@@ -40,7 +40,10 @@ def eval_command(
     k: int = typer.Option(1000, "--k", help="Hits per query."),
     k1: float = typer.Option(0.9, "--k1", help="BM25 k1 (Pyserini BEIR flat regression: 0.9)."),
     b: float = typer.Option(0.4, "--b", help="BM25 b (Pyserini BEIR flat regression: 0.4)."),
-    threads: int = typer.Option(2, "--threads", help="Indexing threads (searches: one thread, Lucene directly)."),
+    threads: int = typer.Option(2, "--threads", help="Indexing threads."),
+    search_threads: int = typer.Option(
+        1, "--search-threads", help="bm25 / sparse search threads (1: Lucene directly; more: Pyserini's executor)."
+    ),
     measures: str = typer.Option("nDCG@10,R@100,RR@10,AP,P@10", "--measures", help="Comma-separated measures."),
     model: str = typer.Option(
         None, "--model", help="dense: model (default bundled all-MiniLM-L6-v2); sparse: folder from retrieval train."
@@ -62,8 +65,9 @@ def eval_command(
 
     config = BeirEvalConfig(
         data=str(data), out_dir=str(out), retriever=retriever, split=split, k=k, k1=k1, b=b, threads=threads,
-        measures=[m.strip() for m in measures.split(",") if m.strip()], model=model, idf=idf,
-        states_dir=str(states_dir) if states_dir is not None else None, ignore_identical_ids=ignore_identical_ids,
+        search_threads=search_threads, measures=[m.strip() for m in measures.split(",") if m.strip()], model=model,
+        idf=idf, states_dir=str(states_dir) if states_dir is not None else None,
+        ignore_identical_ids=ignore_identical_ids,
     )
     result = run_beir_eval(config, overwrite=overwrite)
     print_metrics(f"{data.name} ({split}) {retriever}", result.evaluation.aggregate)

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BeirEvalConfig", "BeirEvalResult", "run_beir_eval"]
 
-_RETRIEVER_OPTIONS = ("k1", "b", "threads", "model", "batch_size", "idf", "states_dir")
+_RETRIEVER_OPTIONS = ("k1", "b", "threads", "search_threads", "model", "batch_size", "idf", "states_dir")
 
 
 @dataclass
@@ -57,7 +57,9 @@ class BeirEvalConfig:
         k: hits per query. Default 1000 (source: Pyserini/BEIR runs).
         measures: ir-measures names.
         k1, b: BM25 parameters. Defaults 0.9 / 0.4 (source: Pyserini BEIR ``flat`` regressions).
-        threads: indexing threads (searches run on one thread, through Lucene directly).
+        threads: indexing threads. Default 2.
+        search_threads: ``bm25`` / ``sparse`` search threads. Default 1: Lucene searched directly, faster than
+            Pyserini's batch executor on two threads (docs/speed.md); larger machines may gain from more.
         model: sentence-transformers model for ``dense`` (None: the bundled all-MiniLM-L6-v2); required for
             ``sparse`` (a folder written by ``regkit retrieval train``).
         batch_size: dense encoding batch size.
@@ -71,9 +73,10 @@ class BeirEvalConfig:
             logged as a warning.
 
     Note:
-        ``k1``, ``b``, ``threads``, ``model``, ``batch_size``, ``idf`` and ``states_dir`` are retriever options: each
-        goes to the retriever's constructor when it takes it, and is validated there. One set to a value other than its
-        default that the chosen retriever does not take is an error rather than silently ignored.
+        ``k1``, ``b``, ``threads``, ``search_threads``, ``model``, ``batch_size``, ``idf`` and ``states_dir`` are
+        retriever options: each goes to the retriever's constructor when it takes it, and is validated there. One set
+        to a value other than its default that the chosen retriever does not take is an error rather than silently
+        ignored.
     """
 
     data: str
@@ -84,6 +87,7 @@ class BeirEvalConfig:
     k1: float = 0.9
     b: float = 0.4
     threads: int = 2
+    search_threads: int = 1
     measures: list[str] = field(default_factory=lambda: list(DEFAULT_MEASURES))
     model: str | None = None
     batch_size: int = 64

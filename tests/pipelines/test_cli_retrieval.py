@@ -69,6 +69,17 @@ def test_beir_eval_dense_and_retrieval_commands(tmp_path, capsys):
     assert "4 queries searched (1 without results)" in capsys.readouterr().out
 
 
+def test_beir_eval_search_threads_give_the_same_run(tmp_path):
+    data = _tiny_beir(tmp_path / "tiny")
+    runs = []
+    for threads in ("1", "2"):  # Lucene searched directly, then Pyserini's batch executor
+        out = tmp_path / f"bm25-{threads}"
+        assert main(["beir", "eval", "--data", str(data), "--out", str(out), "--k", "3", "--threads", "1",
+                     "--search-threads", threads]) == 0
+        runs.append((out / "run.trec").read_text())
+    assert runs[0] == runs[1] and runs[0]
+
+
 def test_errors_are_one_line_exit_2(tmp_path, capsys):
     data = _tiny_beir(tmp_path / "tiny")
     cases = [
@@ -82,6 +93,8 @@ def test_errors_are_one_line_exit_2(tmp_path, capsys):
          "unknown measure"),
         (["retrieval", "search", "--index", str(tmp_path / "missing"), "--queries", str(data),
           "--out", str(tmp_path / "r.trec")], "index folder not found"),
+        (["beir", "eval", "--data", str(data), "--retriever", "dense", "--search-threads", "2", "--out",
+          str(tmp_path / "o")], "search_threads"),
     ]
     for argv, message in cases:
         capsys.readouterr()
