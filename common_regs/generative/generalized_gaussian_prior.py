@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
-from scipy.special import gammaincinv
 from torch import Tensor, nn
 
 from common_regs.api import ConfigFromKeys, TrainContext
@@ -45,6 +44,9 @@ def generalized_gaussian_(tensor: Tensor, beta: float, std: float, generator: to
     """Fill ``tensor`` with GG(β, α) samples of standard deviation ``std``: ``|w| = α G^{1/β}``, G ~ Gamma(1/β, 1)."""
     if beta <= 0 or std <= 0:
         raise ValueError(f"`beta` and `std` must be > 0, got {beta}, {std}.")
+    from scipy.special import gammaincinv  # here: scipy.special takes ~0.2 s to import, and every run with hooks
+    # imports every method module (common_regs.registry.load_all)
+
     alpha = gg_scale_for_std(beta, std)
     u = torch.rand(tensor.shape, generator=generator, dtype=torch.float64).clamp(1e-300, 1 - 1e-16)
     sign = torch.where(torch.rand(tensor.shape, generator=generator) < 0.5, -1.0, 1.0).to(torch.float64)

@@ -8,7 +8,6 @@ from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 import torch
 from torch import Tensor
 
@@ -52,6 +51,8 @@ def sinkhorn_newton_sparse(
         raise ValueError(f"`density` must be in (0, 1], got {density}.")
     if sinkhorn_iters < 0 or newton_iters < 0:
         raise ValueError(f"`sinkhorn_iters` and `newton_iters` must be >= 0, got {sinkhorn_iters}, {newton_iters}.")
+    import scipy.sparse.linalg as spla  # here: ~0.2 s to import, paid by every run's registry.load_all otherwise
+
     a, b, cost = check_problem(a, b, cost)
     eta = 1.0 / eps
     warm = sinkhorn(a, b, cost, eps, max_iter=sinkhorn_iters, tol=tol, x0=x0, y0=y0)
