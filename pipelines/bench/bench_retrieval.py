@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.bench import shared_data_dir
+
 logger = logging.getLogger(__name__)
 
 PUBLISHED = {"bm25": {"nDCG@10": 0.6789, "R@100": 0.9253}, "dense": {"nDCG@10": 0.645}}
@@ -27,8 +29,7 @@ MEASURES = ["nDCG@10", "R@100"]
 
 
 def _scifact() -> Path | None:
-    root = Path(os.environ.get("REGKIT_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
-    folder = root / "beir" / "scifact"
+    folder = shared_data_dir() / "beir" / "scifact"
     return folder if folder.is_dir() else None
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from common_regs.io import atomic_path, atomic_write_text
+from pipelines.bench import shared_data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def build_payload(data_root: Path, cache_dir: Path, out: Path = PAYLOAD) -> dict
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.bench.gpu_sparse_payload", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data" / "beir")
+    parser.add_argument("--data-root", type=Path, default=shared_data_dir() / "beir")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "sparse" / "cache")
     parser.add_argument("--out", type=Path, default=PAYLOAD)
     args = parser.parse_args(argv)
